@@ -1,0 +1,72 @@
+"""The batch contract every domain's data module follows.
+
+A batch is a mapping with
+
+* ``x``        (batch, ...) float tensor: the clean data x_0;
+* ``presence`` optional bool mask broadcastable to x: True for real entries, False for padding
+               (atoms, residues, tokens, points of variable-size items);
+* ``known``    optional bool mask broadcastable to x: entries that are observed and conditioned on,
+               never generated (imputation, inpainting, completion, partial diffusion);
+* ``cond``     optional mapping of tensors handed to the backbone (labels, embeddings, spectrograms).
+
+Losses count only entries that are present and not known (:func:`target_mask`). The denoiser sees
+the known values through ``cond["observed"]`` and the masks through ``cond["known"]`` and
+``cond["presence"]`` (:func:`backbone_cond`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from .checks import check_finite, check_mask
+from .errors import ShapeError
+
+Tensor = torch.Tensor
+RESERVED_COND_KEYS = ("presence", "known", "observed")
+
+
+def unpack(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor | None, Tensor | None, dict]:
+    """Validate a batch and return (x, presence, known, cond)."""
+    if not isinstance(batch, Mapping) or "x" not in batch:
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ShapeError(f"a batch must be a mapping with key 'x' (and optional presence/known/cond); got {got}")
+    unknown = set(batch) - {"x", "presence", "known", "cond"}
+    if unknown:
+        raise ShapeError(f"batch has unknown key(s) {sorted(unknown)}; expected x, presence, known, cond")
+    x = batch["x"]
+    if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 2:
+        raise ShapeError(f"batch['x'] must be a float tensor of shape (batch, ...); got {getattr(x, 'shape', type(x))}")
+    presence = check_mask(batch.get("presence"), x, "batch['presence']")
+    known = check_mask(batch.get("known"), x, "batch['known']")
+    # NaN is allowed only where an entry is absent or missing (not present / not a target).
+    finite_needed = target_mask(x, presence, known).bool() | (known.expand_as(x) if known is not None else False)
+    if not torch.isfinite(x[finite_needed]).all():
+        check_finite(x[finite_needed], "batch['x'] (present entries)")
+    cond = dict(batch.get("cond") or {})
+    clash = set(cond) & set(RESERVED_COND_KEYS)
+    if clash:
+        raise ShapeError(f"batch['cond'] uses reserved key(s) {sorted(clash)}; pass masks as batch keys instead")
+    return x, presence, known, cond
+
+
+def target_mask(x: Tensor, presence: Tensor | None, known: Tensor | None) -> Tensor:
+    """Float mask of the entries a loss counts: present and not known, expanded to x's shape."""
+    m = torch.ones_like(x, dtype=torch.bool)
+    if presence is not None:
+        m = m & presence
+    if known is not None:
+        m = m & ~known
+    return m.to(x.dtype)
+
+
+def backbone_cond(cond: Mapping[str, Tensor], x0: Tensor, presence: Tensor | None, known: Tensor | None) -> dict:
+    """The cond mapping the backbone receives: user conditions plus masks and observed values."""
+    out = dict(cond)
+    if presence is not None:
+        out["presence"] = presence
+    if known is not None:
+        out["known"] = known
+        out["observed"] = torch.where(known, torch.nan_to_num(x0), torch.zeros_like(x0))
+    return out
