@@ -71,6 +71,10 @@ class GaussianProcess:
     def alpha_sigma(self, t) -> tuple[Tensor, Tensor]:
         return self.alpha(t), self.sigma(t)
 
+    def sigma_sq(self, t) -> Tensor:
+        """σ(t)²; subclasses override it where σ² is smoother than σ (so that dσ²/dt is finite at σ = 0)."""
+        return self.sigma(t) ** 2
+
     def log_snr(self, t) -> Tensor:
         """λ(t) = log α² − log σ² (Kingma et al. 2021, Eq. 3); +inf where σ = 0."""
         a, s = self.alpha_sigma(t)
@@ -91,8 +95,7 @@ class GaussianProcess:
 
     def diffusion_sq(self, t) -> Tensor:
         """g(t)² = dσ²/dt − 2 f(t) σ²."""
-        s = self.sigma(t)
-        return _ddt(lambda u: self.sigma(u) ** 2, t) - 2 * self.drift_coef(t) * s**2
+        return _ddt(self.sigma_sq, t) - 2 * self.drift_coef(t) * self.sigma_sq(t)
 
     def sample_time(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
         """Training times: uniform on [t_min, 1] (on the grid {1/T, …, 1} for a discrete chain)."""
@@ -200,7 +203,10 @@ class VP(GaussianProcess):
         return torch.exp(0.5 * self.log_alpha_bar(t))
 
     def sigma(self, t):
-        return torch.sqrt(-torch.expm1(self.log_alpha_bar(t)))
+        return torch.sqrt(self.sigma_sq(t))
+
+    def sigma_sq(self, t):
+        return -torch.expm1(self.log_alpha_bar(t))
 
     def log_snr(self, t):
         lab = self.log_alpha_bar(t)
