@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 quickstart: setup
-	$(VENV)/bin/polydiff quickstart
+	$(VENV)/bin/polydiff fit --config configs/image/digits.yaml
 
 test: setup
 	$(PY) -m pytest -q
