@@ -1,1 +1,23 @@
-"""polydiff subpackage."""
+"""Generic, domain-agnostic backbones, all called ``backbone(x, t, cond)`` (see :mod:`polydiff.parameterization`).
+
+* :class:`UNet`  — ADM-style U-Net for (batch, C, L), (batch, C, H, W) and (batch, C, D, H, W) data.
+* :class:`DiT`   — Diffusion Transformer with adaLN-Zero for images, signals and token sets.
+* :class:`MLP`   — residual MLP for vectors (batch, d).
+* :class:`SinusoidalTimeEmbedding`, :class:`GaussianFourierEmbedding` — time embeddings;
+  :class:`ConditionEmbedding` — time + class label + vector condition, shared by all three.
+
+Conditioning contract: ``cond["label"]`` LongTensor (batch,) with ``num_classes`` meaning the null label for
+classifier-free guidance; ``cond["embedding"]`` float (batch, cond_dim), zeros as the null condition; other
+keys are ignored, except ``cond["presence"]`` which the DiT uses as an attention key padding mask.
+"""
+
+from .dit import DiT
+from .embeddings import ConditionEmbedding, GaussianFourierEmbedding, SinusoidalTimeEmbedding, make_time_embedding
+from .mlp import MLP
+from .unet import UNet, norm_groups
+
+__all__ = [
+    "UNet", "DiT", "MLP",
+    "SinusoidalTimeEmbedding", "GaussianFourierEmbedding", "ConditionEmbedding", "make_time_embedding",
+    "norm_groups",
+]
