@@ -1,0 +1,384 @@
+"""Plugin discovery (entry-point group ``polydiff``) and the registry of components by short name.
+
+:func:`get_plugin_manager` returns a :class:`PolydiffPluginManager` (a ``pluggy.PluginManager`` with the
+specifications of :mod:`polydiff.hookspecs`) that has imported every plugin declared in the ``polydiff``
+entry-point group — first-party plugins are declared in polydiff's own pyproject exactly like a
+third-party one. Importing a plugin never brings the CLI down: a plugin whose import fails is recorded
+with its error, as ``missing extra`` (a third-party package is not installed; the record carries the exact
+``pip install`` command) or ``broken`` (any other exception). ``polydiff plugins`` shows the records.
+
+The :class:`Registry` maps short names to components per kind, so a YAML config can say
+``backbone: UNet`` or ``class_path: UNet`` instead of the full import path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError
+
+GROUP = "polydiff"
+CORE = "polydiff"  # plugin name under which the engine's own components are registered
+
+
+@dataclass
+class PluginInfo:
+    """What ``polydiff plugins`` shows about one plugin."""
+
+    name: str
+    module: str
+    distribution: str = ""
+    version: str = ""
+    status: str = "ok"  # "ok" | "missing extra" | "broken"
+    error: str = ""
+    missing: str = ""  # the missing third-party module
+    pip: str = ""  # the command that installs what is missing
+    components: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def summary(self) -> str:
+        """One line: which plugin, what is wrong, what to do."""
+        if self.status == "ok":
+            return f"plugin {self.name!r} ({self.module}) loaded"
+        if self.status == "missing extra":
+            return f"plugin {self.name!r} needs {self.missing!r}, which is not installed: {self.pip}"
+        return f"plugin {self.name!r} ({self.module}) is broken: {self.error}"
+
+
+class Registry:
+    """Components by kind and short name, filled by the ``polydiff_register`` hook.
+
+    ``add(kind, obj, name=None)`` registers; ``get(kind, name)`` looks up and raises a
+    :class:`ConfigError` listing the known names; ``class_path(name)`` gives the import path a
+    jsonargparse config needs for a short class name.
+    """
+
+    def __init__(self):
+        self._items: dict[str, dict[str, Any]] = {k: {} for k in hookspecs.COMPONENT_KINDS}
+        self._owner: dict[tuple[str, str], str] = {}
+        self.current_plugin: str = CORE
+
+    def add(self, kind: str, obj: Any, name: str | None = None) -> Any:
+        if kind not in self._items:
+            raise PluginError(
+                f"plugin {self.current_plugin!r} registers unknown component kind {kind!r}; "
+                f"expected one of {list(hookspecs.COMPONENT_KINDS)}"
+            )
+        if name is None:
+            name = getattr(obj, "__name__", None)
+            if name is None:
+                raise PluginError(f"plugin {self.current_plugin!r}: registry.add({kind!r}, ...) needs a name for {obj!r}")
+        if kind == "task":
+            obj = Path(obj)
+        prev = self._items[kind].get(name)
+        if prev is not None and prev is not obj and self._owner[(kind, name)] != self.current_plugin:
+            raise PluginError(
+                f"plugin {self.current_plugin!r} registers {kind} {name!r}, already registered by "
+                f"plugin {self._owner[(kind, name)]!r}"
+            )
+        self._items[kind][name] = obj
+        self._owner[(kind, name)] = self.current_plugin
+        return obj
+
+    def get(self, kind: str, name: str) -> Any:
+        items = self._items.get(kind)
+        if items is None:
+            raise ConfigError(f"unknown component kind {kind!r}; expected one of {list(hookspecs.COMPONENT_KINDS)}")
+        if name not in items:
+            raise ConfigError(f"unknown {kind} {name!r}; registered {kind}s: {sorted(items) or 'none'}")
+        return items[name]
+
+    def find(self, name: str, kinds: Iterable[str] | None = None) -> tuple[str, Any] | None:
+        """(kind, obj) of the first kind that has ``name``, or None."""
+        for kind in kinds or self._items:
+            if name in self._items[kind]:
+                return kind, self._items[kind][name]
+        return None
+
+    def names(self, kind: str | None = None) -> list[str]:
+        if kind is None:
+            return sorted({n for items in self._items.values() for n in items})
+        return sorted(self._items[kind])
+
+    def items(self, kind: str) -> dict[str, Any]:
+        return dict(self._items[kind])
+
+    def owner(self, kind: str, name: str) -> str:
+        return self._owner[(kind, name)]
+
+    def by_plugin(self, plugin: str) -> list[str]:
+        """``kind:name`` strings of everything a plugin registered."""
+        return [f"{k}:{n}" for (k, n), p in self._owner.items() if p == plugin]
+
+    def class_path(self, name: str, kinds: Iterable[str] | None = None) -> str:
+        """Full import path of a registered class given by short name (an import path is returned as is)."""
+        if "." in name:
+            return name
+        hit = self.find(name, kinds)
+        if hit is None or not isinstance(hit[1], type):
+            known = sorted({n for k in (kinds or self._items) for n, o in self._items[k].items() if isinstance(o, type)})
+            what = "/".join(kinds) if kinds else "component"
+            raise ConfigError(f"unknown {what} {name!r}; registered names: {known}")
+        obj = hit[1]
+        return f"{obj.__module__}.{obj.__qualname__}"
+
+
+class PolydiffPluginManager(pluggy.PluginManager):
+    """A pluggy manager that records every plugin it tried, with its status, and owns the registry."""
+
+    def __init__(self):
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.registry = Registry()
+        self.infos: dict[str, PluginInfo] = {}
+
+    # -- loading -----------------------------------------------------------------------------------
+    def load_entrypoints(self, group: str = GROUP) -> None:
+        """Import every entry point of ``group``; failures are recorded, never raised."""
+        for ep in _entry_points(group):
+            if ep.name in self.infos:
+                continue
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                name=ep.name,
+                module=ep.value,
+                distribution=dist.metadata["Name"] if dist is not None else "",
+                version=dist.version if dist is not None else "",
+            )
+            self.infos[ep.name] = info
+            try:
+                plugin = ep.load()
+            except ModuleNotFoundError as exc:
+                _record_import_failure(info, exc, dist)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not bring the CLI down
+                _mark_broken(info, exc)
+                continue
+            self._register_plugin(plugin, info)
+
+    def add_plugin(self, plugin: Any, name: str, version: str = "") -> PluginInfo:
+        """Register an already imported plugin object (a module or any object with hook functions)."""
+        info = PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)), version=version)
+        self.infos[name] = info
+        self._register_plugin(plugin, info)
+        return info
+
+    def _register_plugin(self, plugin: Any, info: PluginInfo) -> None:
+        try:
+            self.register(plugin, name=info.name)
+        except Exception as exc:  # noqa: BLE001 - e.g. pluggy.PluginValidationError for a malformed hook
+            _mark_broken(info, exc)
+            return
+        impl = _own_impl(self.hook.polydiff_register, info.name)
+        if impl is None:
+            return
+        self.registry.current_plugin = info.name
+        try:
+            impl.function(registry=self.registry)
+        except Exception as exc:  # noqa: BLE001
+            _mark_broken(info, exc, during="polydiff_register")
+            self.unregister(name=info.name)
+        finally:
+            self.registry.current_plugin = CORE
+        info.components = self.registry.by_plugin(info.name)
+
+    # -- queries -----------------------------------------------------------------------------------
+    def ok_plugins(self) -> list[str]:
+        return [n for n, i in self.infos.items() if i.ok]
+
+    def file_formats(self) -> list[hookspecs.FileFormat]:
+        out: list[hookspecs.FileFormat] = []
+        for result in self.hook.polydiff_file_formats():
+            out.extend(result or [])
+        return out
+
+    def find_format(self, path: str | Path) -> hookspecs.FileFormat:
+        formats = self.file_formats()
+        for fmt in formats:
+            if fmt.matches(path):
+                return fmt
+        raise PluginError(
+            f"{path}: no installed plugin reads or writes this file type; known suffixes: "
+            f"{sorted({s for f in formats for s in f.suffixes})}"
+        )
+
+    def commands(self) -> dict[str, tuple[str, Any, Any]]:
+        out: dict[str, tuple[str, Any, Any]] = {}
+        for result in self.hook.polydiff_commands():
+            out.update(result or {})
+        return out
+
+    def write_artifacts(self, domain: str, samples, out_dir, context=None) -> list[Path]:
+        """Paths written by every plugin that handles ``domain`` (usually exactly one)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths: list[Path] = []
+        for result in self.hook.polydiff_write_artifacts(
+            domain=domain, samples=samples, out_dir=out_dir, context=dict(context or {})
+        ):
+            paths.extend(Path(p) for p in (result or []))
+        return paths
+
+    def evaluate(self, domain: str, samples, datamodule, context=None) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for result in self.hook.polydiff_evaluate(
+            domain=domain, samples=samples, datamodule=datamodule, context=dict(context or {})
+        ):
+            for k, v in (result or {}).items():
+                metrics[k] = float(v)
+        return metrics
+
+
+def _entry_points(group: str):
+    return list(md.entry_points(group=group))
+
+
+def _own_impl(caller, plugin_name: str):
+    for impl in caller.get_hookimpls():
+        if impl.plugin_name == plugin_name:
+            return impl
+    return None
+
+
+def _mark_broken(info: PluginInfo, exc: BaseException, during: str = "import") -> None:
+    info.status = "broken"
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    info.error = f"{type(exc).__name__} during {during}: {exc}{where}"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _record_import_failure(info: PluginInfo, exc: ModuleNotFoundError, dist) -> None:
+    """A missing third-party module means a missing extra; a missing module of polydiff or of the plugin's
+    own package is a bug (broken)."""
+    missing = (exc.name or "").split(".")[0]
+    own = {info.module.split(".")[0].split(":")[0], "polydiff"}
+    if not missing or missing in own:
+        _mark_broken(info, exc)
+        return
+    info.status = "missing extra"
+    info.missing = missing
+    info.error = f"ModuleNotFoundError: {exc}"
+    info.pip = _pip_command(info, missing, dist)
+
+
+def _pip_command(info: PluginInfo, missing: str, dist) -> str:
+    """``pip install "<dist>[<extra>]"`` for the extra that declares the missing requirement (or, failing
+    that, the extra named like the plugin); ``pip install <module>`` when the distribution has no extra."""
+    if dist is None:
+        return f"pip install {missing}"
+    dist_name = dist.metadata["Name"]
+    extras = set(dist.metadata.get_all("Provides-Extra") or [])
+    for req in dist.requires or []:
+        m = re.match(r"\s*([A-Za-z0-9_.\-]+)[^;]*;(.*)", req)
+        if not m:
+            continue
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", m.group(2))
+        if extra and _norm(m.group(1)) == _norm(missing):
+            if extra.group(1) == info.name or info.name not in extras:
+                return f'pip install "{dist_name}[{extra.group(1)}]"'
+    if info.name in extras:
+        return f'pip install "{dist_name}[{info.name}]"'
+    return f"pip install {missing}"
+
+
+def _register_core(registry: Registry) -> None:
+    """The engine's own components, registered under the plugin name ``polydiff``."""
+    from . import processes, spaces
+
+    for cls in (processes.VP, processes.VE, processes.SubVP, processes.EDM, processes.RectifiedFlow):
+        registry.add("process", cls)
+    for cls in (spaces.Euclidean, spaces.Torus, spaces.ZeroCenterOfMass):
+        registry.add("space", cls)
+    registry.add("noise", spaces.GaussianNoise)
+    try:  # written in parallel; the registry must work while it is incomplete
+        backbones = importlib.import_module("polydiff.backbones")
+        for name in getattr(backbones, "__all__", []):
+            obj = getattr(backbones, name, None)
+            if isinstance(obj, type):
+                import torch
+
+                if issubclass(obj, torch.nn.Module):
+                    registry.add("backbone", obj)
+    except Exception:  # noqa: BLE001
+        pass
+    from .training import DiffusionModule
+
+    registry.add("module", DiffusionModule)
+
+
+_MANAGER: PolydiffPluginManager | None = None
+
+
+def get_plugin_manager(reload: bool = False, entrypoints: bool = True) -> PolydiffPluginManager:
+    """The process-wide plugin manager, created on first use (``reload=True`` builds a fresh one, e.g. after
+    installing a plugin or in tests)."""
+    global _MANAGER
+    if _MANAGER is None or reload:
+        pm = PolydiffPluginManager()
+        pm.infos[CORE] = PluginInfo(name=CORE, module="polydiff", distribution="polydiff", version=_core_version())
+        _register_core(pm.registry)
+        pm.infos[CORE].components = pm.registry.by_plugin(CORE)
+        if entrypoints:
+            pm.load_entrypoints()
+        _MANAGER = pm
+    return _MANAGER
+
+
+def _core_version() -> str:
+    try:
+        return md.version("polydiff")
+    except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from . import __version__
+
+        return __version__
+
+
+def resolve_config_names(cfg: Any, registry: Registry, key: str | None = None) -> Any:
+    """Rewrite short component names in a parsed YAML config to full import paths, recursively.
+
+    * ``{class_path: UNet, ...}`` -> ``{class_path: polydiff.backbones.unet.UNet, ...}``
+    * ``backbone: UNet`` (a string under a key named after a component kind, or ``model``/``data``) ->
+      ``{class_path: ...}`` when the name is registered for that kind.
+
+    An unregistered short ``class_path`` raises :class:`ConfigError` naming it and the known names.
+    """
+    kinds_for_key = {"model": ("module",), "data": ("datamodule",), "datamodule": ("datamodule",)}
+    for k in hookspecs.COMPONENT_KINDS:
+        kinds_for_key.setdefault(k, (k,))
+    if isinstance(cfg, dict):
+        out = {}
+        for k, v in cfg.items():
+            out[k] = resolve_config_names(v, registry, k)
+        cp = out.get("class_path")
+        if isinstance(cp, str) and "." not in cp:
+            kinds = kinds_for_key.get(key or "")
+            hit = registry.find(cp, kinds) or registry.find(cp)
+            if hit is None or not isinstance(hit[1], type):
+                where = f" (at {key!r})" if key else ""
+                known = registry.names(kinds[0]) if kinds else registry.names()
+                raise ConfigError(f"unknown component {cp!r}{where}; registered names: {known}")
+            out["class_path"] = f"{hit[1].__module__}.{hit[1].__qualname__}"
+        return out
+    if isinstance(cfg, list):
+        return [resolve_config_names(v, registry, key) for v in cfg]
+    if isinstance(cfg, str) and key in kinds_for_key and "." not in cfg:
+        hit = registry.find(cfg, kinds_for_key[key])
+        if hit is not None and isinstance(hit[1], type):
+            return {"class_path": f"{hit[1].__module__}.{hit[1].__qualname__}"}
+    return cfg

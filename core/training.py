@@ -1,0 +1,552 @@
+"""One LightningModule for every domain: :class:`DiffusionModule`.
+
+It is generic over the forward process, the state space, the parameterisation and loss, the backbone and
+an optional conditioner; keeps an exponential moving average of the weights (used for validation,
+sampling and evaluation, saved in the checkpoint); drops conditions for classifier-free guidance; and,
+during validation and at the end of ``fit``, draws samples and hands them to the plugins' artifact and
+metric hooks (:mod:`polydiff.hookspecs`). Multi-GPU/multi-node training comes from Lightning strategies.
+
+Every random draw of training (diffusion times, noise, condition dropout) comes from a generator seeded
+with ``seed + global_rank`` whose state is saved in the checkpoint, together with torch's global RNG (used
+by dropout layers), so a resumed run reproduces an uninterrupted one bit for bit on the CPU.
+
+Components may be given as objects, as registry short names (``"MLP"``), or as specs
+``{"class_path": "MLP", "init_args": {...}}``; with names/specs the module's hyper-parameters are plain
+types and :meth:`DiffusionModule.from_checkpoint` rebuilds it from the checkpoint alone with
+``torch.load(weights_only=True)`` (the ``polydiff`` CLI always produces such checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from torch import nn
+
+from .batch import unpack
+from .errors import ConfigError, ShapeError
+from .losses import DiffusionLoss
+from .parameterization import PARAMETERIZATIONS, Denoiser
+from .processes import GaussianProcess, get_process
+from .spaces import Euclidean, Space
+
+Tensor = torch.Tensor
+
+
+# -- building components from names/specs ----------------------------------------------------------------
+def _import_path(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {path!r}: {exc}") from None
+
+
+def instantiate(spec: Any, kind: str) -> Any:
+    """Build a component from an object (returned unchanged), a registry short name, an import path, or a
+    ``{"class_path": ..., "init_args": {...}}`` spec whose init args may themselves be specs. The spec is
+    remembered on the object (``_polydiff_spec``) so hyper-parameters stay plain types."""
+    if spec is None or not isinstance(spec, (str, Mapping)):
+        return spec
+    if isinstance(spec, str):
+        spec = {"class_path": spec, "init_args": {}}
+    if "class_path" not in spec:
+        raise ConfigError(f"{kind} spec {dict(spec)} has no 'class_path'")
+    path = spec["class_path"]
+    if "." in path:
+        cls = _import_path(path)
+    else:
+        from .plugins_manager import get_plugin_manager
+
+        cls = get_plugin_manager().registry.get(kind, path)
+    init_args = {k: instantiate(v, k) if isinstance(v, Mapping) and "class_path" in v else v
+                 for k, v in dict(spec.get("init_args") or {}).items()}
+    obj = cls(**init_args)
+    try:
+        obj._polydiff_spec = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": _plain(init_args)}
+    except AttributeError:  # objects with __slots__
+        pass
+    return obj
+
+
+def _plain(value: Any) -> Any:
+    """A weights_only-loadable description of a hyper-parameter value."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    spec = getattr(value, "_polydiff_spec", None)
+    if spec is not None:
+        return spec
+    cls = type(value)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": None}
+
+
+class EMA(nn.Module):
+    """Exponential moving average of a module's parameters (buffers are copied).
+
+    θ_ema ← d θ_ema + (1 − d) θ with d = min(decay, (1 + n)/(10 + n)) after n updates when ``warmup`` is on
+    (the warm-up of TensorFlow's ExponentialMovingAverage with ``num_updates``, which lets short runs use the
+    paper decay). Ho et al. 2020 (§4) and Song et al. 2021 (App. D) use decay 0.9999.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True):
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {decay}")
+        self.module = copy.deepcopy(model).requires_grad_(False).eval()
+        self.decay, self.warmup = decay, warmup
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def current_decay(self) -> float:
+        n = int(self.num_updates)
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        d = self.current_decay()
+        ema_p = [p for p in self.module.parameters()]
+        new_p = [p.detach() for p in model.parameters()]
+        if len(ema_p) != len(new_p):
+            raise ShapeError("EMA and model have different parameter lists")
+        torch._foreach_lerp_(ema_p, new_p, 1.0 - d)
+        for b_ema, b in zip(self.module.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+    def train(self, mode: bool = True):  # the averaged copy is always in eval mode
+        super().train(mode)
+        self.module.eval()
+        return self
+
+
+class _Conditioned(nn.Module):
+    """backbone(x, t, conditioner(cond)): the conditioner turns raw conditions into backbone inputs."""
+
+    def __init__(self, backbone: nn.Module, conditioner: nn.Module):
+        super().__init__()
+        self.backbone, self.conditioner = backbone, conditioner
+
+    def forward(self, x, t, cond=None):
+        return self.backbone(x, t, self.conditioner(dict(cond or {})))
+
+
+def drop_conditions(cond: Mapping[str, Tensor], p: float, num_classes: int | None,
+                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Replace each sample's conditions by the null condition with probability ``p`` (Ho & Salimans 2022,
+    classifier-free guidance, Alg. 1): integer labels by the null index ``num_classes``, float conditions
+    by zeros; all condition keys of a sample are dropped together. Mask keys are never touched."""
+    keys = [k for k in cond if k not in ("presence", "known", "observed")]
+    if p <= 0 or not keys:
+        return dict(cond)
+    n = cond[keys[0]].shape[0]
+    drop = torch.rand(n, generator=generator, device=generator.device if generator is not None else None) < p
+    out = dict(cond)
+    for k in keys:
+        v = cond[k]
+        d = drop.to(v.device).reshape(n, *([1] * (v.ndim - 1)))
+        if v.is_floating_point():
+            out[k] = torch.where(d, torch.zeros_like(v), v)
+        else:
+            if num_classes is None:
+                raise ConfigError(f"cond_drop_prob > 0 with integer condition {k!r} needs num_classes (the null index)")
+            out[k] = torch.where(d, torch.full_like(v, num_classes), v)
+    return out
+
+
+def null_conditions(cond: Mapping[str, Tensor], num_classes: int | None) -> dict[str, Tensor]:
+    """The null condition ∅ of classifier-free guidance for every sample (see :func:`drop_conditions`)."""
+    out = {}
+    for k, v in cond.items():
+        if k in ("presence", "known", "observed"):
+            out[k] = v
+        elif v.is_floating_point():
+            out[k] = torch.zeros_like(v)
+        elif num_classes is None:
+            raise ConfigError(f"guidance with integer condition {k!r} needs num_classes (the null index)")
+        else:
+            out[k] = torch.full_like(v, num_classes)
+    return out
+
+
+class DiffusionModule(L.LightningModule):
+    """Diffusion training for any domain (Ho et al. 2020; Song et al. 2021; Karras et al. 2022 — the
+    process, parameterisation and loss choose which).
+
+    Args:
+        backbone: network called ``backbone(x, t, cond)`` (object, short name or class_path spec).
+        process: forward process (object, spec or :func:`polydiff.get_process` name such as ``"vp"``).
+        space: state space (default Euclidean).
+        parameterization: what the backbone predicts: eps | x0 | v | score | flow | edm.
+        loss: a :class:`polydiff.losses.DiffusionLoss`; default uniform weighting of the parameterisation.
+        learned_variance: the backbone also outputs the variance interpolation (Nichol & Dhariwal 2021).
+        conditioner: optional module mapping raw ``cond`` to backbone conditions.
+        num_classes: number of classes of ``cond["label"]``; index ``num_classes`` is the null label.
+        cond_drop_prob: probability of the null condition in training (Ho & Salimans 2022: 0.1–0.2).
+        ema_decay, ema_warmup: see :class:`EMA`.
+        lr, weight_decay, betas: AdamW (Loshchilov & Hutter 2019); lr 2e-4 as Ho et al. 2020.
+        warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000).
+        sampler, sample_steps, guidance_scale, sampler_kwargs: defaults of :meth:`sample`.
+        val_num_samples: samples drawn at validation for the artifact and metric hooks (0 = none).
+        val_sample_every_n_epochs: how often validation draws them.
+        final_num_samples: samples written through the artifact hook when ``fit`` ends (0 = none).
+        seed: seed of the training generator (offset by the global rank) and of validation sampling.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        process: GaussianProcess | str = "vp",
+        space: Space | None = None,
+        parameterization: str = "eps",
+        loss: DiffusionLoss | None = None,
+        learned_variance: bool = False,
+        conditioner: nn.Module | None = None,
+        num_classes: int | None = None,
+        cond_drop_prob: float = 0.0,
+        ema_decay: float = 0.9999,
+        ema_warmup: bool = True,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        sampler: str = "ddim",
+        sample_steps: int = 50,
+        guidance_scale: float = 1.0,
+        sampler_kwargs: dict | None = None,
+        val_num_samples: int = 64,
+        val_sample_every_n_epochs: int = 1,
+        final_num_samples: int = 64,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self._plain_hparams()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ConfigError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ConfigError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        backbone = instantiate(backbone, "backbone")
+        if not isinstance(backbone, nn.Module):
+            raise ConfigError(f"backbone must be an nn.Module, a registered name or a class_path spec; got {backbone!r}")
+        conditioner = instantiate(conditioner, "conditioner")
+        if isinstance(process, str) and "." not in process and process[:1].islower():
+            process = get_process(process)
+        process = instantiate(process, "process")
+        if not isinstance(process, GaussianProcess):
+            raise ConfigError(f"process must be a GaussianProcess or a process name; got {process!r}")
+        self.space = instantiate(space, "space") or Euclidean()
+        self.process = process
+        net = backbone if conditioner is None else _Conditioned(backbone, conditioner)
+        self.denoiser = Denoiser(net, process, parameterization, learned_variance=learned_variance)
+        self.loss_fn = instantiate(loss, "loss") if loss is not None else DiffusionLoss(parameterization)
+        self.ema = EMA(self.denoiser, ema_decay, ema_warmup) if ema_decay > 0 else None
+        self._train_gen: torch.Generator | None = None
+        self._pending_rng: dict | None = None
+        self._checked_shape = False
+        self._sample_shape: tuple[int, ...] | None = None
+        self._domain: str | None = None
+
+    def _plain_hparams(self) -> None:
+        """Hyper-parameters given as objects are replaced by their class_path specs (weights_only checkpoints)."""
+        for k in list(self.hparams):
+            if k != "_instantiator":
+                self.hparams[k] = _plain(self.hparams[k])
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def datamodule(self):
+        trainer = self._trainer
+        return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        dm = self.datamodule
+        if dm is not None:
+            return tuple(dm.sample_shape)
+        if self._sample_shape is None:
+            raise ConfigError("sample_shape is unknown: attach a datamodule or load a checkpoint written by fit")
+        return self._sample_shape
+
+    @property
+    def domain(self) -> str:
+        dm = self.datamodule
+        return getattr(dm, "domain", None) or self._domain or "generic"
+
+    def sampling_model(self, use_ema: bool = True) -> Denoiser:
+        return self.ema.module if (use_ema and self.ema is not None) else self.denoiser
+
+    # -- training ----------------------------------------------------------------------------------
+    def _generator(self) -> torch.Generator:
+        if self._train_gen is None or self._train_gen.device != self.device:
+            rank = self.global_rank if self._trainer is not None else 0
+            self._train_gen = torch.Generator(device=self.device).manual_seed(self.hparams.seed + rank)
+        return self._train_gen
+
+    def _check_first_batch(self, batch) -> None:
+        if self._checked_shape:
+            return
+        dm = self.datamodule
+        if dm is not None and hasattr(dm, "check_batch"):
+            dm.check_batch(batch, self.sample_shape)
+        else:
+            unpack(batch)
+        self._checked_shape = True
+
+    def prepare_batch(self, batch: Mapping[str, Any], generator: torch.Generator | None) -> dict:
+        """Condition dropout for classifier-free guidance (only while training)."""
+        batch = dict(batch)
+        if batch.get("cond") and self.hparams.cond_drop_prob > 0:
+            batch["cond"] = drop_conditions(batch["cond"], self.hparams.cond_drop_prob, self.hparams.num_classes,
+                                            generator)
+        return batch
+
+    def training_step(self, batch, batch_idx):
+        self._check_first_batch(batch)
+        gen = self._generator()
+        batch = self.prepare_batch(batch, gen)
+        loss, parts = self.loss_fn(self.denoiser, batch, generator=gen, space=self.space, return_components=True)
+        n = batch["x"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        if "vlb" in parts:
+            self.log("train/vlb", parts["vlb"], batch_size=n)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.denoiser)
+
+    def on_train_start(self) -> None:
+        if self._pending_rng is not None:  # restored here so nothing between load and training consumes it
+            torch.set_rng_state(self._pending_rng["cpu"])
+            self._pending_rng = None
+
+    def _eval_loss(self, batch, batch_idx, stage: str):
+        self._check_first_batch(batch)
+        g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + 7919 * (batch_idx + 1))
+        loss = self.loss_fn(self.sampling_model(), batch, generator=g, space=self.space)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_loss(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_loss(batch, batch_idx, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Samples conditioned on the batch's cond/presence/known (known entries taken from batch['x'])."""
+        x, presence, known, cond = unpack(batch)
+        g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
+        x_known = x if known is not None else None
+        return self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known, x_known=x_known)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = torch.optim.AdamW(self.denoiser.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas))
+        if h.warmup_steps and h.warmup_steps > 0:
+            w = int(h.warmup_steps)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / w))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        extra = {"domain": self.domain, "rng_cpu": torch.get_rng_state()}
+        try:
+            extra["sample_shape"] = list(self.sample_shape)
+        except ConfigError:
+            pass
+        if self._train_gen is not None:
+            extra["train_generator"] = self._train_gen.get_state()
+            extra["train_generator_device"] = str(self._train_gen.device)
+        checkpoint["polydiff"] = extra
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extra = checkpoint.get("polydiff", {})
+        self._domain = extra.get("domain")
+        if extra.get("sample_shape") is not None:
+            self._sample_shape = tuple(extra["sample_shape"])
+        if "train_generator" in extra:
+            g = torch.Generator(device=extra.get("train_generator_device", "cpu"))
+            g.set_state(extra["train_generator"])
+            self._train_gen = g
+        if "rng_cpu" in extra:
+            self._pending_rng = {"cpu": extra["rng_cpu"]}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location="cpu") -> "DiffusionModule":
+        """Rebuild a module (of the class that was trained) from a checkpoint alone, loading with
+        ``weights_only=True``; EMA weights, sample shape and domain come back too."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"checkpoint {path} not found")
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        hp = dict(ckpt.get("hyper_parameters") or {})
+        if not hp:
+            raise ConfigError(f"{path}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
+        instantiator = hp.pop("_instantiator", None)
+        target = cls
+        if "_class_path" in hp:
+            target = _import_path(hp.pop("_class_path"))
+        if instantiator is not None:
+            module = _import_path(instantiator)(target, {**hp})
+        else:
+            bad = [k for k, v in hp.items() if isinstance(v, Mapping) and v.get("init_args", {}) is None]
+            if bad:
+                raise ConfigError(
+                    f"{path}: hyper-parameter(s) {bad} were Python objects without a spec; build the module with "
+                    "registry names or {class_path, init_args} specs (as the CLI does) to rebuild it from a checkpoint"
+                )
+            module = target(**hp)
+        module.on_load_checkpoint(ckpt)
+        module._pending_rng = None
+        module.load_state_dict(ckpt["state_dict"])
+        return module.eval()
+
+    # -- sampling ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        cond: Mapping[str, Tensor] | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        presence: Tensor | None = None,
+        known: Tensor | None = None,
+        x_known: Tensor | None = None,
+        use_ema: bool = True,
+        shape: tuple[int, ...] | None = None,
+        **kw,
+    ) -> dict[str, Tensor]:
+        """Draw ``n`` samples with :func:`polydiff.samplers.sample`; returns a batch-contract dict
+        (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device.
+
+        ``guidance_scale`` w ≠ 1 with a condition applies classifier-free guidance
+        ε̃ = ε(x, ∅) + w (ε(x, c) − ε(x, ∅)) (Ho & Salimans 2022, Eq. 6).
+        """
+        from . import samplers
+
+        h = self.hparams
+        sampler = sampler or h.sampler
+        steps = int(steps or h.sample_steps)
+        guidance_scale = h.guidance_scale if guidance_scale is None else guidance_scale
+        shape = (int(n), *(shape or self.sample_shape))
+        model = self.sampling_model(use_ema)
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(h.seed)
+        cond = {k: v.to(self.device) for k, v in dict(cond or {}).items()}
+        presence = presence.to(self.device) if presence is not None else None
+        known = known.to(self.device) if known is not None else None
+        x_known = x_known.to(self.device) if x_known is not None else None
+        if cond and guidance_scale != 1.0:
+            from .guidance import ClassifierFreeGuidance
+
+            model = ClassifierFreeGuidance(model, guidance_scale, null_cond=null_conditions(cond, h.num_classes))
+        x_T = self.process.prior_sample(shape, generator=generator, space=self.space, presence=presence,
+                                        device=self.device, dtype=self.dtype)
+        kwargs = dict(h.sampler_kwargs or {})
+        kwargs.update(kw)
+        x0 = samplers.sample(model, x_T, steps=steps, sampler=sampler, generator=generator, space=self.space,
+                             cond=cond or None, presence=presence, known=known, x_known=x_known, **kwargs)
+        out: dict[str, Any] = {"x": x0}
+        if cond:
+            out["cond"] = cond
+        if presence is not None:
+            out["presence"] = presence
+        if known is not None:
+            out["known"] = known
+        return out
+
+    def generate(self, n: int, seed: int | None = None, **kw) -> dict[str, Tensor]:
+        """``n`` samples (CPU) conditioned on the datamodule's ``sample_inputs`` — what validation, the end of
+        ``fit``, ``polydiff sample`` and ``polydiff evaluate`` draw."""
+        seed = self.hparams.seed if seed is None else seed
+        inputs = {}
+        dm = self.datamodule
+        if dm is not None and hasattr(dm, "sample_inputs"):
+            inputs = dm.sample_inputs(n, torch.Generator().manual_seed(seed)) or {}
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        out = self.sample(n, generator=g, **inputs, **kw)
+        return _to_cpu(out)
+
+    # -- validation samples, artifacts and metrics --------------------------------------------------
+    def artifact_dir(self) -> Path:
+        trainer = self._trainer
+        base = None
+        if trainer is not None:
+            base = trainer.log_dir or trainer.default_root_dir
+        return Path(base or ".") / "samples"
+
+    def on_validation_epoch_end(self) -> None:
+        h = self.hparams
+        trainer = self._trainer
+        if trainer is None or trainer.sanity_checking or not h.val_num_samples or not h.val_sample_every_n_epochs:
+            return
+        if (trainer.current_epoch + 1) % h.val_sample_every_n_epochs != 0 or not trainer.is_global_zero:
+            return
+        samples = self.generate(h.val_num_samples, seed=h.seed + 1)
+        from .plugins_manager import get_plugin_manager
+
+        pm = get_plugin_manager()
+        ctx = {"datamodule": self.datamodule, "module": self, "stage": "val", "step": self.global_step,
+               "prefix": f"val_step{self.global_step:07d}", "generator": torch.Generator().manual_seed(h.seed)}
+        pm.write_artifacts(self.domain, samples, self.artifact_dir(), ctx)
+        metrics = pm.evaluate(self.domain, samples, self.datamodule, ctx)
+        for k, v in metrics.items():
+            self.log(f"val/{k}", v, rank_zero_only=True)
+
+    def on_fit_end(self) -> None:
+        h = self.hparams
+        trainer = self._trainer
+        if not h.final_num_samples or trainer is None or not trainer.is_global_zero or trainer.interrupted:
+            return
+        paths = self.write_samples(h.final_num_samples, self.artifact_dir(), seed=h.seed, stage="fit")
+        print(f"polydiff: final samples written to {paths[0] if len(paths) == 1 else paths[0].parent}", flush=True)
+        self.final_sample_paths = paths
+
+    def write_samples(self, n: int, out_dir: str | Path, seed: int | None = None, stage: str = "sample",
+                      prefix: str = "samples", **sample_kw) -> list[Path]:
+        """Draw ``n`` samples and write them through ``polydiff_write_artifacts``; if no plugin handles the
+        domain, the raw tensors are saved as ``<prefix>.pt`` (atomically). Returns the paths."""
+        from .plugins_manager import get_plugin_manager
+
+        samples = self.generate(n, seed=seed, **sample_kw)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ctx = {"datamodule": self.datamodule, "module": self, "stage": stage, "step": self.global_step,
+               "prefix": prefix}
+        paths = get_plugin_manager().write_artifacts(self.domain, samples, out_dir, ctx)
+        if not paths:
+            paths = [atomic_torch_save({"samples": samples, "domain": self.domain}, out_dir / f"{prefix}.pt")]
+        return paths
+
+
+def _to_cpu(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, Mapping):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    return obj
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to ``path.tmp`` then ``os.replace`` (a crash never leaves a half-written file)."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
