@@ -8,7 +8,8 @@
 
 Conditioning contract: ``cond["label"]`` LongTensor (batch,) with ``num_classes`` meaning the null label for
 classifier-free guidance; ``cond["embedding"]`` float (batch, cond_dim), zeros as the null condition; other
-keys are ignored, except ``cond["presence"]`` which the DiT uses as an attention key padding mask.
+keys are ignored, except ``cond["presence"]`` which the DiT uses as an attention key padding mask. Each
+backbone exposes ``num_classes`` and ``cond_dim`` (None when unconditional).
 """
 
 from .dit import DiT
@@ -16,7 +17,10 @@ from .embeddings import ConditionEmbedding, GaussianFourierEmbedding, Sinusoidal
 from .mlp import MLP
 from .unet import UNet, norm_groups
 
+BACKBONES = (UNet, DiT, MLP)  # the networks, as opposed to the embedding modules also exported here
+
 __all__ = [
+    "BACKBONES",
     "UNet", "DiT", "MLP",
     "SinusoidalTimeEmbedding", "GaussianFourierEmbedding", "ConditionEmbedding", "make_time_embedding",
     "norm_groups",

@@ -128,6 +128,7 @@ class DiT(nn.Module):
         if in_channels < 1 or depth < 1 or (dims and patch_size < 1):
             raise ConfigError(f"DiT needs in_channels, depth, patch_size >= 1; got {in_channels}, {depth}, {patch_size}")
         self.dims, self.in_channels, self.hidden = dims, in_channels, hidden_size
+        self.num_classes, self.cond_dim = num_classes, cond_dim  # null label = num_classes (CFG)
         self.patch = patch_size if dims else 1
         self.out_channels = (out_channels or in_channels) * (2 if learned_variance else 1)
         self.learned_variance = learned_variance

@@ -48,14 +48,13 @@ class SinusoidalTimeEmbedding(nn.Module):
         super().__init__()
         if dim < 2:
             raise ConfigError(f"SinusoidalTimeEmbedding dim={dim}; expected an integer >= 2")
-        self.dim, self.scale = dim, float(scale)
-        half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
-        self.register_buffer("freqs", freqs, persistent=False)
+        self.dim, self.scale, self.max_period = dim, float(scale), float(max_period)
 
     def forward(self, t: Tensor) -> Tensor:
         t = _check_t(t)
-        args = (t.to(torch.float64) * self.scale)[:, None] * self.freqs[None, :]
+        half = self.dim // 2  # frequencies in float64 on the fly: a buffer would be rounded by module.half()
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
+        args = (t.to(torch.float64) * self.scale)[:, None] * freqs[None, :]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if self.dim % 2:
             emb = torch.nn.functional.pad(emb, (0, 1))
@@ -154,7 +153,8 @@ class ConditionEmbedding(nn.Module):
                 f"cond['label'] has shape {tuple(getattr(y, 'shape', ()))} and dtype {getattr(y, 'dtype', type(y))}; "
                 f"expected an integer tensor of shape ({batch},)"
             )
-        if y.numel() and (y.min() < 0 or y.max() > self.num_classes):
+        # checked here because an out-of-range index is a device-side assert on CUDA (meta tensors have no values)
+        if y.numel() and y.device.type != "meta" and (y.min() < 0 or y.max() > self.num_classes):
             raise ShapeError(
                 f"cond['label'] has values in [{y.min().item()}, {y.max().item()}]; expected 0 … {self.num_classes - 1} "
                 f"or {self.num_classes} (null label)"

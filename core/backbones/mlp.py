@@ -70,6 +70,7 @@ class MLP(nn.Module):
         if dim < 1 or hidden < 2 or depth < 1:
             raise ConfigError(f"MLP needs dim >= 1, hidden >= 2, depth >= 1; got {dim}, {hidden}, {depth}")
         self.dim = dim
+        self.num_classes, self.cond_dim = num_classes, cond_dim  # null label = num_classes (CFG)
         self.out_dim = dim * (2 if learned_variance else 1)
         self.cond_embed = ConditionEmbedding(hidden, hidden, time_embedding, num_classes, cond_dim)
         self.input = nn.Linear(dim, hidden)

@@ -187,6 +187,7 @@ class UNet(nn.Module):
         if padding_mode not in ("zeros", "circular"):
             raise ConfigError(f"padding_mode={padding_mode!r}; expected 'zeros' or 'circular'")
         self.dims, self.in_channels = dims, in_channels
+        self.num_classes, self.cond_dim = num_classes, cond_dim  # null label = num_classes (CFG)
         self.out_channels = (out_channels or in_channels) * (2 if learned_variance else 1)
         self.multiple = 2 ** (levels - 1)
         emb_dim = 4 * base_channels

@@ -277,6 +277,20 @@ def test_edm_noise_levels_through_denoiser():
     assert torch.isfinite(pred.x0).all()
 
 
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_device_placement_and_float64(name):
+    """On the meta device every tensor the forward pass creates must follow x's device (a proxy for CUDA);
+    in float64 the whole network computes in float64."""
+    model, shape = build(name, num_classes=2, time_embedding="fourier")
+    cond = {"label": torch.tensor([0, 2, 1])}
+    meta = model.to("meta")(torch.empty(shape, device="meta"), torch.empty(3, device="meta"),
+                            {"label": cond["label"].to("meta")})
+    assert meta.device.type == "meta" and meta.shape == shape
+    model, _ = build(name, num_classes=2, time_embedding="fourier")
+    x, t = inputs(shape)
+    assert model.double()(x.double(), t.double(), cond).dtype == torch.float64
+
+
 # ---------------------------------------------------------------- symmetries
 
 
