@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping
 
 import lightning as L
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .batch import unpack
@@ -141,6 +142,10 @@ class DiffusionDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
         super().__init__()
+        if _given_hyperparameters.get() is not None:
+            # built by the polydiff/Lightning CLI: the full data config is stored in checkpoints, so that
+            # `polydiff sample --ckpt` can rebuild this data module from the checkpoint alone
+            self.save_hyperparameters()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from .batch import unpack
+from .checkpointing import atomic_torch_save, install as _install_atomic_io
 from .errors import ConfigError, ShapeError
 from .losses import DiffusionLoss
 from .parameterization import PARAMETERIZATIONS, Denoiser
@@ -36,6 +38,9 @@ from .processes import GaussianProcess, get_process
 from .spaces import Euclidean, Space
 
 Tensor = torch.Tensor
+
+# The EMA copy is deliberately kept in eval mode; Lightning would warn about it at every fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 # -- building components from names/specs ----------------------------------------------------------------
@@ -255,6 +260,7 @@ class DiffusionModule(L.LightningModule):
         self._checked_shape = False
         self._sample_shape: tuple[int, ...] | None = None
         self._domain: str | None = None
+        self._datamodule = None
 
     def _plain_hparams(self) -> None:
         """Hyper-parameters given as objects are replaced by their class_path specs (weights_only checkpoints)."""
@@ -266,7 +272,12 @@ class DiffusionModule(L.LightningModule):
     @property
     def datamodule(self):
         trainer = self._trainer
-        return getattr(trainer, "datamodule", None) if trainer is not None else None
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return dm if dm is not None else self._datamodule
+
+    def attach_datamodule(self, datamodule) -> None:
+        """Use ``datamodule`` (its domain, sample shape and sampling inputs) outside a Trainer."""
+        self._datamodule = datamodule
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -324,6 +335,10 @@ class DiffusionModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
             self.ema.update(self.denoiser)
+
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            _install_atomic_io(self._trainer)
 
     def on_train_start(self) -> None:
         if self._pending_rng is not None:  # restored here so nothing between load and training consumes it
@@ -395,12 +410,10 @@ class DiffusionModule(L.LightningModule):
         if not hp:
             raise ConfigError(f"{path}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
         instantiator = hp.pop("_instantiator", None)
-        target = cls
-        if "_class_path" in hp:
-            target = _import_path(hp.pop("_class_path"))
-        if instantiator is not None:
-            module = _import_path(instantiator)(target, {**hp})
+        if instantiator is not None:  # written through the CLI: hparams are the config (Lightning's mechanism)
+            module = _import_path(instantiator)(cls, hp)
         else:
+            target = _import_path(hp.pop("_class_path")) if "_class_path" in hp else cls
             bad = [k for k, v in hp.items() if isinstance(v, Mapping) and v.get("init_args", {}) is None]
             if bad:
                 raise ConfigError(
@@ -539,14 +552,3 @@ def _to_cpu(obj):
     if isinstance(obj, Mapping):
         return {k: _to_cpu(v) for k, v in obj.items()}
     return obj
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to ``path.tmp`` then ``os.replace`` (a crash never leaves a half-written file)."""
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
