@@ -1,0 +1,218 @@
+"""Medical anomaly detection benchmark on ixi_synth_64 (../shared/data/medical/derived/ixi_synth_64.npz).
+
+Protocol (Baur et al. 2021; Wyatt et al. 2022): models see healthy training slices only (the
+classifier-free model also sees the image-level labels of the *validation* subjects' lesion slices,
+which is the weak supervision of Sanchez et al. 2022); anomaly maps are |x − x̂|, 3×3 median filtered,
+restricted to the brain mask; the threshold is the 98 % quantile of the maps of the healthy validation
+slices (2 % healthy false-positive rate) — no test label is used. Metrics are pooled over the 80 test
+slices of held-out subjects (40 with 1–3 synthetic lesions). The per-pixel z-score and PCA(k = 16)
+residual baselines are computed here with the same post-processing.
+
+CPU size: diffusion models run at 32×32 (2×2 average pooling of the 64×64 slices); their residual maps
+are bilinearly upsampled to 64×64 before post-processing, so every method is scored on the same
+64×64 masks as the baselines.
+
+    python benchmarks/medical.py --stage all      # train (cached) + evaluate, prints the markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medical" / "derived" / "ixi_synth_64.npz"
+CACHE = Path(os.environ.get("POLYDIFF_BENCH_CACHE", Path.home() / ".cache" / "polydiff" / "bench_medical"))
+
+
+def load(path):
+    d = np.load(path)
+    f = lambda k: torch.from_numpy(d[k].astype(np.float32))[:, None]  # noqa: E731
+    return dict(
+        train=f("train_img"), val=f("val_img"), test=f("test_img"),
+        val_label=torch.from_numpy(d["val_label"]).long(), test_label=torch.from_numpy(d["test_label"]).long(),
+        test_seg=torch.from_numpy(d["test_seg"])[:, None].bool(), test_subject=list(d["test_subject"]),
+        brain=torch.from_numpy(d["brain"])[None, None].bool(),
+    )
+
+
+def to_model(x):  # [0, 1] 64×64 → [−1, 1] 32×32
+    return torch.nn.functional.avg_pool2d(x, 2) * 2 - 1
+
+
+def upsample(m):
+    return torch.nn.functional.interpolate(m, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def make_denoiser(num_classes=None, seed=0):
+    from polydiff import VP, Denoiser
+    from polydiff.backbones import UNet
+
+    torch.manual_seed(seed)
+    net = UNet(dims=2, in_channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+               attention_levels=(), num_classes=num_classes)
+    return Denoiser(net, VP("linear", num_steps=1000), parameterization="eps")
+
+
+def simplex_space():
+    from polydiff import Euclidean
+    from polydiff.plugins.medical.simplex import SimplexNoise
+
+    # Paper: ν = 1/64, 6 octaves at 256² (top octave 1/2 cycle/pixel). Same relative scale at 32²:
+    # ν = 1/8, 3 octaves (top octave again 1/2 cycle/pixel), persistence 0.8 as in the paper.
+    return Euclidean(noise=SimplexNoise(octaves=3, persistence=0.8, frequency=1 / 8))
+
+
+MODELS = ("gauss", "simplex", "cfg")
+
+
+def train(data, names, steps, batch_size, log):
+    from polydiff.plugins.medical.train import fit_denoiser
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    x_train = to_model(data["train"])
+    for name in names:
+        path = CACHE / f"{name}_{steps}.pt"
+        if path.exists():
+            log(f"{name}: cached {path}")
+            continue
+        g = torch.Generator().manual_seed({"gauss": 1, "simplex": 2, "cfg": 3}[name])
+        t0 = time.time()
+        if name == "cfg":
+            les = data["val_label"] == 1
+            x = torch.cat([x_train, to_model(data["val"][les])])
+            y = torch.cat([torch.zeros(len(x_train), dtype=torch.long), torch.ones(int(les.sum()), dtype=torch.long)])
+            den = make_denoiser(num_classes=2)
+            ema = fit_denoiser(den, x, labels=y, null_label=2, p_uncond=0.2, steps=steps, batch_size=batch_size,
+                               lr=5e-4, generator=g, ema_decay=0.995, augment_flip=True, log=log, log_every=250)
+        else:
+            den = make_denoiser()
+            space = simplex_space() if name == "simplex" else None
+            ema = fit_denoiser(den, x_train, steps=steps, batch_size=batch_size, lr=5e-4, generator=g, space=space,
+                               ema_decay=0.995, augment_flip=True, log=log, log_every=250)
+        tmp = path.with_suffix(".tmp")
+        torch.save(ema.state_dict(), tmp)
+        os.replace(tmp, path)
+        log(f"{name}: trained {steps} steps in {time.time() - t0:.0f}s -> {path}")
+
+
+def baselines(data):
+    tr = data["train"]
+    mu, sd = tr.mean(0, keepdim=True), tr.std(0, keepdim=True)
+    _, _, vt = torch.linalg.svd((tr - mu).flatten(1), full_matrices=False)
+    v = vt[:16]
+
+    def zscore(x):
+        return (x - mu).abs() / (sd + 1e-6)
+
+    def pca(x):
+        r = (x - mu).flatten(1)
+        return (r - r @ v.T @ v).abs().reshape(x.shape)
+
+    return {"per-pixel z-score": zscore, "PCA(k=16) residual": pca}
+
+
+def diffusion_methods(data, steps_trained, recon_steps):
+    from polydiff.plugins.medical.anomaly import AnoDDPM, CFGCounterfactual
+
+    out = {}
+    for name in MODELS:
+        path = CACHE / f"{name}_{steps_trained}.pt"
+        if not path.exists():
+            continue
+        den = make_denoiser(num_classes=2 if name == "cfg" else None)
+        den.load_state_dict(torch.load(path, weights_only=True))
+        den.eval()
+        if name == "gauss":
+            out["AnoDDPM, Gaussian (λ=250)"] = AnoDDPM(den, level=250, steps=recon_steps)
+        elif name == "simplex":
+            out["AnoDDPM, simplex (λ=250)"] = AnoDDPM(den, level=250, steps=recon_steps, space=simplex_space())
+        else:
+            out["Classifier-free counterfactual (L=500, w=3)"] = CFGCounterfactual(
+                den, level=500, steps=recon_steps, guidance_scale=3.0, healthy_label=0, null_label=2)
+    return out
+
+
+def residual_fn(method, seed):
+    def fn(x):
+        xm = to_model(x)
+        g = torch.Generator().manual_seed(seed)
+        parts = []
+        for i in range(0, xm.shape[0], 40):
+            parts.append(method.counterfactual(xm[i:i + 40], generator=g))
+        xh = torch.cat(parts)
+        return upsample((xm - xh).abs() / 2)  # back to [0, 1] intensity units
+    return fn
+
+
+def evaluate(data, fns, fpr, log):
+    from polydiff.plugins.medical import metrics as M
+    from polydiff.plugins.medical import postprocess as P
+
+    brain = data["brain"]
+    healthy_val = data["val"][data["val_label"] == 0]
+    rows = []
+    for name, fn in fns.items():
+        t0 = time.time()
+        mt = P.postprocess(fn(data["test"]), brain, median=3)
+        mh = P.postprocess(fn(healthy_val), brain, median=3)
+        th = P.threshold_at_fpr(mh, fpr, brain)
+        r = M.evaluate_maps(mt, data["test_seg"], th, brain, data["test_label"], data["test_subject"])
+        r["oracle_dice"] = P.oracle_threshold(mt, data["test_seg"], brain)[1]
+        r["seconds"] = time.time() - t0
+        log(f"{name}: {r}")
+        rows.append((name, r))
+    return rows
+
+
+def table(rows, fpr):
+    lines = [
+        f"| method | pixel AUROC | AUPRC | Dice @ {fpr:.0%} healthy FPR | per-slice Dice | image AUROC | oracle Dice (uses labels) | eval s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['pixel_auroc']:.3f} | {r['pixel_auprc']:.3f} | {r['dice']:.3f} | "
+                     f"{r.get('dice_per_slice', float('nan')):.3f} | {r.get('image_auroc', float('nan')):.3f} | "
+                     f"{r['oracle_dice']:.3f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=["train", "eval", "all", "baselines"], default="all")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--train-steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--recon-steps", type=int, default=25)
+    ap.add_argument("--fpr", type=float, default=0.02)
+    args = ap.parse_args(argv)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    data = load(args.data)
+    if args.stage in ("train", "all"):
+        train(data, args.models, args.train_steps, args.batch_size, log)
+    if args.stage == "train":
+        return
+    fns = dict(baselines(data))
+    if args.stage != "baselines":
+        for i, (name, method) in enumerate(diffusion_methods(data, args.train_steps, args.recon_steps).items()):
+            fns[name] = residual_fn(method, seed=100 + i)
+    rows = evaluate(data, fns, args.fpr, log)
+    print(table(rows, args.fpr))
+    print(f"\n`python benchmarks/medical.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+          f"(train steps {args.train_steps}, batch {args.batch_size}, {args.recon_steps} reconstruction steps, "
+          f"torch threads 1)")
+
+
+if __name__ == "__main__":
+    main()
