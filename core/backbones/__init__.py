@@ -8,12 +8,19 @@
 
 Conditioning contract: ``cond["label"]`` LongTensor (batch,) with ``num_classes`` meaning the null label for
 classifier-free guidance; ``cond["embedding"]`` float (batch, cond_dim), zeros as the null condition; other
-keys are ignored, except ``cond["presence"]`` which the DiT uses as an attention key padding mask. Each
+keys are ignored, except ``cond["presence"]`` which the DiT uses as an attention key padding mask. ``concat_cond={key: channels}``
+concatenates same-shaped conditions (e.g. ``observed``/``known`` of the batch contract) to the input. Each
 backbone exposes ``num_classes`` and ``cond_dim`` (None when unconditional).
 """
 
 from .dit import DiT
-from .embeddings import ConditionEmbedding, GaussianFourierEmbedding, SinusoidalTimeEmbedding, make_time_embedding
+from .embeddings import (
+    ConditionEmbedding,
+    GaussianFourierEmbedding,
+    SinusoidalTimeEmbedding,
+    concat_conditions,
+    make_time_embedding,
+)
 from .mlp import MLP
 from .unet import UNet, norm_groups
 
@@ -23,5 +30,6 @@ __all__ = [
     "BACKBONES",
     "UNet", "DiT", "MLP",
     "SinusoidalTimeEmbedding", "GaussianFourierEmbedding", "ConditionEmbedding", "make_time_embedding",
+    "concat_conditions",
     "norm_groups",
 ]

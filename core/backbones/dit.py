@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from .embeddings import ConditionEmbedding
+from .embeddings import ConditionEmbedding, check_concat_spec, concat_conditions
 
 Tensor = torch.Tensor
 POS_EMBEDDINGS = ("sinusoidal", "learned", "none")
@@ -97,6 +97,8 @@ class DiT(nn.Module):
             the same extra "null" embedding for classifier-free guidance).
         cond_dim: width of a vector condition ``cond["embedding"]``.
         time_embedding: ``"sinusoidal"`` (DiT: 256 frequencies) or ``"fourier"``.
+        concat_cond: cond keys concatenated to x's channels (token features for ``dims=0``) before the patch
+            embedding, {key: channels} (:func:`~polydiff.backbones.embeddings.concat_conditions`).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class DiT(nn.Module):
         cond_dim: int | None = None,
         learned_variance: bool = False,
         time_embedding: str = "sinusoidal",
+        concat_cond: Mapping[str, int] | None = None,
     ):
         super().__init__()
         if dims not in (0, 1, 2):
@@ -133,12 +136,14 @@ class DiT(nn.Module):
         self.out_channels = (out_channels or in_channels) * (2 if learned_variance else 1)
         self.learned_variance = learned_variance
         self.pos_kind = pos_embedding
+        self.concat_cond = check_concat_spec(concat_cond)
+        width = in_channels + sum(self.concat_cond.values())
         self.cond_embed = ConditionEmbedding(hidden_size, 256, time_embedding, num_classes, cond_dim)
         if dims == 0:
-            self.embed = nn.Linear(in_channels, hidden_size)
+            self.embed = nn.Linear(width, hidden_size)
         else:
             conv = nn.Conv1d if dims == 1 else nn.Conv2d
-            self.embed = conv(in_channels, hidden_size, patch_size, stride=patch_size)
+            self.embed = conv(width, hidden_size, patch_size, stride=patch_size)
         self.pos = None
         if pos_embedding == "learned":
             self.grid = self._learned_grid(input_size)
@@ -236,7 +241,8 @@ class DiT(nn.Module):
     def forward(self, x: Tensor, t: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
         self.check_input(x)
         c = self.cond_embed(t, cond, x.shape[0]).to(x.dtype)
-        h = self.embed(x) if self.dims == 0 else self.embed(x).flatten(2).transpose(1, 2)
+        xc = concat_conditions(x, cond, self.concat_cond, -1 if self.dims == 0 else 1, "DiT")
+        h = self.embed(xc) if self.dims == 0 else self.embed(xc).flatten(2).transpose(1, 2)
         pos = self.positions(self.grid_of(x), x)
         if pos is not None:
             h = h + pos

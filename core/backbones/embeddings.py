@@ -10,6 +10,8 @@ the sum used by ADM (Dhariwal & Nichol 2021, §3: class embedding added to the t
 (Peebles & Xie 2023, §3.2). Label index ``num_classes`` is the learned null label of classifier-free
 guidance (Ho & Salimans 2022, §3.2), so the table has ``num_classes + 1`` rows. Keys of ``cond`` other
 than ``label`` and ``embedding`` are ignored here (plugins and the batch contract add their own).
+Same-shaped conditions (observed values, known masks, low-resolution images) are instead concatenated to
+the input by :func:`concat_conditions`, if a backbone is built with ``concat_cond``.
 """
 
 from __future__ import annotations
@@ -174,3 +176,45 @@ class ConditionEmbedding(nn.Module):
                 f"({batch}, {self.cond_dim})"
             )
         return e
+
+
+def concat_conditions(x: Tensor, cond: Mapping[str, Tensor] | None, spec: Mapping[str, int] | None,
+                      channel_dim: int, owner: str) -> Tensor:
+    """x with the conditions named in ``spec`` (key -> channels) concatenated on ``channel_dim``.
+
+    Input concatenation is how image-to-image diffusion conditions on a same-shaped signal (SR3, Saharia et al.
+    2022, §2; Palette, Saharia et al. 2022) and how a denoiser sees the observed values and the known mask of
+    the batch contract (``cond["observed"]``, ``cond["known"]``; CSDI, Tashiro et al. 2021, §4.1). Each
+    condition must have x's number of dims and x's sizes except on ``channel_dim`` (size-1 dims broadcast).
+    """
+    if not spec:
+        return x
+    parts = [x]
+    for key, channels in spec.items():
+        if cond is None or key not in cond:
+            raise ConfigError(
+                f"{owner} concatenates cond[{key!r}] ({channels} channels) but cond has no {key!r} "
+                f"(keys: {sorted(cond or {})})"
+            )
+        v = cond[key]
+        target = list(x.shape)
+        target[channel_dim] = channels
+        try:
+            if not torch.is_tensor(v) or v.ndim != x.ndim:
+                raise RuntimeError
+            v = v.to(x.dtype).expand(target)
+        except RuntimeError:
+            raise ShapeError(
+                f"cond[{key!r}] has shape {tuple(getattr(v, 'shape', ()))}; {owner} expected {tuple(target)} "
+                f"(x's shape with {channels} channel(s) on dim {channel_dim}; size-1 dims broadcast)"
+            )
+        parts.append(v)
+    return torch.cat(parts, dim=channel_dim)
+
+
+def check_concat_spec(spec: Mapping[str, int] | None) -> dict[str, int]:
+    spec = dict(spec or {})
+    bad = {k: v for k, v in spec.items() if not isinstance(k, str) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise ConfigError(f"concat_cond has invalid entries {bad}; expected {{cond key: positive channel count}}")
+    return spec

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from .embeddings import ConditionEmbedding
+from .embeddings import ConditionEmbedding, check_concat_spec, concat_conditions
 from .unet import zero_
 
 Tensor = torch.Tensor
@@ -53,6 +53,7 @@ class MLP(nn.Module):
         num_classes / cond_dim: class labels ``cond["label"]`` (index ``num_classes`` = null label) and a
             vector condition ``cond["embedding"]`` (batch, cond_dim), as for every generic backbone.
         time_embedding: ``"sinusoidal"`` or ``"fourier"``.
+        concat_cond: cond keys concatenated to x, {key: width} (e.g. ``{"observed": dim, "known": dim}``).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class MLP(nn.Module):
         cond_dim: int | None = None,
         learned_variance: bool = False,
         time_embedding: str = "sinusoidal",
+        concat_cond: Mapping[str, int] | None = None,
     ):
         super().__init__()
         if dim < 1 or hidden < 2 or depth < 1:
@@ -73,7 +75,8 @@ class MLP(nn.Module):
         self.num_classes, self.cond_dim = num_classes, cond_dim  # null label = num_classes (CFG)
         self.out_dim = dim * (2 if learned_variance else 1)
         self.cond_embed = ConditionEmbedding(hidden, hidden, time_embedding, num_classes, cond_dim)
-        self.input = nn.Linear(dim, hidden)
+        self.concat_cond = check_concat_spec(concat_cond)
+        self.input = nn.Linear(dim + sum(self.concat_cond.values()), hidden)
         self.blocks = nn.ModuleList(MLPBlock(hidden, hidden, dropout) for _ in range(depth))
         self.out_norm = nn.LayerNorm(hidden)
         self.out = zero_(nn.Linear(hidden, self.out_dim))
@@ -82,7 +85,7 @@ class MLP(nn.Module):
         if not torch.is_tensor(x) or x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"MLP input has shape {tuple(getattr(x, 'shape', ()))}; expected (batch, {self.dim})")
         emb = self.cond_embed(t, cond, x.shape[0]).to(x.dtype)
-        h = self.input(x)
+        h = self.input(concat_conditions(x, cond, self.concat_cond, 1, "MLP"))
         for block in self.blocks:
             h = block(h, emb)
         return self.out(F.silu(self.out_norm(h)))

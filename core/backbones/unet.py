@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from .embeddings import ConditionEmbedding
+from .embeddings import ConditionEmbedding, check_concat_spec, concat_conditions
 
 Tensor = torch.Tensor
 
@@ -148,9 +148,13 @@ class UNet(nn.Module):
         groups: maximum GroupNorm groups (ADM: 32), reduced for narrow layers (:func:`norm_groups`).
         padding_mode: ``"zeros"`` (ADM) or ``"circular"`` for periodic domains; with ``"circular"`` the
             network commutes with cyclic shifts by multiples of 2^(levels − 1).
+        concat_cond: cond keys concatenated to x as extra input channels, {key: channels}, e.g.
+            ``{"observed": C, "known": C}`` for imputation/inpainting or ``{"low_res": C}`` for SR3-style
+            super-resolution (:func:`concat_conditions`).
 
     The condition vector has width 4·base_channels (ADM ``time_embed_dim``). ``cond`` keys other than
-    ``label`` and ``embedding`` are ignored (a convolutional net treats padding as data; mask in the loss).
+    ``label``, ``embedding`` and those in ``concat_cond`` are ignored (a convolutional net treats padding
+    as data; mask it in the loss).
     """
 
     def __init__(
@@ -171,6 +175,7 @@ class UNet(nn.Module):
         groups: int = 32,
         mid_attention: bool = True,
         padding_mode: str = "zeros",
+        concat_cond: Mapping[str, int] | None = None,
     ):
         super().__init__()
         if dims not in (1, 2, 3):
@@ -187,6 +192,7 @@ class UNet(nn.Module):
         if padding_mode not in ("zeros", "circular"):
             raise ConfigError(f"padding_mode={padding_mode!r}; expected 'zeros' or 'circular'")
         self.dims, self.in_channels = dims, in_channels
+        self.concat_cond = check_concat_spec(concat_cond)
         self.num_classes, self.cond_dim = num_classes, cond_dim  # null label = num_classes (CFG)
         self.out_channels = (out_channels or in_channels) * (2 if learned_variance else 1)
         self.multiple = 2 ** (levels - 1)
@@ -194,7 +200,8 @@ class UNet(nn.Module):
         self.cond_embed = ConditionEmbedding(emb_dim, base_channels, time_embedding, num_classes, cond_dim)
         res = dict(dims=dims, emb_dim=emb_dim, dropout=dropout, groups=groups, padding_mode=padding_mode)
 
-        self.input = conv_nd(dims, in_channels, base_channels, 3, padding=1, padding_mode=padding_mode)
+        width = in_channels + sum(self.concat_cond.values())
+        self.input = conv_nd(dims, width, base_channels, 3, padding=1, padding_mode=padding_mode)
         self.down = nn.ModuleList()
         skips, ch = [base_channels], base_channels
         for level, mult in enumerate(channel_mults):
@@ -241,7 +248,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
         self.check_input(x)
         emb = self.cond_embed(t, cond, x.shape[0]).to(x.dtype)
-        h = self.input(x)
+        h = self.input(concat_conditions(x, cond, self.concat_cond, 1, "UNet"))
         hs = [h]
         for stage in self.down:
             h = stage(h, emb)

@@ -301,6 +301,36 @@ def test_device_placement_and_float64(name):
     assert model.double()(x.double(), t.double(), cond).dtype == torch.float64
 
 
+@pytest.mark.parametrize(
+    "name,spec,extra",
+    [
+        ("unet2d", {"observed": 2, "known": 1}, lambda x: {"observed": x * 0.5, "known": torch.ones(3, 1, 8, 8)}),
+        ("dit1", {"observed": 2}, lambda x: {"observed": x.flip(-1)}),
+        ("dit0", {"known": 1}, lambda x: {"known": torch.ones(3, 5, 1, dtype=torch.bool)}),
+        ("mlp", {"observed": 2}, lambda x: {"observed": x + 1}),
+    ],
+)
+def test_concatenated_conditions(name, spec, extra):
+    """concat_cond feeds same-shaped conditions as extra input channels (SR3/Palette, CSDI)."""
+    model, shape = build(name, concat_cond=spec)
+    randomize(model)
+    x, t = inputs(shape)
+    cond = extra(x)
+    out = model(x, t, cond)
+    assert out.shape == shape
+    zeroed = {k: torch.zeros_like(v) for k, v in cond.items()}
+    assert (model(x, t, zeroed) - out).abs().max() > 1e-4
+    key = next(iter(spec))
+    with pytest.raises(ConfigError, match=rf"concatenates cond\['{key}'\].*no '{key}'"):
+        model(x, t, {k: v for k, v in cond.items() if k != key})
+    bad = dict(cond)
+    bad[key] = torch.zeros(3, 7)
+    with pytest.raises(ShapeError, match=rf"cond\['{key}'\] has shape \(3, 7\)"):
+        model(x, t, bad)
+    with pytest.raises(ConfigError, match="concat_cond"):
+        build(name, concat_cond={key: 0})
+
+
 # ---------------------------------------------------------------- symmetries
 
 
