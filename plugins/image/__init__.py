@@ -52,10 +52,11 @@ def polydiff_write_artifacts(domain, samples, out_dir, context):
         return None
     from .artifacts import write_sample_grid
 
-    prefix = context.get("prefix") or ""
-    step = context.get("step")
-    stage = context.get("stage") or "samples"
-    name = f"{prefix}{stage}" + (f"_step{int(step):07d}" if step is not None and stage != "sample" else "") + ".png"
+    prefix, step = context.get("prefix"), context.get("step")
+    if prefix:
+        name = f"{prefix}.png"
+    else:
+        name = (context.get("stage") or "samples") + (f"_step{int(step):07d}" if step is not None else "") + ".png"
     return [write_sample_grid(samples, out_dir, name=name, datamodule=context.get("datamodule"))]
 
 
