@@ -148,3 +148,17 @@ def test_mmd_cov_rejects_bad_matrix():
         M.mmd_cov(torch.zeros(0, 3))
     with pytest.raises(ShapeError, match="d_ss"):
         M.one_nn_accuracy(torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2, 2))
+
+
+def test_emd_lower_bounds_hold_and_pruned_set_metrics_equal_full_matrix():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(1, 24, 3))
+    refs = base + 0.3 * rng.normal(size=(7, 24, 3))
+    samples = base * rng.uniform(0.7, 1.3, size=(6, 1, 3)) + 0.3 * rng.normal(size=(6, 24, 3))
+    lb = M.emd_lower_bounds(samples, refs)
+    exact = M.pairwise_emd(samples, refs)
+    assert torch.all(lb <= exact + 1e-12) and torch.all(lb > 0.3 * exact)
+    pruned, solved = M.emd_set_metrics(samples, refs)
+    full = M.set_metrics_from_matrices(M.pairwise_emd(samples), exact, M.pairwise_emd(refs), "EMD")
+    assert pruned == pytest.approx(full, abs=1e-12)
+    assert solved < 13 * 12 // 2  # fewer assignments than the full upper triangle of the joint set
