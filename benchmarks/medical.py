@@ -8,7 +8,8 @@ slices (2 % healthy false-positive rate) — no test label is used. Metrics are 
 slices of held-out subjects (40 with 1–3 synthetic lesions). The per-pixel z-score and PCA(k = 16)
 residual baselines are computed here with the same post-processing.
 
-CPU size: diffusion models run at 32×32 (2×2 average pooling of the 64×64 slices); their residual maps
+CPU size: models are trained only on the levels they are queried at (t ≤ 250 for AnoDDPM, t ≤ 500
+for the counterfactual method; ``max_level`` in plugins/medical/train.py). Diffusion models run at 32×32 (2×2 average pooling of the 64×64 slices); their residual maps
 are bilinearly upsampled to 64×64 before post-processing, so every method is scored on the same
 64×64 masks as the baselines.
 
@@ -91,12 +92,13 @@ def train(data, names, steps, batch_size, log):
             y = torch.cat([torch.zeros(len(x_train), dtype=torch.long), torch.ones(int(les.sum()), dtype=torch.long)])
             den = make_denoiser(num_classes=2)
             ema = fit_denoiser(den, x, labels=y, null_label=2, p_uncond=0.2, steps=steps, batch_size=batch_size,
-                               lr=5e-4, generator=g, ema_decay=0.995, augment_flip=True, log=log, log_every=250)
+                               lr=5e-4, generator=g, ema_decay=0.995, augment_flip=True, log=log, log_every=100,
+                               max_level=500)
         else:
             den = make_denoiser()
             space = simplex_space() if name == "simplex" else None
             ema = fit_denoiser(den, x_train, steps=steps, batch_size=batch_size, lr=5e-4, generator=g, space=space,
-                               ema_decay=0.995, augment_flip=True, log=log, log_every=250)
+                               ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=250)
         tmp = path.with_suffix(".tmp")
         torch.save(ema.state_dict(), tmp)
         os.replace(tmp, path)
@@ -189,7 +191,7 @@ def main(argv=None):
     ap.add_argument("--stage", choices=["train", "eval", "all", "baselines"], default="all")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    ap.add_argument("--train-steps", type=int, default=1500)
+    ap.add_argument("--train-steps", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--recon-steps", type=int, default=25)
     ap.add_argument("--fpr", type=float, default=0.02)
