@@ -2,7 +2,8 @@
 
 Prints a markdown table for docs/benchmarks.md and the command that made it. Each row times
 ``net(x, t, cond).square().mean().backward()`` (median of ``--repeats`` runs after two warm-ups) at the
-batch size and input shape of a typical small task.
+batch size and input shape of a typical small task, as wall time and as CPU time of this process (with one
+thread the CPU time is the compute time even when other processes compete for the cores).
 
     python benchmarks/backbones.py [--threads 1] [--repeats 10]
 """
@@ -10,6 +11,7 @@ batch size and input shape of a typical small task.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -45,16 +47,18 @@ def cases():
 
 
 def time_case(model, shape, cond, repeats, generator):
+    """Median wall time and median CPU time of this process (the latter is robust to a loaded machine)."""
     x = torch.randn(shape, generator=generator)
     t = torch.rand(shape[0], generator=generator)
-    times = []
+    wall, cpu = [], []
     for i in range(repeats + 2):
         model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         model(x, t, cond).square().mean().backward()
         if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            wall.append(time.perf_counter() - w0)
+            cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main(argv=None):
@@ -66,14 +70,16 @@ def main(argv=None):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     command = " ".join(["python", "benchmarks/backbones.py", *sys.argv[1:]])
-    print(f"Command: `{command}`")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}\n")
-    print("| backbone | input (batch, ...) | parameters | forward+backward (ms, median) |")
-    print("|---|---|---:|---:|")
+    print(f"Command: `{command}`\n")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPU(s) "
+          f"{platform.processor() or platform.machine()}, load average {load} at start\n")
+    print("| backbone | input (batch, ...) | parameters | forward+backward wall ms | CPU ms |")
+    print("|---|---|---:|---:|---:|")
     for name, model, shape, cond in cases():
         params = sum(p.numel() for p in model.parameters())
-        ms = 1000 * time_case(model, shape, cond, args.repeats, g)
-        print(f"| {name} | {tuple(shape)} | {params:,} | {ms:.1f} |")
+        wall, cpu = time_case(model, shape, cond, args.repeats, g)
+        print(f"| {name} | {tuple(shape)} | {params:,} | {1000 * wall:.1f} | {1000 * cpu:.1f} |")
 
 
 if __name__ == "__main__":
