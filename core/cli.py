@@ -169,23 +169,38 @@ def _default_weights_only(args: list[str]) -> list[str]:
 
 
 def condense_parser_error(msg: str) -> str:
-    """jsonargparse reports a bad config as a nested, multi-line explanation; keep the line that names the
-    offending key (``Key "model.init_args.foo" ...`` / ``unexpected ...``) and what was expected."""
-    lines = [ln.strip(" -") for ln in msg.splitlines() if ln.strip(" -")]
-    if not lines:
-        return "invalid arguments"
-    keys = re.findall(r"(?:No action for key|Key) \"([^\"]+)\"", msg)
-    unexpected = re.findall(r"[Uu]nexpected (?:key|value|argument)s?[^\n]*", msg)
-    if "No action for key" in msg or unexpected:
-        bad = keys[-1] if keys else (unexpected[0] if unexpected else lines[0])
-        return f"unknown config key {bad!r} (check spelling and nesting: model.init_args.<name>, data.init_args.<name>, trainer.<name>)"
-    import_err = re.search(r"(Problem with given class_path[^\n]*|Import path [^\n]*|does not correspond to [^\n]*)", msg)
-    if import_err:
-        return import_err.group(1)
-    for ln in lines:
-        if "expected" in ln.lower() or "not a" in ln.lower() or "does not" in ln.lower():
-            return f"{lines[0]} {ln}" if ln != lines[0] else ln
-    return lines[0]
+    """jsonargparse reports a bad config as a nested, multi-line explanation; reduce it to one line naming the
+    full key and what is wrong (``unknown config key 'model.backbone.hiddenn'``)."""
+    path: list[tuple[int, str]] = []
+    skip = ("Problem with given class_path", "Does not validate", "Subtypes:", "Errors:", "Given value",
+            "Expected a <class 'NoneType'>")
+    for raw in msg.splitlines():
+        if not raw.strip():
+            continue
+        indent = len(raw) - len(raw.lstrip(" -"))
+        line = raw.strip(" -")
+        while path and path[-1][0] >= indent:
+            path.pop()
+        m = re.match(r'Parser key "([^"]+)":?\s*(.*)', line)
+        if m:
+            path.append((indent, m.group(1)))
+            line = m.group(2)
+            if not line:
+                continue
+        if line.startswith(skip):
+            continue
+        where = ".".join(k for _, k in path)
+        m = (re.search(r"Option '([^']+)' is not accepted", line) or re.search(r'Key "([^"]+)" is not expected', line)
+             or re.search(r"does not accept option '([^']+)'", line))
+        if m:
+            key = f"{where}.{m.group(1)}" if where else m.group(1)
+            return f"unknown config key {key!r} (not a parameter there; check spelling and nesting)"
+        m = re.search(r"(?:Unrecognized arguments|unrecognized arguments):\s*(.*)", line)
+        if m:
+            return f"unknown option(s) {m.group(1)}"
+        return f"{where}: {line}" if where else line
+    first = msg.strip().splitlines()
+    return first[0] if first else "invalid arguments"
 
 
 # -- sample / evaluate ----------------------------------------------------------------------------------

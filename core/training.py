@@ -251,6 +251,11 @@ class DiffusionModule(L.LightningModule):
             raise ConfigError(f"process must be a GaussianProcess or a process name; got {process!r}")
         self.space = instantiate(space, "space") or Euclidean()
         self.process = process
+        if "_instantiator" not in self.hparams:  # store resolved full class paths, not short names
+            for key, obj in (("backbone", backbone), ("conditioner", conditioner), ("process", process),
+                             ("space", self.space if space is not None else None)):
+                if getattr(obj, "_polydiff_spec", None) is not None and isinstance(self.hparams.get(key), Mapping):
+                    self.hparams[key] = obj._polydiff_spec
         net = backbone if conditioner is None else _Conditioned(backbone, conditioner)
         self.denoiser = Denoiser(net, process, parameterization, learned_variance=learned_variance)
         self.loss_fn = instantiate(loss, "loss") if loss is not None else DiffusionLoss(parameterization)

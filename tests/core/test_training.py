@@ -1,0 +1,128 @@
+"""DiffusionModule: EMA arithmetic, condition dropout, sampling plumbing against the exact mixture denoiser,
+checkpoint round trip with weights_only loading, and that training lowers the loss."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from polydiff.errors import ConfigError
+from polydiff.testing import ExactDenoiser, GaussianMixture, MixtureDataModule, sliced_wasserstein
+from polydiff.training import EMA, DiffusionModule, drop_conditions, null_conditions
+
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two cores shared by many processes: intra-op threads only oversubscribe them."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+MLP = {"class_path": "MLP", "init_args": {"dim": 2, "hidden": 32, "depth": 2}}
+
+
+def _trainer(tmp_path, steps, **kw):
+    return L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, **kw)
+
+
+def test_ema_matches_closed_form():
+    lin = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    ema = EMA(lin, decay=0.9, warmup=False)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    for _ in range(5):
+        ema.update(lin)
+    # θ_ema = 1 − 0.9^5 after five updates towards 1 from 0
+    assert ema.module.weight.item() == pytest.approx(1 - 0.9**5, abs=1e-7)
+    warm = EMA(lin, decay=0.9999, warmup=True)
+    assert warm.current_decay() == pytest.approx(1 / 10)  # (1 + 0)/(10 + 0) before the first update
+    warm.update(lin)
+    assert warm.current_decay() == pytest.approx(2 / 11)
+    assert not any(p.requires_grad for p in ema.parameters())
+    with pytest.raises(ConfigError, match="ema_decay"):
+        EMA(lin, decay=1.0)
+
+
+def test_condition_dropout_rate_and_null_values():
+    n = 20000
+    cond = {"label": torch.randint(0, 10, (n,)), "embedding": torch.randn(n, 3) + 5}
+    g = torch.Generator().manual_seed(0)
+    out = drop_conditions(cond, 0.2, num_classes=10, generator=g)
+    dropped = out["label"] == 10
+    # binomial(20000, 0.2): sd = 57, so the rate is within 4 sd of 0.2
+    assert abs(dropped.float().mean().item() - 0.2) < 4 * math.sqrt(0.2 * 0.8 / n)
+    assert torch.equal(out["embedding"][dropped], torch.zeros_like(out["embedding"][dropped]))  # joint drop
+    assert torch.equal(out["embedding"][~dropped], cond["embedding"][~dropped])
+    assert torch.equal(out["label"][~dropped], cond["label"][~dropped])
+    again = drop_conditions(cond, 0.2, num_classes=10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again["label"], out["label"])  # the generator is the only randomness
+    assert torch.equal(null_conditions(cond, 10)["label"], torch.full((n,), 10))
+    with pytest.raises(ConfigError, match="num_classes"):
+        drop_conditions({"label": cond["label"]}, 0.5, None, g)
+
+
+def test_sample_plumbing_with_exact_denoiser():
+    """With the exact mixture denoiser in place of the EMA network, module.sample must reproduce the data
+    distribution: this checks prior scaling, grid, generator and shapes through the module."""
+    dm = MixtureDataModule(n_train=64, n_val=2000, seed=0)
+    dm.setup("fit")
+    module = DiffusionModule(backbone=MLP, process="vp", final_num_samples=0, val_num_samples=0)
+    module.attach_datamodule(dm)
+    module.ema.module = ExactDenoiser(dm.mixture, module.process)
+    out = module.sample(1000, generator=torch.Generator().manual_seed(1), sampler="ddim", steps=50)
+    assert out["x"].shape == (1000, 2) and torch.isfinite(out["x"]).all()
+    ref = dm.mixture.sample(1000, generator=torch.Generator().manual_seed(2))
+    sw = sliced_wasserstein(out["x"].double(), ref, generator=torch.Generator().manual_seed(3)).item()
+    noise_floor = sliced_wasserstein(dm.mixture.sample(1000, torch.Generator().manual_seed(4)), ref,
+                                     generator=torch.Generator().manual_seed(3)).item()
+    assert sw < 2.5 * noise_floor + 0.02, (sw, noise_floor)
+    same = module.sample(1000, generator=torch.Generator().manual_seed(1), sampler="ddim", steps=50)
+    assert torch.equal(same["x"], out["x"])
+
+
+def test_training_lowers_loss_and_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    dm = MixtureDataModule(n_train=512, n_val=256, batch_size=128, conditional=True, seed=0)
+    module = DiffusionModule(backbone={"class_path": "MLP", "init_args": {"dim": 2, "hidden": 64, "depth": 2,
+                                                                          "num_classes": 9}},
+                             num_classes=9, cond_drop_prob=0.1, lr=3e-3, ema_decay=0.99,
+                             val_num_samples=0, final_num_samples=0)
+    before = _trainer(tmp_path, 0).validate(module, dm, verbose=False)[0]["val/loss"]
+    trainer = _trainer(tmp_path, 120, check_val_every_n_epoch=100)
+    trainer.fit(module, dm)
+    after = trainer.validate(module, dm, verbose=False)[0]["val/loss"]
+    # an untrained ε-network has loss ≈ E‖ε‖²/d = 1; after 120 steps it must have learned most of the score
+    assert before > 0.8 and after < 0.6 * before, (before, after)
+
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    raw = torch.load(path, weights_only=True)  # plain types only
+    assert raw["hyper_parameters"]["backbone"]["class_path"] == "polydiff.backbones.mlp.MLP"
+    assert any(k.startswith("ema.module.") for k in raw["state_dict"])
+    rebuilt = DiffusionModule.from_checkpoint(path)
+    assert rebuilt.sample_shape == (2,) and rebuilt.domain == "mixture2d"
+    assert int(rebuilt.ema.num_updates) == 120
+    for (k, a), (_, b) in zip(module.state_dict().items(), rebuilt.state_dict().items()):
+        assert torch.equal(a, b), k
+    cond = {"label": torch.arange(8) % 9}
+    s1 = module.sample(8, generator=torch.Generator().manual_seed(5), cond=cond, steps=10)
+    s2 = rebuilt.sample(8, generator=torch.Generator().manual_seed(5), cond=cond, steps=10)
+    assert torch.equal(s1["x"], s2["x"]) and torch.equal(s1["cond"]["label"], cond["label"])
+
+
+def test_bad_arguments_raise_config_errors():
+    with pytest.raises(ConfigError, match="parameterization"):
+        DiffusionModule(backbone=MLP, parameterization="epsilon")
+    with pytest.raises(ConfigError, match="unknown backbone 'NoSuchNet'"):
+        DiffusionModule(backbone={"class_path": "NoSuchNet"})
+    with pytest.raises(ConfigError, match="unknown process"):
+        DiffusionModule(backbone=MLP, process="vpp")
+    with pytest.raises(ConfigError, match="cond_drop_prob"):
+        DiffusionModule(backbone=MLP, cond_drop_prob=1.0)
