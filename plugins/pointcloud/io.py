@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polydiff.datasets.modelnet import _finite_points, _triangulate, read_off_mesh, sample_surface  # noqa: F401
 from polydiff.errors import DataError, ShapeError
 
 POINT_SUFFIXES = (".ply", ".pcd", ".off", ".obj", ".xyz", ".npy", ".npz")
@@ -30,23 +31,6 @@ POINT_SUFFIXES = (".ply", ".pcd", ".off", ".obj", ".xyz", ".npy", ".npz")
 # ------------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------------
-
-def _finite_points(arr, path: Path, allow_batch: bool = False) -> np.ndarray:
-    arr = np.asarray(arr)
-    ok_rank = arr.ndim == 2 or (allow_batch and arr.ndim == 3)
-    if not ok_rank or arr.shape[-1] != 3:
-        raise DataError(f"{path}: expected points of shape (N, 3){' or (B, N, 3)' if allow_batch else ''}, got {arr.shape}")
-    if arr.shape[-2] == 0:
-        raise DataError(f"{path}: contains no points")
-    try:
-        arr = arr.astype(np.float32)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{path}: coordinates are not numeric ({exc})") from exc
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr).all(-1)).sum())
-        raise DataError(f"{path}: {bad} point(s) have non-finite coordinates (NaN or inf)")
-    return arr
-
 
 def _points_of(points, name: str = "points") -> np.ndarray:
     if torch.is_tensor(points):
@@ -210,61 +194,6 @@ def write_pcd(points, path, binary: bool = False) -> Path:
 # OFF
 # ------------------------------------------------------------------------------------------------------
 
-def _triangulate(polys, num_vertices: int, path: Path) -> np.ndarray:
-    tris = []
-    for poly in polys:
-        poly = [int(i) for i in poly]
-        if len(poly) < 3:
-            raise DataError(f"{path}: face with {len(poly)} vertices; expected at least 3")
-        for k in range(1, len(poly) - 1):  # fan triangulation of convex polygons
-            tris.append((poly[0], poly[k], poly[k + 1]))
-    faces = np.asarray(tris, dtype=np.int64).reshape(-1, 3)
-    if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
-        raise DataError(f"{path}: face index out of range [0, {num_vertices}) (min {faces.min()}, max {faces.max()})")
-    return faces
-
-
-def read_off_mesh(path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (V, 3) float32 and triangles (F, 3) of an OFF file, accepting ModelNet's ``OFF490 402 0``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln]
-    if not lines or not lines[0].upper().startswith("OFF"):
-        raise DataError(f"{path}: not an OFF file (first line should start with 'OFF')")
-    rest = lines[0][3:].strip()  # ModelNet: counts glued to the magic word
-    i = 1
-    if not rest:
-        if len(lines) < 2:
-            raise DataError(f"{path}: OFF header has no vertex/face counts")
-        rest, i = lines[1], 2
-    try:
-        nv, nf = (int(v) for v in rest.split()[:2])
-    except ValueError as exc:
-        raise DataError(f"{path}: OFF counts line {rest!r} is not 'n_vertices n_faces n_edges'") from exc
-    if nv <= 0:
-        raise DataError(f"{path}: OFF declares {nv} vertices; expected at least one")
-    if len(lines) < i + nv + nf:
-        raise DataError(f"{path}: OFF declares {nv} vertices and {nf} faces but has only {len(lines) - i} data lines (truncated)")
-    try:
-        verts = np.asarray([ln.split()[:3] for ln in lines[i: i + nv]], dtype=np.float64)
-        polys = []
-        for ln in lines[i + nv: i + nv + nf]:
-            vals = ln.split()
-            k = int(vals[0])
-            if len(vals) < k + 1:
-                raise ValueError(f"face line {ln!r} lists fewer than {k} indices")
-            polys.append(vals[1: k + 1])
-    except ValueError as exc:
-        raise DataError(f"{path}: malformed OFF data ({exc})") from exc
-    if verts.ndim != 2 or verts.shape[1] != 3:
-        raise DataError(f"{path}: OFF vertex lines must hold 3 coordinates")
-    return _finite_points(verts, path), _triangulate(polys, nv, path)
-
-
 def read_off(path) -> np.ndarray:
     return read_off_mesh(path)[0]
 
@@ -425,29 +354,3 @@ def read_mesh(path) -> tuple[np.ndarray, np.ndarray]:
     if faces is None or len(faces) == 0:
         raise DataError(f"{path}: mesh has no faces; cannot sample its surface")
     return verts, faces
-
-
-def sample_surface(vertices, faces, num_points: int, generator: torch.Generator | None = None) -> np.ndarray:
-    """Points uniform on the surface area of a triangle mesh (num_points, 3) float32.
-
-    Triangles are drawn with probability ∝ area, then a point uniform in the triangle by the square-root
-    parameterisation p = (1 − √r1) a + √r1 (1 − r2) b + √r1 r2 c (Osada et al. 2002, "Shape
-    distributions", Eq. 1) — the sampling PointFlow and ModelNet point sets use.
-    """
-    v = torch.as_tensor(np.asarray(vertices), dtype=torch.float64)
-    f = torch.as_tensor(np.asarray(faces), dtype=torch.long)
-    if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
-        raise ShapeError(f"faces has shape {tuple(f.shape)}; expected (F, 3) triangles with F > 0")
-    if num_points < 1:
-        raise ShapeError(f"num_points must be >= 1, got {num_points}")
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    area = 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=1)
-    if not area.sum() > 0:
-        raise ShapeError("mesh has zero surface area; cannot sample")
-    idx = torch.multinomial(area / area.sum(), num_points, replacement=True, generator=generator)
-    r1 = torch.rand(num_points, 1, generator=generator, dtype=torch.float64).sqrt()
-    r2 = torch.rand(num_points, 1, generator=generator, dtype=torch.float64)
-    pts = (1 - r1) * a[idx] + r1 * (1 - r2) * b[idx] + r1 * r2 * c[idx]
-    return pts.numpy().astype(np.float32)
-
-
