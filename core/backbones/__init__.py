@@ -8,8 +8,8 @@
 
 Conditioning contract: ``cond["label"]`` LongTensor (batch,) with ``num_classes`` meaning the null label for
 classifier-free guidance; ``cond["embedding"]`` float (batch, cond_dim), zeros as the null condition; other
-keys are ignored, except ``cond["presence"]`` which the DiT uses as an attention key padding mask. ``concat_cond={key: channels}``
-concatenates same-shaped conditions (e.g. ``observed``/``known`` of the batch contract) to the input. Each
+keys are ignored, except ``cond["presence"]`` which the DiT uses as an attention key padding mask.
+``concat_cond={key: channels}`` concatenates same-shaped conditions (e.g. ``observed``/``known`` of the batch contract) to the input. Each
 backbone exposes ``num_classes`` and ``cond_dim`` (None when unconditional).
 """
 

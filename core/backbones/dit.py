@@ -7,7 +7,7 @@ condition vector c (time + class + vector condition, :class:`ConditionEmbedding`
 * ``dims=1``: (batch, C, L) sequences/signals, cut into patches of p samples;
 * ``dims=0``: (batch, N, C) sets or sequences of N tokens, each token linearly embedded.
 
-adaLN-Zero block (DiT §3.2, Fig. 3): (γ₁, β₁, α₁, γ₂, β₂, α₂) = Linear(SiLU(c)), initialised to zero, and
+adaLN-Zero block (DiT §3.2, Fig. 3): (γ₁, β₁, α₁, γ₂, β₂, α₂) = Linear(SiLU(c)), zero at init, and
 
     x ← x + α₁ · Attn(LN(x)·(1 + γ₁) + β₁),   x ← x + α₂ · MLP(LN(x)·(1 + γ₂) + β₂),
 
@@ -127,9 +127,13 @@ class DiT(nn.Module):
         if hidden_size % num_heads:
             raise ConfigError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
         if pos_embedding == "sinusoidal" and hidden_size % (4 if dims == 2 else 2):
-            raise ConfigError(f"sinusoidal positions need hidden_size divisible by {4 if dims == 2 else 2}; got {hidden_size}")
+            raise ConfigError(
+                f"sinusoidal positions need hidden_size divisible by {4 if dims == 2 else 2}; got {hidden_size}"
+            )
         if in_channels < 1 or depth < 1 or (dims and patch_size < 1):
-            raise ConfigError(f"DiT needs in_channels, depth, patch_size >= 1; got {in_channels}, {depth}, {patch_size}")
+            raise ConfigError(
+                f"DiT needs in_channels, depth, patch_size >= 1; got {in_channels}, {depth}, {patch_size}"
+            )
         self.dims, self.in_channels, self.hidden = dims, in_channels, hidden_size
         self.num_classes, self.cond_dim = num_classes, cond_dim  # null label = num_classes (CFG)
         self.patch = patch_size if dims else 1
@@ -217,7 +221,9 @@ class DiT(nn.Module):
         try:
             p = presence.bool().expand_as(x)
         except RuntimeError:
-            raise ShapeError(f"cond['presence'] has shape {tuple(presence.shape)}; expected broadcastable to {tuple(x.shape)}")
+            raise ShapeError(
+                f"cond['presence'] has shape {tuple(presence.shape)}; expected broadcastable to {tuple(x.shape)}"
+            )
         if self.dims == 0:
             tok = p.any(-1)
         elif self.dims == 1:

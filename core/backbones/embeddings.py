@@ -158,8 +158,8 @@ class ConditionEmbedding(nn.Module):
         # checked here because an out-of-range index is a device-side assert on CUDA (meta tensors have no values)
         if y.numel() and y.device.type != "meta" and (y.min() < 0 or y.max() > self.num_classes):
             raise ShapeError(
-                f"cond['label'] has values in [{y.min().item()}, {y.max().item()}]; expected 0 … {self.num_classes - 1} "
-                f"or {self.num_classes} (null label)"
+                f"cond['label'] has values in [{y.min().item()}, {y.max().item()}]; "
+                f"expected 0 … {self.num_classes - 1} or {self.num_classes} (null label)"
             )
         return y.long()
 

@@ -188,7 +188,9 @@ class UNet(nn.Module):
         levels = len(channel_mults)
         bad = [a for a in attention_levels if not 0 <= a < levels]
         if bad:
-            raise ConfigError(f"attention_levels {tuple(attention_levels)} has {bad}; expected indices in 0 … {levels - 1}")
+            raise ConfigError(
+                f"attention_levels {tuple(attention_levels)} has {bad}; expected indices in 0 … {levels - 1}"
+            )
         if padding_mode not in ("zeros", "circular"):
             raise ConfigError(f"padding_mode={padding_mode!r}; expected 'zeros' or 'circular'")
         self.dims, self.in_channels = dims, in_channels
@@ -233,7 +235,7 @@ class UNet(nn.Module):
         self.out = zero_(conv_nd(dims, ch, self.out_channels, 3, padding=1, padding_mode=padding_mode))
 
     def check_input(self, x: Tensor) -> None:
-        """Raise :class:`ShapeError` unless x is (batch, in_channels, *spatial) with sizes divisible by 2^(levels−1)."""
+        """Raise :class:`ShapeError` unless x is (batch, in_channels, *spatial), sizes divisible by 2^(levels−1)."""
         if not torch.is_tensor(x) or x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:
             raise ShapeError(
                 f"UNet input has shape {tuple(getattr(x, 'shape', ()))}; expected (batch, {self.in_channels}"
