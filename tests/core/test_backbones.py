@@ -202,8 +202,8 @@ def test_determinism_under_manual_seed(name):
     for _ in range(2):
         torch.manual_seed(123)
         model, shape = build(name, num_classes=2, time_embedding="fourier")
+        state = {k: v.clone() for k, v in model.state_dict().items()}  # the initialisation itself
         randomize(model)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
         x, t = inputs(shape)
         outs.append((state, model(x, t, {"label": torch.tensor([0, 1, 2])})))
     (s1, o1), (s2, o2) = outs
