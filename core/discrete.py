@@ -54,10 +54,6 @@ LOG2 = math.log(2.0)
 _TINY = 1e-30
 
 
-def _entropy(p: Tensor) -> Tensor:
-    return -torch.special.xlogy(p, p).sum(-1)
-
-
 class DiscreteProcess:
     """A D3PM forward process on K classes (see the module docstring).
 

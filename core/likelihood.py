@@ -224,7 +224,8 @@ def dequantize(
     """Uniform dequantisation: integer levels k ∈ {0, …, b−1} → y = lo + (hi − lo)(k + u)/b, u ~ U(0, 1).
 
     Returns y and the per-dimension log-Jacobian log((hi − lo)/b) that turns the density of y into a
-    bound on the probability of k: log P(k) ≥ E_u[log p(y)] + D log((hi − lo)/b) (Ho et al. 2019, Eq. 3)."""
+    bound on the probability of k: log P(k) ≥ E_u[log p(y)] + D log((hi − lo)/b) (Theis et al. 2016;
+    Ho et al. 2019, Flow++, §3.1)."""
     if values.is_floating_point() and not torch.equal(values, values.round()):
         raise ShapeError("values must hold integer levels 0 … num_bins−1 (e.g. 8-bit pixels), got fractions")
     if values.numel() and (values.min() < 0 or values.max() > num_bins - 1):

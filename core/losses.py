@@ -16,8 +16,8 @@ c_k(t) = ‖ŷ_k − y_k‖² / ‖x̂_0 − x_0‖² of the chosen target (c_ep
 c_score = α²/σ⁴, c_flow = (α' − σ' α/σ)², c_x0 = 1), which is exact for every Gaussian process:
 
 * ``uniform``     w = 1 on the chosen target (Ho et al. 2020, L_simple, Eq. 14, for ``eps``).
-* ``snr``         w_x0 = SNR(t) = α²/σ² — the x_0-MSE weighted so that it equals the ε-MSE
-                  (Kingma et al. 2021, VDM, Eq. 13 and §4; Hang et al. 2023, Table 1).
+* ``snr``         w_x0 = SNR(t) = α²/σ² — the x_0-MSE weighted so that it equals the ε-MSE of
+                  L_simple (Kingma et al. 2021, VDM, §3–4: w(λ) on the ε-form; Hang et al. 2023, §3).
 * ``min_snr``     w_x0 = min(SNR(t), γ), γ = 5 (Hang et al. 2023, "Efficient Diffusion Training via
                   Min-SNR Weighting Strategy", Eq. 9/§3.4; for ε: min(SNR, γ)/SNR, for v: min(SNR, γ)/(SNR+1)).
 * ``likelihood``  the score-matching loss with λ(t) = g(t)² (Song et al. 2021b, "Maximum Likelihood
@@ -223,7 +223,8 @@ class DiffusionLoss:
         space = space or Euclidean()
         x, presence, known, cond = unpack(batch)
         mask = target_mask(x, presence, known)
-        x0 = torch.nan_to_num(x) if not torch.isfinite(x).all() else x  # NaN only where not needed
+        x0 = torch.nan_to_num(x) if not torch.isfinite(x).all() else x  # NaN only where absent
+        x0 = space.project(x0, presence)  # padding → 0; wrapped / centred like every state of the space
         n = x0.shape[0]
 
         t, density_factor = self.sample_time(process, n, generator=generator, device=x0.device)

@@ -89,6 +89,29 @@ def test_ve_edm_flow_weights_hand_computed():
     assert x0_error_scale("v", t, ve).item() == pytest.approx(((1 + ve.sigma(t).item() ** 2) / ve.sigma(t).item()) ** 2)
 
 
+def test_edm_weight_matches_the_denoiser_preconditioning_weight():
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=F64)
+    for proc in (EDM(), VP("cosine")):
+        den = Denoiser(ParamBackbone((3, 2)), proc, "edm")
+        torch.testing.assert_close(loss_weight("edm", "edm", t, proc), den.edm_loss_weight(t), rtol=1e-12, atol=0)
+
+
+def test_space_projection_of_noised_inputs_and_padding():
+    from polydiff.spaces import Torus, ZeroCenterOfMass
+
+    presence = torch.ones(3, 5, 1, dtype=torch.bool)
+    presence[0, 3:] = False
+    bb = ParamBackbone((3, 5, 2))
+    x = torch.randn(3, 5, 2, dtype=F64) + 4.0
+    DiffusionLoss()(Denoiser(bb, VP("linear")), {"x": x, "presence": presence}, space=ZeroCenterOfMass(),
+                    generator=torch.Generator().manual_seed(0))
+    xt = bb.seen["x"]
+    torch.testing.assert_close((xt * presence).sum(1), torch.zeros(3, 2, dtype=F64), rtol=0, atol=1e-12)
+    assert (xt[0, 3:] == 0).all()
+    DiffusionLoss()(Denoiser(bb, VP("linear")), {"x": x * 3}, space=Torus(), generator=torch.Generator().manual_seed(0))
+    assert bb.seen["x"].min() >= -math.pi and bb.seen["x"].max() < math.pi
+
+
 def test_error_scales_match_actual_errors():
     """c_k = ‖ŷ_k − y_k‖²/‖x̂_0 − x_0‖² checked on a random perturbation, for every target and process."""
     from polydiff.parameterization import target_for
