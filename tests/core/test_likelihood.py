@@ -222,3 +222,28 @@ def test_bad_input_gives_clear_errors():
         ddpm_vlb(den, x)
     with pytest.raises(ConfigError, match="GaussianProcess"):
         ode_nll(lambda x, t, c: None, x)
+
+
+def test_padding_entries_do_not_change_the_likelihood():
+    """A padded third coordinate (presence False) contributes no dimension, divergence or prior term."""
+    proc = VP("linear")
+    exact = ExactDenoiser(MIX, proc)
+
+    def padded(x, t, cond):
+        pred = exact(x[:, :2], t)
+        z = torch.zeros_like(x[:, 2:])
+        return Prediction(x0=torch.cat([pred.x0, z], 1), eps=torch.cat([pred.eps, z], 1))
+
+    padded.process = proc
+    x = MIX.sample(4, torch.Generator().manual_seed(3))
+    x3 = torch.cat([x, torch.full((4, 1), 7.0, dtype=F64)], 1)
+    presence = torch.tensor([[True, True, False]]).expand(4, 3)
+    for div in ("exact", "hutchinson"):
+        ref = ode_nll(exact, x, divergence=div, generator=torch.Generator().manual_seed(0), method="rk4", steps=30)
+        got = ode_nll(padded, x3 * presence, presence=presence, divergence=div,
+                      generator=torch.Generator().manual_seed(0), method="rk4", steps=30)
+        assert (got.dims == 2).all()
+        if div == "exact":
+            torch.testing.assert_close(got.nll, ref.nll, rtol=1e-12, atol=1e-12)
+        else:  # same probe on the present coordinates
+            assert torch.isfinite(got.nll).all()
