@@ -196,3 +196,158 @@ class MixtureDataModule(DiffusionDataModule):
         if not self.conditional:
             return None
         return {"label": torch.arange(n) % self.num_classes}
+
+
+class PluginCheckError(AssertionError):
+    """A plugin does not conform to the polydiff plugin contract (message lists every problem)."""
+
+
+def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None = None,
+                 datamodules: list[str] | None = None, out_dir=None) -> dict:
+    """Conformance check for plugin authors: run it in your plugin's tests.
+
+    ``plugin`` is the plugin module (or its import path, or the name of its ``polydiff`` entry point). The
+    check loads it into a fresh plugin manager and verifies that
+
+    * it imports and registers without error, every ``polydiff_*`` function is a known hook with valid
+      argument names, and registered components are of the right kind (data modules subclass
+      :class:`~polydiff.data.DiffusionDataModule` and set ``domain``, backbones are ``nn.Module``\\ s, modules
+      subclass :class:`~polydiff.training.DiffusionModule`, processes/spaces/noise fields subclass the engine's
+      base classes, tasks are YAML files whose component names resolve);
+    * each data module (all of them, or those named in ``datamodules``; constructor arguments from
+      ``datamodule_kwargs[name]``) yields batches that follow :mod:`polydiff.batch` with items of
+      ``sample_shape``, and its ``example_cond``/``sample_inputs``/``reference_data`` have the right types;
+    * the artifact hook returns existing files for the data module's domain and ``None`` for another domain;
+      the evaluation hook returns ``{str: finite float}`` for its domain and ``None`` for another;
+    * file formats are :class:`~polydiff.hookspecs.FileFormat` objects; commands are
+      ``{name: (help, add_arguments, run)}`` not shadowing built-in commands.
+
+    Returns a report ``{"components": [...], "datamodules": {name: sample_shape}, "artifacts": [...],
+    "metrics": {...}}``; raises :class:`PluginCheckError` listing every problem.
+    """
+    import importlib
+    import importlib.metadata as md
+    import math as _math
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+    from torch import nn
+
+    from . import hookspecs
+    from .batch import unpack
+    from .plugins_manager import PolydiffPluginManager, _register_core, resolve_config_names
+    from .processes import GaussianProcess as _GP
+    from .spaces import NoiseField, Space
+    from .training import DiffusionModule
+
+    problems: list[str] = []
+    if isinstance(plugin, str):
+        eps = [ep for ep in md.entry_points(group="polydiff") if ep.name == plugin]
+        plugin = eps[0].load() if eps else importlib.import_module(plugin)
+    name = name or getattr(plugin, "__name__", "plugin").rsplit(".", 1)[-1]
+    specs = {n for n in dir(hookspecs) if n.startswith("polydiff_")}
+    for attr in dir(plugin):
+        if attr.startswith("polydiff_") and callable(getattr(plugin, attr)) and attr not in specs:
+            problems.append(f"{attr} is not a polydiff hook (known: {sorted(specs)})")
+
+    pm = PolydiffPluginManager()
+    _register_core(pm.registry)
+    info = pm.add_plugin(plugin, name)
+    if not info.ok:
+        raise PluginCheckError(info.summary())
+    reg = pm.registry
+    report: dict = {"components": info.components, "datamodules": {}, "artifacts": [], "metrics": {}}
+
+    bases = {"datamodule": DiffusionDataModule, "backbone": nn.Module, "conditioner": nn.Module,
+             "module": DiffusionModule, "process": _GP, "space": Space, "noise": NoiseField}
+    for entry in info.components:
+        kind, cname = entry.split(":", 1)
+        obj = reg.get(kind, cname)
+        if kind in bases and not (isinstance(obj, type) and issubclass(obj, bases[kind])):
+            problems.append(f"{kind} {cname!r} is {obj!r}; expected a subclass of {bases[kind].__name__}")
+        if kind == "datamodule" and isinstance(obj, type) and getattr(obj, "domain", "generic") == "generic":
+            problems.append(f"datamodule {cname!r} does not set the class attribute 'domain'")
+        if kind == "task":
+            path = Path(obj)
+            if not path.is_file():
+                problems.append(f"task {cname!r}: config {path} does not exist")
+                continue
+            try:
+                resolve_config_names(yaml.safe_load(path.read_text()) or {}, reg)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"task {cname!r}: {exc}")
+
+    # file formats and commands
+    for result in pm.hook.polydiff_file_formats():
+        for fmt in result or []:
+            if not isinstance(fmt, hookspecs.FileFormat):
+                problems.append(f"polydiff_file_formats returned {fmt!r}; expected FileFormat objects")
+            elif not fmt.suffixes or not all(s.startswith(".") for s in fmt.suffixes):
+                problems.append(f"file format {fmt.name!r}: suffixes {fmt.suffixes} must start with '.'")
+    try:
+        commands = pm.commands()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"polydiff_commands raised {exc!r}")
+        commands = {}
+    for cname, value in commands.items():
+        if cname in ("fit", "validate", "test", "predict", "sample", "evaluate", "plugins", "datasets"):
+            problems.append(f"command {cname!r} shadows a built-in command")
+        if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str)
+                and callable(value[1]) and callable(value[2])):
+            problems.append(f"command {cname!r}: expected (help, add_arguments, run), got {value!r}")
+
+    # data modules, artifacts and metrics
+    names = datamodules if datamodules is not None else [e.split(":", 1)[1] for e in info.components
+                                                         if e.startswith("datamodule:")]
+    tmp = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="polydiff_check_"))
+    for dm_name in names:
+        try:
+            dm = reg.get("datamodule", dm_name)(**(datamodule_kwargs or {}).get(dm_name, {}))
+            dm.prepare_data()
+            dm.setup("fit")
+            batch = next(iter(dm.train_dataloader()))
+            x, presence, known, cond = unpack(batch)
+            shape = tuple(dm.sample_shape)
+            if tuple(x.shape[1:]) != shape:
+                problems.append(f"{dm_name}: batch x has shape {tuple(x.shape)}, sample_shape is {shape}")
+            report["datamodules"][dm_name] = shape
+            n = min(4, x.shape[0])
+            ec = dm.example_cond(n, torch.Generator().manual_seed(0))
+            if ec is not None and not (isinstance(ec, dict) and all(torch.is_tensor(v) and v.shape[0] == n
+                                                                     for v in ec.values())):
+                problems.append(f"{dm_name}.example_cond({n}) must return None or a dict of ({n}, ...) tensors")
+            si = dm.sample_inputs(n, torch.Generator().manual_seed(0))
+            if not isinstance(si, dict) or not set(si) <= {"cond", "presence", "known", "x_known"}:
+                problems.append(f"{dm_name}.sample_inputs must return a dict with keys among cond/presence/known/x_known")
+            ref = dm.reference_data(n)
+            if not isinstance(ref, dict) or not torch.is_tensor(ref.get("x")) or tuple(ref["x"].shape[1:]) != shape:
+                problems.append(f"{dm_name}.reference_data must return a collated mapping with x of shape (n, *{shape})")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"datamodule {dm_name!r}: {type(exc).__name__}: {exc}")
+            continue
+        samples = {k: v[:n] if torch.is_tensor(v) else {ck: cv[:n] for ck, cv in v.items()}
+                   for k, v in batch.items()}
+        ctx = {"datamodule": dm, "stage": "check", "step": 0, "prefix": f"check_{dm_name}",
+               "generator": torch.Generator().manual_seed(0)}
+        out = tmp / dm_name
+        out.mkdir(parents=True, exist_ok=True)
+        for result in pm.hook.polydiff_write_artifacts(domain=dm.domain, samples=samples, out_dir=out, context=ctx):
+            if not isinstance(result, (list, tuple)) or not all(Path(p).is_file() for p in result):
+                problems.append(f"polydiff_write_artifacts({dm.domain!r}) returned {result!r}; expected existing paths")
+            else:
+                report["artifacts"] += [Path(p) for p in result]
+        for result in pm.hook.polydiff_evaluate(domain=dm.domain, samples=samples, datamodule=dm, context=ctx):
+            if not isinstance(result, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                                       and _math.isfinite(v) for k, v in result.items()):
+                problems.append(f"polydiff_evaluate({dm.domain!r}) returned {result!r}; expected {{str: finite float}}")
+            else:
+                report["metrics"].update(result)
+    other = "__not_a_domain__"
+    if pm.hook.polydiff_write_artifacts(domain=other, samples={"x": torch.zeros(1, 1)}, out_dir=tmp, context={}):
+        problems.append("polydiff_write_artifacts must return None for a domain that is not the plugin's")
+    if pm.hook.polydiff_evaluate(domain=other, samples={"x": torch.zeros(1, 1)}, datamodule=None, context={}):
+        problems.append("polydiff_evaluate must return None for a domain that is not the plugin's")
+    if problems:
+        raise PluginCheckError(f"plugin {name!r} does not conform:\n  - " + "\n  - ".join(problems))
+    return report
