@@ -86,6 +86,13 @@ def train(data, names, steps, batch_size, log):
             continue
         g = torch.Generator().manual_seed({"gauss": 1, "simplex": 2, "cfg": 3}[name])
         t0 = time.time()
+
+        def save(ema, step, name=name):  # partial checkpoints: a cut-short run can still be evaluated
+            tmp = CACHE / f"{name}_{steps}.partial.tmp"
+            torch.save({"step": step, "state_dict": ema.state_dict()}, tmp)
+            os.replace(tmp, CACHE / f"{name}_{steps}.partial.pt")
+
+        ckpt = dict(checkpoint_every=100, checkpoint_fn=save)
         if name == "cfg":
             les = data["val_label"] == 1
             x = torch.cat([x_train, to_model(data["val"][les])])
@@ -93,12 +100,12 @@ def train(data, names, steps, batch_size, log):
             den = make_denoiser(num_classes=2)
             ema = fit_denoiser(den, x, labels=y, null_label=2, p_uncond=0.2, steps=steps, batch_size=batch_size,
                                lr=5e-4, generator=g, ema_decay=0.995, augment_flip=True, log=log, log_every=100,
-                               max_level=500)
+                               max_level=500, **ckpt)
         else:
             den = make_denoiser()
             space = simplex_space() if name == "simplex" else None
             ema = fit_denoiser(den, x_train, steps=steps, batch_size=batch_size, lr=5e-4, generator=g, space=space,
-                               ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=250)
+                               ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=250, **ckpt)
         tmp = path.with_suffix(".tmp")
         torch.save(ema.state_dict(), tmp)
         os.replace(tmp, path)
@@ -127,17 +134,24 @@ def diffusion_methods(data, steps_trained, recon_steps):
     out = {}
     for name in MODELS:
         path = CACHE / f"{name}_{steps_trained}.pt"
-        if not path.exists():
-            continue
+        partial = CACHE / f"{name}_{steps_trained}.partial.pt"
         den = make_denoiser(num_classes=2 if name == "cfg" else None)
-        den.load_state_dict(torch.load(path, weights_only=True))
+        if path.exists():
+            den.load_state_dict(torch.load(path, weights_only=True))
+            suffix = ""
+        elif partial.exists():
+            blob = torch.load(partial, weights_only=True)
+            den.load_state_dict(blob["state_dict"])
+            suffix = f" [partial: {blob['step']}/{steps_trained} steps]"
+        else:
+            continue
         den.eval()
         if name == "gauss":
-            out["AnoDDPM, Gaussian (λ=250)"] = AnoDDPM(den, level=250, steps=recon_steps)
+            out["AnoDDPM, Gaussian (λ=250)" + suffix] = AnoDDPM(den, level=250, steps=recon_steps)
         elif name == "simplex":
-            out["AnoDDPM, simplex (λ=250)"] = AnoDDPM(den, level=250, steps=recon_steps, space=simplex_space())
+            out["AnoDDPM, simplex (λ=250)" + suffix] = AnoDDPM(den, level=250, steps=recon_steps, space=simplex_space())
         else:
-            out["Classifier-free counterfactual (L=500, w=3)"] = CFGCounterfactual(
+            out["Classifier-free counterfactual (L=500, w=3)" + suffix] = CFGCounterfactual(
                 den, level=500, steps=recon_steps, guidance_scale=3.0, healthy_label=0, null_label=2)
     return out
 

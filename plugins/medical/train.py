@@ -66,8 +66,11 @@ class _MaxLevelLoss:
 def fit_denoiser(denoiser, images: Tensor, labels: Tensor | None = None, steps: int = 1000, batch_size: int = 16,
                  lr: float = 2e-4, space: Space | None = None, generator: torch.Generator | None = None,
                  p_uncond: float = 0.2, null_label: int | None = None, ema_decay: float = 0.999,
-                 log_every: int = 100, augment_flip: bool = False, max_level: int | None = None, log=print):
-    """Train ``denoiser`` (a polydiff ``Denoiser``) on ``images`` (N, C, ...) and return its EMA copy."""
+                 log_every: int = 100, augment_flip: bool = False, max_level: int | None = None, log=print,
+                 checkpoint_every: int = 0, checkpoint_fn=None):
+    """Train ``denoiser`` (a polydiff ``Denoiser``) on ``images`` (N, C, ...) and return its EMA copy.
+
+    ``checkpoint_fn(ema, step)`` is called every ``checkpoint_every`` steps (long CPU runs)."""
     from polydiff.losses import DiffusionLoss
 
     if images.ndim < 3:
@@ -102,6 +105,8 @@ def fit_denoiser(denoiser, images: Tensor, labels: Tensor | None = None, steps: 
         if log and log_every and step % log_every == 0:
             log(f"step {step}/{steps} loss {running / log_every:.4f} ({time.time() - start:.0f}s)")
             running = 0.0
+        if checkpoint_fn is not None and checkpoint_every and step % checkpoint_every == 0:
+            checkpoint_fn(ema, step)
     return ema
 
 
