@@ -114,8 +114,11 @@ class ResumableLoader:
         self._consumed = skip
         if skip >= len(batches):
             return
+        # A DataLoader iterator draws its workers' base seed from the generator it is given, or else from the
+        # global RNG; a private generator keeps the global RNG (dropout) identical in resumed runs.
+        seed_gen = torch.Generator().manual_seed(self.sampler.seed * 1_000_003 + self.sampler.epoch)
         loader = DataLoader(self.dataset, batch_sampler=batches[skip:], num_workers=self.num_workers,
-                            collate_fn=self.collate_fn)
+                            collate_fn=self.collate_fn, generator=seed_gen)
         for batch in loader:
             self._consumed += 1
             yield batch
@@ -185,7 +188,8 @@ class DiffusionDataModule(L.LightningDataModule):
         """Shape of one example's ``x`` (without the batch dimension)."""
         item = self._require("train_set")[0]
         if not isinstance(item, Mapping) or "x" not in item:
-            raise DataError(f"{type(self).__name__}: dataset items must be mappings with key 'x'; got {type(item).__name__}")
+            got = sorted(item) if isinstance(item, Mapping) else type(item).__name__
+            raise DataError(f"{type(self).__name__}: dataset items must be mappings with key 'x' (batch contract); got {got}")
         return tuple(item["x"].shape)
 
     def example_cond(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor] | None:

@@ -337,7 +337,9 @@ class DiffusionModule(L.LightningModule):
             self.log("train/vlb", parts["vlb"], batch_size=n)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimiser step, then the EMA update — before callbacks (checkpoints) see the step."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.denoiser)
 
