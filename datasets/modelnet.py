@@ -52,7 +52,7 @@ INFO40 = register(DatasetInfo(
 ))
 
 
-def _finite_points(arr, path: Path, allow_batch: bool = False) -> np.ndarray:
+def check_points(arr, path: Path, allow_batch: bool = False) -> np.ndarray:
     arr = np.asarray(arr)
     ok_rank = arr.ndim == 2 or (allow_batch and arr.ndim == 3)
     if not ok_rank or arr.shape[-1] != 3:
@@ -70,7 +70,7 @@ def _finite_points(arr, path: Path, allow_batch: bool = False) -> np.ndarray:
 
 
 
-def _triangulate(polys, num_vertices: int, path: Path) -> np.ndarray:
+def triangulate(polys, num_vertices: int, path: Path) -> np.ndarray:
     tris = []
     for poly in polys:
         poly = [int(i) for i in poly]
@@ -123,7 +123,7 @@ def read_off_mesh(path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: malformed OFF data ({exc})") from exc
     if verts.ndim != 2 or verts.shape[1] != 3:
         raise DataError(f"{path}: OFF vertex lines must hold 3 coordinates")
-    return _finite_points(verts, path), _triangulate(polys, nv, path)
+    return check_points(verts, path), triangulate(polys, nv, path)
 
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polydiff.datasets.modelnet import _finite_points, _triangulate, read_off_mesh, sample_surface  # noqa: F401
+from polydiff.datasets.modelnet import check_points, triangulate, read_off_mesh, sample_surface  # noqa: F401
 from polydiff.errors import DataError, ShapeError
 
 POINT_SUFFIXES = (".ply", ".pcd", ".off", ".obj", ".xyz", ".npy", ".npz")
@@ -83,8 +83,8 @@ def read_ply_mesh(path) -> tuple[np.ndarray, np.ndarray | None]:
         face = ply["face"]
         prop = next((p.name for p in face.properties if p.name in ("vertex_indices", "vertex_index")), None)
         if prop is not None:
-            faces = _triangulate([np.asarray(f) for f in face[prop]], len(verts), path)
-    return _finite_points(verts, path), faces
+            faces = triangulate([np.asarray(f) for f in face[prop]], len(verts), path)
+    return check_points(verts, path), faces
 
 
 def read_ply(path) -> np.ndarray:
@@ -170,7 +170,7 @@ def read_pcd(path) -> np.ndarray:
         xyz = np.stack([rec[c].astype(np.float64) for c in ("x", "y", "z")], axis=1)
     else:
         raise DataError(f"{path}: PCD 'DATA {mode}' is not supported (only ascii and binary); re-save it uncompressed")
-    return _finite_points(xyz, path)
+    return check_points(xyz, path)
 
 
 def write_pcd(points, path, binary: bool = False) -> Path:
@@ -240,8 +240,8 @@ def read_obj_mesh(path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"{path}: malformed OBJ ({exc})") from exc
     if not verts:
         raise DataError(f"{path}: OBJ has no vertices ('v x y z' lines)")
-    faces = _triangulate(polys, len(verts), path) if polys else None
-    return _finite_points(np.asarray(verts, dtype=np.float64), path), faces
+    faces = triangulate(polys, len(verts), path) if polys else None
+    return check_points(np.asarray(verts, dtype=np.float64), path), faces
 
 
 def read_obj(path) -> np.ndarray:
@@ -273,7 +273,7 @@ def read_xyz(path) -> np.ndarray:
             rows.append([float(v) for v in ln[:3]])
         except ValueError as exc:
             raise DataError(f"{path}: line {k} is not numeric ({exc})") from exc
-    return _finite_points(np.asarray(rows, dtype=np.float64).reshape(-1, 3), path)
+    return check_points(np.asarray(rows, dtype=np.float64).reshape(-1, 3), path)
 
 
 def write_xyz(points, path) -> Path:
@@ -298,7 +298,7 @@ def read_npy(path) -> np.ndarray:
         raise
     except Exception as exc:
         raise DataError(f"{path}: not a readable numpy file ({type(exc).__name__}: {exc})") from exc
-    return _finite_points(data, path, allow_batch=True)
+    return check_points(data, path, allow_batch=True)
 
 
 def write_npy(points, path) -> Path:
