@@ -53,6 +53,7 @@ INFO40 = register(DatasetInfo(
 
 
 def check_points(arr, path: Path, allow_batch: bool = False) -> np.ndarray:
+    """Points as float32 (N, 3) (or (B, N, 3)); DataError naming ``path`` if empty, misshaped or non-finite."""
     arr = np.asarray(arr)
     ok_rank = arr.ndim == 2 or (allow_batch and arr.ndim == 3)
     if not ok_rank or arr.shape[-1] != 3:
