@@ -24,8 +24,9 @@ Conventions (stated once, used everywhere; every reported number names them):
       COV = |{argmin_r D(s, r) : s ∈ S}| / |R|      (higher is better)
       1-NNA = leave-one-out accuracy of the 1-nearest-neighbour classifier on S ∪ R  (50 % is ideal)
 
-  Ties in 1-NNA follow PointFlow: a cloud whose nearest neighbour is at equal distance in both sets
-  counts as classified "reference" (PointFlow's ``count >= k/2`` rule with k = 1 and the first index).
+  Ties in 1-NNA go to the lower index of the joint ordering [R; S] (references first, as PointFlow
+  builds its matrix), i.e. an exact tie between a reference and a generated neighbour counts as
+  "reference"; PointFlow's ``topk`` leaves ties unspecified. Exact ties only occur with duplicates.
 """
 
 from __future__ import annotations
