@@ -1,0 +1,157 @@
+"""The sampler registry and the one-call entry point :func:`sample`."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from ..batch import backbone_cond
+from ..checks import check_finite, check_mask, check_same_shape
+from ..errors import ConfigError, ShapeError
+from ..processes import GaussianProcess
+from ..spaces import Euclidean, Space
+from .adaptive import ode_adaptive, sde_adaptive
+from .base import _process_of
+from .dpm_solver import dpmpp_2m, dpmpp_3m, dpmpp_sde
+from .first_order import ddim, ddpm, euler, heun
+from .grids import GRIDS, make_grid
+from .pndm import pndm
+from .sde import annealed_langevin, euler_maruyama, pc
+from .unipc import unipc
+
+Tensor = torch.Tensor
+
+SAMPLERS: dict[str, Callable] = {
+    "ddpm": ddpm,
+    "ddim": ddim,
+    "pndm": pndm,
+    "dpmpp_2m": dpmpp_2m,
+    "dpmpp_3m": dpmpp_3m,
+    "dpmpp_sde": dpmpp_sde,
+    "unipc": unipc,
+    "euler": euler,
+    "heun": heun,
+    "euler_maruyama": euler_maruyama,
+    "pc": pc,
+    "annealed_langevin": annealed_langevin,
+    "ode_adaptive": ode_adaptive,
+    "sde_adaptive": sde_adaptive,
+}
+#: Samplers whose result is a deterministic function of x_T (with their default options).
+DETERMINISTIC = ("ddim", "pndm", "dpmpp_2m", "dpmpp_3m", "unipc", "euler", "heun", "ode_adaptive")
+
+
+def get_sampler(name: str | Callable) -> Callable:
+    """The sampler function registered under ``name`` (a callable is returned unchanged)."""
+    if callable(name):
+        return name
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def sample(
+    model,
+    x_T: Tensor | None = None,
+    *,
+    shape=None,
+    sampler: str | Callable = "ddim",
+    steps: int = 50,
+    grid: str | Tensor = "uniform",
+    generator: torch.Generator | None = None,
+    space: Space | None = None,
+    cond: Mapping | None = None,
+    presence: Tensor | None = None,
+    known: Tensor | None = None,
+    x_known: Tensor | None = None,
+    x_start: Tensor | None = None,
+    t_start: float | Tensor | None = None,
+    t_end: float = 0.0,
+    process: GaussianProcess | None = None,
+    info: dict | None = None,
+    **sampler_kwargs,
+) -> Tensor:
+    """Draw samples x_0 with a named sampler.
+
+    Args:
+        model: Denoiser-like ``model(x, t, cond) -> Prediction`` with a ``process`` attribute (or pass ``process``).
+        x_T: start state (batch, ...). If omitted it is drawn from the prior with ``shape`` (or ``x_start``).
+        shape: shape of x_T when it is drawn here.
+        sampler: a name from :data:`SAMPLERS` or a sampler function.
+        steps: number of steps N (ignored by the adaptive samplers except for the grid's end points).
+        grid: a grid kind (see :mod:`polydiff.samplers.grids`) or an explicit decreasing time grid,
+            (N+1,) or (batch, N+1).
+        generator: the only source of randomness (prior, noise, inpainting draws).
+        space: state space (projection after every step, noise field); Euclidean by default.
+        cond: conditioning mapping handed to the model; ``presence``/``known``/``observed`` are added to it
+            as in training (:func:`polydiff.batch.backbone_cond`).
+        presence: padding mask (False = padding, kept at zero).
+        known, x_known: replacement inpainting: entries where ``known`` is True follow q(x_t | x_known) during
+            sampling and equal ``x_known`` exactly at the end.
+        x_start, t_start: partial diffusion / SDEdit (Meng et al. 2022, "SDEdit", §3): x_start is noised to the
+            per-sample times ``t_start`` (float or (batch,)) with q(x_t | x_start) and denoised from there.
+        t_end: end time of the grid (0 = data).
+        info: optional dict that receives ``nfe`` (and the adaptive solvers' step counts).
+        **sampler_kwargs: options of the sampler (e.g. ``eta`` for ddim, ``s_churn`` for heun).
+    """
+    fn = get_sampler(sampler)
+    proc = _process_of(model, process)
+    space = space if space is not None else Euclidean()
+    if x_start is not None and x_T is not None:
+        raise ConfigError("pass either x_T or x_start (partial diffusion), not both")
+    if x_start is not None:
+        if not torch.is_tensor(x_start) or not x_start.is_floating_point() or x_start.ndim < 2:
+            raise ShapeError(f"x_start must be a float tensor (batch, ...); got {getattr(x_start, 'shape', x_start)}")
+        check_finite(x_start, "x_start")
+        ref = x_start
+    elif x_T is not None:
+        if not torch.is_tensor(x_T) or not x_T.is_floating_point() or x_T.ndim < 2:
+            raise ShapeError(f"x_T must be a float tensor of shape (batch, ...); got {getattr(x_T, 'shape', x_T)}")
+        ref = x_T
+    else:
+        if shape is None:
+            raise ShapeError("pass x_T, x_start or shape (the batch shape to draw x_T from the prior)")
+        ref = None
+    if shape is not None and ref is not None and tuple(shape) != tuple(ref.shape):
+        raise ShapeError(f"shape={tuple(shape)} does not match the given tensor's shape {tuple(ref.shape)}")
+    batch = ref.shape[0] if ref is not None else int(shape[0])
+
+    if t_start is None:
+        start = 1.0
+        if x_start is not None:
+            raise ConfigError("x_start needs t_start (the per-sample time to noise it to)")
+    else:
+        start = t_start
+        if torch.is_tensor(start) and start.ndim == 1 and start.shape[0] != batch:
+            raise ShapeError(f"t_start has shape {tuple(start.shape)}; expected ({batch},)")
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ConfigError(f"unknown grid {grid!r}; expected one of {list(GRIDS)} or a tensor of times")
+        times = make_grid(proc, steps, grid, t_start=start, t_end=t_end, batch=batch)
+    else:
+        times = torch.as_tensor(grid)
+        if t_start is not None:
+            raise ConfigError("pass t_start only with a named grid (an explicit grid already starts somewhere)")
+
+    if x_T is None:
+        if x_start is not None:
+            t0 = times[..., 0].to(torch.float64).expand(batch)
+            presence_m = check_mask(presence, x_start, "presence")
+            noise = space.noise(x_start.shape, generator=generator, presence=presence_m, device=x_start.device,
+                                dtype=x_start.dtype)
+            x_T = proc.q_sample(x_start, t0, noise)
+        else:
+            x_T = proc.prior_sample(tuple(shape), generator=generator, space=space, presence=presence)
+    model_cond = dict(cond or {})
+    if presence is not None or known is not None:
+        if known is not None and x_known is None:
+            raise ShapeError("known needs x_known (the values of the known entries)")
+        if x_known is not None:
+            check_same_shape(x_known, x_T, "x_known", "x_T")
+        model_cond = backbone_cond(
+            model_cond, x_known if x_known is not None else x_T,
+            check_mask(presence, x_T, "presence"), check_mask(known, x_T, "known"),
+        )
+    return fn(model, x_T, times, generator, process=proc, space=space, cond=model_cond, presence=presence,
+              known=known, x_known=x_known, info=info, **sampler_kwargs)
