@@ -111,7 +111,7 @@ class DiscreteProcess:
         if self.schedule == "linear":
             pos = torch.clamp(t, 0.0, 1.0) * self.num_steps
             lo = torch.clamp(torch.floor(pos).long(), max=self.num_steps - 1)
-            g = self._grid_log_ab
+            g = self._grid_log_ab.to(t.device)
             return torch.exp(g[lo] + (pos - lo) * (g[lo + 1] - g[lo]))
         if self.schedule == "cosine":
             s = self.cosine_s
@@ -258,12 +258,19 @@ class DiscreteProcess:
     def prior_sample(self, shape, generator: torch.Generator | None = None, device=None) -> Tensor:
         if self.transition == "absorbing":
             return torch.full(tuple(shape), self.mask_id, dtype=torch.long, device=device)
-        return torch.randint(0, self.num_states, tuple(shape), generator=generator, device=device)
+        return torch.randint(0, self.num_states, tuple(shape), generator=generator,
+                             device=_rng_device(generator, device)).to(device)
+
+
+def _rng_device(generator: torch.Generator | None, fallback=None):
+    """Random numbers are drawn on the generator's device (then moved to the data's)."""
+    return generator.device if generator is not None else fallback
 
 
 def sample_categorical(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Gumbel-max draw from (..., n) probabilities; always consumes one uniform per class and entry."""
-    u = torch.rand(probs.shape, generator=generator, dtype=F64, device=probs.device).clamp(1e-300, 1.0)
+    u = torch.rand(probs.shape, generator=generator, dtype=F64, device=_rng_device(generator, probs.device))
+    u = u.to(probs.device).clamp(1e-300, 1.0)
     gumbel = -torch.log(-torch.log(u))
     return torch.argmax(torch.log(probs.to(F64).clamp_min(0)) + gumbel, dim=-1)
 
@@ -366,7 +373,7 @@ class D3PMLoss:
         x0, presence, known, cond, target = unpack_tokens(batch, proc)
         x0c = _valid(x0, presence)
         n = x0.shape[0]
-        i = torch.randint(1, proc.num_steps + 1, (n,), generator=generator, device=x0.device)
+        i = torch.randint(1, proc.num_steps + 1, (n,), generator=generator, device=_rng_device(generator)).to(x0.device)
         t = i.to(F64) / proc.num_steps
         x_t = torch.where(target, proc.q_sample(x0c, t, generator), x0c)
         p0 = x0_probs(model, proc, x_t, t, cond, self.carry_over)
@@ -401,12 +408,14 @@ class MDLMLoss:
         x0c = _valid(x0, presence)
         n = x0.shape[0]
         if self.antithetic:  # low-discrepancy times (MDLM §3.5 / Kingma et al. 2021)
-            u = (torch.rand(1, generator=generator, dtype=F64) + torch.arange(n, dtype=F64) / n) % 1
+            u = torch.rand(1, generator=generator, dtype=F64, device=_rng_device(generator)).cpu()
+            u = (u + torch.arange(n, dtype=F64) / n) % 1
         else:
-            u = torch.rand(n, generator=generator, dtype=F64)
+            u = torch.rand(n, generator=generator, dtype=F64, device=_rng_device(generator)).cpu()
         t = (self.t_min + (1 - self.t_min) * u).to(x0.device)
         ab = proc.alpha_bar(t)
-        masked = torch.rand(x0.shape, generator=generator, dtype=F64).to(x0.device) >= proc._expand(ab, x0.to(F64))
+        u_mask = torch.rand(x0.shape, generator=generator, dtype=F64, device=_rng_device(generator)).to(x0.device)
+        masked = u_mask >= proc._expand(ab, x0.to(F64))
         masked = masked & target
         z_t = torch.where(masked, torch.full_like(x0, proc.mask_id), x0c)
         p0 = x0_probs(model, proc, z_t, t, cond, carry_over=True)

@@ -57,6 +57,7 @@ def sample_discrete(
         cache: reuse the model output when nothing changed (``mdlm`` only; exact for t-independent models).
         reverse: the reverse kernel from p̃_θ, ``bayes`` or ``d3pm`` (:meth:`DiscreteProcess.reverse`).
         presence, known, x_known: masks and values as described in the module docstring.
+        device: where to sample; default the device of x_known / the masks, else of the generator.
     Returns:
         LongTensor of ``shape``; with ``return_info`` also ``info`` (``nfe``, ``evaluations``,
         ``nfe_per_sample``, ``steps``).
@@ -74,6 +75,9 @@ def sample_discrete(
         raise ConfigError(f"steps must be a positive integer (no default in continuous time), got {steps}")
     steps = int(steps)
     shape = tuple(shape)
+    if device is None:  # the device of the masks / known values, else of the generator
+        refs = [r for r in (x_known, presence, known) if torch.is_tensor(r)]
+        device = refs[0].device if refs else (generator.device if generator is not None else None)
     x = process.prior_sample(shape, generator=generator, device=device)
     fixed = None
     probe = torch.empty(shape)

@@ -50,6 +50,12 @@ class NLLResult:
     latent: Tensor | None = None
 
 
+def rng_device(generator: torch.Generator | None, fallback=None):
+    """Where random numbers are drawn: on the generator's device (a CUDA generator draws on CUDA), else
+    ``fallback``; results are then moved to the data's device."""
+    return generator.device if generator is not None else fallback
+
+
 def bits_per_dim(nll_nats: Tensor, dims) -> Tensor:
     """nats per sample → bits per dimension."""
     return nll_nats / (torch.as_tensor(dims, dtype=nll_nats.dtype) * LOG2)
@@ -64,7 +70,7 @@ def _probability_flow(denoiser, process, space, presence, cond):
     """v(x, t) = f(t) x − ½ g²(t) ∇log p_t = f x + ½ g² ε̂/σ (Song et al. 2021, Eq. 13), padding zeroed."""
 
     def v(x: Tensor, t: Tensor) -> Tensor:
-        tt = t.to(F64).expand(x.shape[0])
+        tt = t.to(device=x.device, dtype=F64).expand(x.shape[0])
         f = expand_like(process.drift_coef(tt), x)
         g2 = expand_like(process.diffusion_sq(tt), x)
         s = expand_like(process.sigma(tt), x)
@@ -179,9 +185,10 @@ def ode_nll(
             raise ConfigError(f"num_probes must be >= 1, got {num_probes}")
         shape = (int(num_probes), *x.shape)
         if probe == "rademacher":
-            z = torch.randint(0, 2, shape, generator=generator, dtype=torch.int64).to(x) * 2 - 1
+            z = torch.randint(0, 2, shape, generator=generator, device=rng_device(generator), dtype=torch.int64)
+            z = z.to(x) * 2 - 1
         elif probe == "gaussian":
-            z = torch.randn(shape, generator=generator, dtype=x.dtype)
+            z = torch.randn(shape, generator=generator, device=rng_device(generator), dtype=x.dtype)
         else:
             raise ConfigError(f"unknown probe {probe!r}; expected 'rademacher' or 'gaussian'")
         z = z.to(x.device)
@@ -231,7 +238,7 @@ def dequantize(
     if values.numel() and (values.min() < 0 or values.max() > num_bins - 1):
         raise ShapeError(f"values must lie in [0, {num_bins - 1}], got [{values.min().item()}, {values.max().item()}]")
     lo, hi = data_range
-    u = torch.rand(values.shape, generator=generator, dtype=dtype).to(values.device)
+    u = torch.rand(values.shape, generator=generator, dtype=dtype, device=rng_device(generator)).to(values.device)
     y = lo + (hi - lo) * (values.to(dtype) + u) / num_bins
     return y, math.log((hi - lo) / num_bins)
 
@@ -396,7 +403,7 @@ def ddpm_vlb(
     terms = torch.zeros(n, T + 1, dtype=F64, device=x0.device)
     chosen = variance
     for i in range(T, 0, -1):
-        idx = torch.full((n,), i, dtype=torch.long)
+        idx = torch.full((n,), i, dtype=torch.long, device=x0.device)
         t = idx.to(F64) / T
         noise = space.noise(x0.shape, generator=generator, presence=presence, device=x0.device, dtype=x0.dtype)
         x_t = space.project(process.q_sample(x0, t, noise), presence)
@@ -407,7 +414,7 @@ def ddpm_vlb(
         term = ddpm_vlb_term(coef, x0, x_t, pred.x0, pred.var_interp, idx, chosen, num_bins, data_range)
         terms[:, i - 1] = (term * mask).flatten(1).sum(1).to(F64)
     # Prior term L_T = KL(q(x_T|x_0) ‖ N(0, I))
-    ab_T = torch.exp(process.log_alpha_bar(torch.ones(n, dtype=F64)))
+    ab_T = torch.exp(process.log_alpha_bar(torch.ones(n, dtype=F64, device=x0.device)))
     mean_T = expand_like(torch.sqrt(ab_T), x0) * x0
     logvar_T = expand_like(torch.log1p(-ab_T), x0)
     prior = normal_kl(mean_T, logvar_T, torch.zeros_like(x0), torch.zeros_like(x0))

@@ -53,7 +53,7 @@ import torch
 from .batch import backbone_cond, target_mask, unpack
 from .checks import expand_like
 from .errors import ConfigError, ShapeError
-from .likelihood import ddpm_coefficients, ddpm_vlb_term
+from .likelihood import ddpm_coefficients, ddpm_vlb_term, rng_device
 from .parameterization import PARAMETERIZATIONS, target_for
 from .processes import VP, GaussianProcess, _ddt
 from .spaces import Euclidean, Space
@@ -178,7 +178,9 @@ class DiffusionLoss:
         if self.weighting == "edm" and type(process).__name__ != "EDM":
             if process.num_steps is not None:
                 raise ConfigError("weighting='edm' draws continuous noise levels; use a continuous process")
-            ln_sig = self.edm_p_mean + self.edm_p_std * torch.randn(n, generator=generator, dtype=F64)
+            ln_sig = self.edm_p_mean + self.edm_p_std * torch.randn(n, generator=generator, dtype=F64,
+                                                                     device=rng_device(generator))
+            ln_sig = ln_sig.cpu()
             lo, hi = self._sigma_ratio_range(process)
             sig = torch.clamp(torch.exp(ln_sig), lo, hi)
             t = torch.clamp(process.t_from_sigma_ratio(sig), process.t_min, 1.0)
@@ -188,14 +190,14 @@ class DiffusionLoss:
                 if process.num_steps is not None:
                     raise ConfigError("importance_sampling needs a continuous process (num_steps=None)")
                 lam_hi, lam_lo = process.log_snr(torch.tensor([process.t_min, 1.0], dtype=F64))
-                u = torch.rand(n, generator=generator, dtype=F64)
+                u = torch.rand(n, generator=generator, dtype=F64, device=rng_device(generator)).cpu()
                 t = torch.clamp(process.t_from_log_snr(lam_hi + u * (lam_lo - lam_hi)), process.t_min, 1.0)
                 # density p(t) = (−dλ/dt)/Z  ⇒  w(t)/p(t) = ½ Z in ε-units.
                 return t.to(device), torch.full((n,), float(lam_hi - lam_lo), dtype=F64, device=device)
-            t = process.sample_time(n, generator=generator)
+            t = process.sample_time(n, generator=generator, device=rng_device(generator))
             scale = 1.0 if process.num_steps is not None else 1.0 - process.t_min
             return t.to(device), torch.full((n,), scale, dtype=F64, device=device)
-        t = process.sample_time(n, generator=generator)
+        t = process.sample_time(n, generator=generator, device=rng_device(generator))
         return t.to(device), torch.ones(n, dtype=F64, device=device)
 
     @staticmethod
