@@ -114,14 +114,15 @@ def polydiff_write_artifacts(domain, samples, out_dir, context):
 def polydiff_evaluate(domain, samples, datamodule, context):
     if domain != DOMAIN:
         return None
-    module = context.get("module")
-    if module is None or datamodule is None:
-        return None
-    from .detect import evaluate_module
+    from .detect import evaluate_module, sample_metrics
 
-    gen = context.get("generator")
-    seed = int(gen.initial_seed()) if gen is not None else 0
-    return evaluate_module(module, datamodule, seed=seed)
+    out = sample_metrics(samples, datamodule)
+    module = context.get("module")
+    if module is not None and datamodule is not None:
+        gen = context.get("generator")
+        seed = int(gen.initial_seed()) if gen is not None else 0
+        out.update(evaluate_module(module, datamodule, seed=seed) or {})
+    return out
 
 
 @hookimpl

@@ -99,6 +99,22 @@ def load_classifier(path):
 
 
 # -- evaluation (polydiff evaluate) -----------------------------------------------------------------------
+def sample_metrics(samples, datamodule) -> dict[str, float]:
+    """Generation sanity metric: Wasserstein-1 distance between the pixel-intensity distributions of the
+    samples and of the reference (validation) slices, in [0, 1] intensity units (0 = same histogram)."""
+    from scipy.stats import wasserstein_distance
+
+    x = samples["x"].detach().float()
+    decode = getattr(datamodule, "decode", None) if datamodule is not None else None
+    x01 = decode(x) if decode is not None else ((x + 1) / 2).clamp(0, 1)
+    out = {"medical/num_samples": float(x.shape[0])}
+    if datamodule is not None and hasattr(datamodule, "reference_data"):
+        ref = datamodule.reference_data()["x"].float()
+        r01 = decode(ref) if decode is not None else ((ref + 1) / 2).clamp(0, 1)
+        out["medical/intensity_w1"] = float(wasserstein_distance(x01.flatten().numpy(), r01.flatten().numpy()))
+    return out
+
+
 def evaluate_module(module, datamodule, seed: int = 0) -> dict[str, float] | None:
     """Pixel AUROC/AUPRC, Dice at the healthy-data threshold, image AUROC (+ oracle Dice, labelled) of the
     datamodule's detection settings on its annotated test slices; None if it has no annotations."""
@@ -140,7 +156,8 @@ def evaluate_module(module, datamodule, seed: int = 0) -> dict[str, float] | Non
 # -- detect command ---------------------------------------------------------------------------------------
 def add_detect_arguments(p):
     p.add_argument("--ckpt", required=True, help="checkpoint written by polydiff fit")
-    p.add_argument("--input", required=True, help="scan: .nii/.nii.gz (volume or slice) or .png slice")
+    p.add_argument("--input", required=True, nargs="+",
+                   help="scan: .nii/.nii.gz (volume or slice) or .png slice; several files = channels in training order")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--method", default="anoddpm", choices=["anoddpm", "cfg", "wolleb"])
     p.add_argument("--level", type=int, default=None, help="noise level t_λ / L as a step of T (default 250 / 500)")
@@ -176,9 +193,15 @@ def run_detect(args) -> int:
     module, data_hp = load_checkpoint(args.ckpt)
     channels = int(module.sample_shape[0])
     size = data_hp.get("image_size") or int(module.sample_shape[-1])
-    src = Path(args.input)
-    x, affine, header = read_scan(src, orientation=None)
-    check_channels(x[None] if x.ndim == 3 else x[None], channels, source=str(src))
+    inputs = [args.input] if isinstance(args.input, (str, Path)) else list(args.input)
+    src = Path(inputs[0])
+    parts = [read_scan(p, orientation=None) for p in inputs]
+    for p, part in zip(inputs[1:], parts[1:]):
+        if part[0].shape[1:] != parts[0][0].shape[1:]:
+            raise DataError(f"{p}: shape {tuple(part[0].shape[1:])} differs from {src} {tuple(parts[0][0].shape[1:])}")
+    x = torch.cat([part[0] for part in parts])
+    affine, header = parts[0][1], parts[0][2]
+    check_channels(x[None], channels, source=", ".join(map(str, inputs)))
     x01 = _prepare(x, data_hp, str(src))
     nifti = is_nifti(src)
     # slices (N, C, H, W): NIfTI (C, X, Y, Z) → axial slices along Z; PNG (C, H, W) → one slice
@@ -220,7 +243,7 @@ def run_detect(args) -> int:
                         threshold=args.threshold, title=f"{src.name} ({args.method}, slice {z})" if nifti else
                         f"{src.name} ({args.method})")
     written.append(panel)
-    summary = {"input": str(src), "method": args.method, "max_score": float(full.max()), "slice": z,
+    summary = {"input": [str(p) for p in inputs], "method": args.method, "max_score": float(full.max()), "slice": z,
                "files": [str(p) for p in written]}
     (out / "detect.json").write_text(json.dumps(summary, indent=2))
     for p in written:
