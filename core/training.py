@@ -507,7 +507,7 @@ class DiffusionModule(L.LightningModule):
         base = None
         if trainer is not None:
             base = trainer.log_dir or trainer.default_root_dir
-        return Path(base or ".") / "samples"
+        return (Path(base or ".") / "samples").resolve()
 
     def on_validation_epoch_end(self) -> None:
         h = self.hparams
