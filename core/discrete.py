@@ -46,6 +46,11 @@ from .checks import check_mask
 from .errors import ConfigError, ShapeError
 from .processes import _ddt
 
+__all__ = [
+    "DiscreteProcess", "D3PMLoss", "MDLMLoss", "d3pm_vlb", "x0_probs", "sample_categorical", "unpack_tokens",
+    "categorical_kl", "TRANSITIONS", "SCHEDULES",
+]
+
 Tensor = torch.Tensor
 F64 = torch.float64
 TRANSITIONS = ("uniform", "absorbing")

@@ -26,6 +26,8 @@ from .checks import check_mask
 from .discrete import F64, DiscreteProcess, sample_categorical, x0_probs
 from .errors import ConfigError, ShapeError
 
+__all__ = ["sample_discrete", "DISCRETE_SAMPLERS"]
+
 Tensor = torch.Tensor
 DISCRETE_SAMPLERS = ("ancestral", "mdlm")
 

@@ -29,6 +29,11 @@ from .errors import ConfigError, ShapeError
 from .processes import VP, GaussianProcess
 from .spaces import Euclidean, Space
 
+__all__ = [
+    "NLLResult", "ode_nll", "dequantize", "dequantized_ode_nll", "ddpm_vlb", "ddpm_coefficients", "ddpm_vlb_term",
+    "normal_kl", "discretized_gaussian_log_likelihood", "gaussian_log_likelihood", "bits_per_dim", "rng_device",
+]
+
 Tensor = torch.Tensor
 F64 = torch.float64
 LOG2 = math.log(2.0)

@@ -58,6 +58,8 @@ from .parameterization import PARAMETERIZATIONS, target_for
 from .processes import VP, GaussianProcess, _ddt
 from .spaces import Euclidean, Space
 
+__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS"]
+
 Tensor = torch.Tensor
 F64 = torch.float64
 WEIGHTINGS = ("uniform", "snr", "min_snr", "likelihood", "edm")
@@ -194,8 +196,11 @@ class DiffusionLoss:
                 t = torch.clamp(process.t_from_log_snr(lam_hi + u * (lam_lo - lam_hi)), process.t_min, 1.0)
                 # density p(t) = (−dλ/dt)/Z  ⇒  w(t)/p(t) = ½ Z in ε-units.
                 return t.to(device), torch.full((n,), float(lam_hi - lam_lo), dtype=F64, device=device)
-            t = process.sample_time(n, generator=generator, device=rng_device(generator))
-            scale = 1.0 if process.num_steps is not None else 1.0 - process.t_min
+            if process.num_steps is not None:  # the chain's grid
+                t, scale = process.sample_time(n, generator=generator, device=rng_device(generator)), 1.0
+            else:  # uniform on [t_min, 1] whatever the process's own training distribution (e.g. EDM's)
+                u = torch.rand(n, generator=generator, dtype=F64, device=rng_device(generator))
+                t, scale = process.t_min + (1 - process.t_min) * u, 1.0 - process.t_min
             return t.to(device), torch.full((n,), scale, dtype=F64, device=device)
         t = process.sample_time(n, generator=generator, device=rng_device(generator))
         return t.to(device), torch.ones(n, dtype=F64, device=device)
