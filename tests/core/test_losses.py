@@ -207,9 +207,10 @@ def test_exact_denoiser_loss_equals_irreducible_value(kind, weighting):
     assert parts["mse"].item() == pytest.approx(expected, rel=0.015)
 
 
-def test_likelihood_weighting_importance_sampling_is_unbiased():
-    """½∫ g²/σ² Var[ε|x_t] dt by quadrature, by uniform t and by t ∝ g²/σ² (same expectation)."""
-    proc = VP("linear", t_min=1e-3)
+@pytest.mark.parametrize("proc", [VP("linear", t_min=1e-3), EDM()], ids=["vp", "edm"])
+def test_likelihood_weighting_importance_sampling_is_unbiased(proc):
+    """½∫ g²/σ² Var[ε|x_t] dt by quadrature, by uniform t and by t ∝ g²/σ² (same expectation); for EDM
+    the weighting ignores the process's own log-normal training times."""
     mix = GaussianMixture([[0.4]], [0.09])
     g = torch.Generator().manual_seed(0)
     x = mix.sample(200_000, g)
