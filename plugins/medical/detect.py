@@ -230,6 +230,8 @@ def run_detect(args) -> int:
         seg = (s[0].permute(2, 0, 1)[:, None] if nifti else s[:1][None]) > 0
     if nifti:
         vol = full[:, 0].permute(1, 2, 0)  # (X, Y, Z)
+        if header is not None and len(header.get_data_shape()) == 2:
+            vol = vol[..., 0]  # a 2D NIfTI slice stays 2D
         written.append(write_nifti(vol, affine, out / "anomaly_map.nii.gz", header=header))
         k = int(torch.argmax(up.flatten(1).amax(1)))
         z = int(idx[k])
