@@ -52,7 +52,7 @@ import torch
 
 from .batch import backbone_cond, target_mask, unpack
 from .checks import expand_like
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError
 from .likelihood import ddpm_coefficients, ddpm_vlb_term, rng_device
 from .parameterization import PARAMETERIZATIONS, target_for
 from .processes import VP, GaussianProcess, _ddt
@@ -244,7 +244,7 @@ class DiffusionLoss:
         else:
             w = self.weight(kind, t, process) * density_factor
         if not torch.isfinite(w).all():
-            raise ShapeError(f"loss weight is not finite at t={t[~torch.isfinite(w)].tolist()}; raise process.t_min")
+            raise ConfigError(f"loss weight is not finite at t={t[~torch.isfinite(w)].tolist()}; raise process.t_min")
 
         target = target_for(kind, x0, noise, t, process)
         estimate = target_for(kind, pred.x0, pred.eps, t, process)
