@@ -121,7 +121,10 @@ def _rk4(fn, y0: Tensor, t0: float, t1: float, steps: int) -> Tensor:
 
 
 def _rk45_scipy(fn, y0: Tensor, t0: float, t1: float, rtol: float, atol: float) -> Tensor:
-    from scipy.integrate import solve_ivp  # adaptive Dormand–Prince, as in Song et al. 2021 App. D.2
+    try:
+        from scipy.integrate import solve_ivp  # adaptive Dormand–Prince, as in Song et al. 2021 App. D.2
+    except ImportError as err:  # scipy comes with every polydiff extra, not with the bare engine
+        raise ConfigError("method='rk45' needs scipy (pip install scipy); or use method='rk4' with steps=N") from err
 
     shape, dtype, device = y0.shape, y0.dtype, y0.device
 
