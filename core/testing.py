@@ -120,6 +120,9 @@ class ExactDenoiser(torch.nn.Module):
         score = self.mixture.score(x, alpha, sigma)
         eps = (-expand_like(sigma, score) * score).to(x.dtype)
         x0 = ((x.to(F64) - expand_like(sigma, score) * eps.to(F64)) / expand_like(alpha, score)).to(x.dtype)
+        if (alpha == 0).any():  # Tweedie's division by α fails at zero SNR; there E[x_0 | x_t] = E[x_0]
+            mean = (self.mixture.weights[:, None] * self.mixture.means).sum(0).to(x.dtype)
+            x0 = torch.where((alpha == 0)[:, None], mean.expand_as(x0), x0)
         return Prediction(x0=x0, eps=eps)
 
     predict = forward
