@@ -45,7 +45,7 @@ def _lambda(ctx: Context) -> Tensor:
     return torch.log(ctx.alpha) - torch.log(ctx.sigma)
 
 
-def multistep_weights(ctx: Context, ords: Tensor, stochastic: bool = False):
+def multistep_weights(ctx: Context, ords: Tensor, stochastic: bool = False, d2_factor: float = 2.0):
     """A (G, N), W (G, N, 3) and the noise std (G, N) of the DPM-Solver++ step of each order."""
     lam = _lambda(ctx)
     a1, s0, s1 = ctx.alpha[:, 1:], ctx.sigma[:, :-1], ctx.sigma[:, 1:]
@@ -72,7 +72,7 @@ def multistep_weights(ctx: Context, ords: Tensor, stochastic: bool = False):
     if not stochastic:
         phi = torch.expm1(-h)
         u, v = 1 / r0, 1 / r1
-        k, q = r0 / (r0 + r1), 1 / (r0 + r1)
+        k, q = r0 / (r0 + r1), d2_factor / (r0 + r1)
         c1 = a1 * (phi / h + 1)
         c2 = -a1 * ((phi + h) / h**2 - 0.5)
         w0_3 = base + c1 * u * (1 + k) + c2 * q * u
@@ -86,10 +86,10 @@ def multistep_weights(ctx: Context, ords: Tensor, stochastic: bool = False):
     return A, W, std
 
 
-def _multistep(model, x_T, grid, generator, order, lower_order_final, stochastic, common):
+def _multistep(model, x_T, grid, generator, order, lower_order_final, stochastic, common, d2_factor=2.0):
     ctx = Context(model, x_T, grid, generator, **common)
     ords = step_orders(ctx, order, lower_order_final)
-    A, W, std = multistep_weights(ctx, ords, stochastic)
+    A, W, std = multistep_weights(ctx, ords, stochastic, d2_factor)
     c_A = ctx.col(A)
     c_W = [ctx.col(W[..., k]) for k in range(3)]
     c_std = ctx.col(std)
@@ -118,10 +118,20 @@ def dpmpp_2m(model, x_T, grid, generator=None, *, lower_order_final: bool = True
     return _multistep(model, x_T, grid, generator, 2, lower_order_final, False, common)
 
 
-def dpmpp_3m(model, x_T, grid, generator=None, *, lower_order_final: bool = True, **common):
-    """DPM-Solver++(3M) (Lu et al. 2022, App. A; the third-order multistep update with D1, D2 of their
-    DPM-Solver-3 written for data prediction). Warm-up with orders 1, 2."""
-    return _multistep(model, x_T, grid, generator, 3, lower_order_final, False, common)
+def dpmpp_3m(model, x_T, grid, generator=None, *, lower_order_final: bool = True, reference_d2: bool = False,
+             **common):
+    """DPM-Solver++(3M) (Lu et al. 2022): x_s = σ_s/σ_t x − α_s φ1 D0 + α_s φ2 D1 − α_s φ3 D2 with
+    φ1 = e^{−h} − 1, φ2 = φ1/h + 1, φ3 = φ2/h − 1/2 and divided differences of the last three x̂_0.
+    Warm-up with orders 1, 2.
+
+    The exact integral needs D2 ≈ h² D'' (the coefficient of ½ u² D'' is ∫_0^h e^{u−h} u²/2 du ≈ h³/6 and
+    −φ3 ≈ h/6). The reference code of Lu et al. (also diffusers and k-diffusion) uses
+    D2 = (D1_0 − D1_1)/(r0 + r1) ≈ ½ h² D'', which leaves an O(h³) local error: measured here, its global
+    order falls to 2 (local slopes 2.7 → 2.1 for 16 → 256 steps on the test mixture). We use
+    D2 = 2 (D1_0 − D1_1)/(r0 + r1), which restores order 3 (slopes 3.0); ``reference_d2=True`` reproduces
+    the reference code (and diffusers' ``solver_order=3``) exactly."""
+    return _multistep(model, x_T, grid, generator, 3, lower_order_final, False, common,
+                      d2_factor=1.0 if reference_d2 else 2.0)
 
 
 def dpmpp_sde(model, x_T, grid, generator=None, *, lower_order_final: bool = True, **common):

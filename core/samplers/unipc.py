@@ -41,6 +41,8 @@ def _solve(rks: list[Tensor], bs: list[Tensor], n: int) -> list[Tensor]:
     ok = torch.isfinite(R).all(-1).all(-1) & torch.isfinite(b).all(-1)
     eye = torch.eye(n, dtype=R.dtype, device=R.device).expand_as(R)
     R = torch.where(ok[..., None, None], R, eye)
+    ok = ok & (torch.linalg.det(R).abs() > 1e-300)  # e.g. h = ∞ on a step to σ = 0 (never used there)
+    R = torch.where(ok[..., None, None], R, eye)
     b = torch.where(ok[..., None], b, torch.zeros_like(b))
     try:
         sol = torch.linalg.solve(R, b)
