@@ -41,6 +41,8 @@ Tensor = torch.Tensor
 
 # The EMA copy is deliberately kept in eval mode; Lightning would warn about it at every fit.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Components are stored as class_path specs (see _plain_hparams), so this advice does not apply.
+warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `nn.Module` and is already saved")
 
 
 # -- building components from names/specs ----------------------------------------------------------------
@@ -370,7 +372,18 @@ class DiffusionModule(L.LightningModule):
         x, presence, known, cond = unpack(batch)
         g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
         x_known = x if known is not None else None
-        return self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known, x_known=x_known)
+        out = _to_cpu(self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known,
+                                  x_known=x_known))
+        if self._trainer is not None:  # written through the plugin like every other sample
+            from .plugins_manager import get_plugin_manager
+
+            ctx = {"datamodule": self.datamodule, "module": self, "stage": "predict", "step": self.global_step,
+                   "prefix": f"predict_rank{self.global_rank}_batch{batch_idx:05d}"}
+            paths = get_plugin_manager().write_artifacts(self.domain, out, self.artifact_dir() / "predict", ctx)
+            if not paths:
+                atomic_torch_save({"samples": out, "domain": self.domain},
+                                  self.artifact_dir() / "predict" / f"{ctx['prefix']}.pt")
+        return out
 
     def configure_optimizers(self):
         h = self.hparams
@@ -428,6 +441,8 @@ class DiffusionModule(L.LightningModule):
                     "registry names or {class_path, init_args} specs (as the CLI does) to rebuild it from a checkpoint"
                 )
             module = target(**hp)
+        module.hparams.clear()  # keep the stored config (rebuilding made objects out of it)
+        module.hparams.update(ckpt["hyper_parameters"])
         module.on_load_checkpoint(ckpt)
         module._pending_rng = None
         module.load_state_dict(ckpt["state_dict"])
