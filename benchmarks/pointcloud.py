@@ -8,6 +8,7 @@ Phases (run in this order; each prints a markdown table and the command that mad
   train       trains Luo & Hu (gen mode: encoder + flow prior + diffusion decoder) for --minutes
   sample      generates as many shapes as the test split holds (2048 points) from the checkpoint
   evaluate    MMD/COV/1-NNA-CD at 2048 points and -EMD at 512 points of the generated shapes
+  report      the combined table from the JSON files of the phases above
 
 Protocol: models train on per-shape ``shape_unit`` clouds (Luo & Hu); every set is normalised with
 ``shape_bbox`` before the metrics (Luo & Hu's ``test_gen.py`` evaluation). CD = squared, mean per
@@ -51,25 +52,29 @@ def subsample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.stack([c[rng.permutation(c.shape[0])[:n]] for c in x])
 
 
-def evaluate_set(samples: np.ndarray, refs: np.ndarray, emd_points: int = 512) -> dict:
+def evaluate_set(samples: np.ndarray, refs: np.ndarray, metrics=("cd", "emd"), emd_points: int = 512) -> dict:
     s = EVAL_NORM(torch.as_tensor(samples), "samples").numpy().astype(np.float64)
     r = EVAL_NORM(torch.as_tensor(refs), "refs").numpy().astype(np.float64)
-    t0 = time.perf_counter()
-    out = M.generation_metrics(s, r, metrics=("cd",))
-    out["seconds_cd"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    emd, solved = M.emd_set_metrics(subsample(s, emd_points, 1), subsample(r, emd_points, 2))
-    out.update(emd)
-    out["seconds_emd"] = time.perf_counter() - t0
-    out["emd_assignments"] = solved
-    out["n_samples"], out["n_refs"] = len(s), len(r)
+    out = {"n_samples": len(s), "n_refs": len(r)}
+    if "cd" in metrics:
+        t0 = time.perf_counter()
+        out.update(M.generation_metrics(s, r, metrics=("cd",)))
+        out["seconds_cd"] = time.perf_counter() - t0
+    if "emd" in metrics:
+        t0 = time.perf_counter()
+        emd, solved = M.emd_set_metrics(subsample(s, emd_points, 1), subsample(r, emd_points, 2))
+        out.update(emd)
+        out["seconds_emd"] = time.perf_counter() - t0
+        out["emd_assignments"] = solved
     return out
 
 
 def row(name: str, m: dict) -> str:
-    return (f"| {name} | {m['n_samples']}/{m['n_refs']} | {1e3 * m['MMD-CD']:.3f} | {100 * m['COV-CD']:.1f} | "
-            f"{100 * m['1-NNA-CD']:.1f} | {1e2 * m['MMD-EMD']:.3f} | {100 * m['COV-EMD']:.1f} | "
-            f"{100 * m['1-NNA-EMD']:.1f} |")
+    def f(key, scale, digits):
+        return f"{scale * m[key]:.{digits}f}" if key in m else "not run"
+
+    return (f"| {name} | {m['n_samples']}/{m['n_refs']} | {f('MMD-CD', 1e3, 3)} | {f('COV-CD', 100, 1)} | "
+            f"{f('1-NNA-CD', 100, 1)} | {f('MMD-EMD', 1e2, 3)} | {f('COV-EMD', 100, 1)} | {f('1-NNA-EMD', 100, 1)} |")
 
 
 HEADER = ("| set | gen/ref | MMD-CD ×10³ ↓ | COV-CD % ↑ | 1-NNA-CD % (50 ideal) | MMD-EMD ×10² ↓ | "
@@ -90,19 +95,23 @@ def phase_references(args) -> None:
     train = load_procedural(cat, "train", ROOT)
     n = len(test)
     rows = {}
+    prev = OUT / f"references_{cat}.json"
+    if prev.is_file():  # add metrics to an earlier run (e.g. EMD after CD)
+        rows = json.loads(prev.read_text())
+    ev = lambda name, a, b: rows.__setitem__(name, {**rows.get(name, {}), **evaluate_set(a, b, tuple(args.metrics))})
     log(f"oracle: {len(val)} validation shapes vs the first {len(val)} test shapes")
-    rows["oracle: validation split"] = evaluate_set(val, test[: len(val)])
+    ev("oracle: validation split", val, test[: len(val)])
     log("copies of training shapes")
-    rows["copies of training shapes"] = evaluate_set(train[:n], test)
+    ev("copies of training shapes", train[:n], test)
     log("gaussian blob")
     g = np.random.default_rng(0)
-    rows["Gaussian blob N(0, I)"] = evaluate_set(g.normal(size=(n, test.shape[1], 3)).astype(np.float32), test)
+    ev("Gaussian blob N(0, I)", g.normal(size=(n, test.shape[1], 3)).astype(np.float32), test)
     save_json(OUT / f"references_{cat}.json", rows)
     print(f"\nReferences ({cat}, test split as reference set, shape_bbox normalisation):\n")
     print(HEADER)
     for k, v in rows.items():
         print(row(k, v))
-    print(f"\n`{CMD} references --category {cat}`")
+    print(f"\n`{CMD} references --category {cat} --metrics {' '.join(args.metrics)}`")
 
 
 def phase_cost(args) -> None:
@@ -178,15 +187,15 @@ def phase_train(args) -> None:
             mean = {k: np.mean([h[k] for h in hist[-50:]]) for k in hist[-1]}
             log(f"step {step} lr {lr:.2e} " + " ".join(f"{k} {v:.4f}" for k, v in mean.items()))
         if step % 200 == 0:
-            _save(model, norm, args, step, ckpt, time.time() - t_start)
-    _save(model, norm, args, step, ckpt, time.time() - t_start)
+            _save(model, opt, norm, args, step, ckpt, time.time() - t_start)
+    _save(model, opt, norm, args, step, ckpt, time.time() - t_start)
     log(f"trained {step} steps in {(time.time() - t_start) / 60:.1f} min -> {ckpt}")
 
 
-def _save(model, norm, args, step, path, seconds) -> None:
+def _save(model, opt, norm, args, step, path, seconds) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "normalization": norm.state(), "step": step, "seconds": seconds,
+    torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "normalization": norm.state(), "step": step, "seconds": seconds,
                 "config": {k: v for k, v in vars(args).items() if k != "func"}}, tmp)
     os.replace(tmp, path)
 
@@ -218,7 +227,7 @@ def phase_evaluate(args) -> None:
     model, ck = _load(args)
     samples = np.load(OUT / f"samples_{args.category}.npy")
     test = load_procedural(args.category, "test", ROOT)
-    m = evaluate_set(samples, test)
+    m = evaluate_set(samples, test, tuple(args.metrics))
     save_json(OUT / f"model_{args.category}.json", {"metrics": m, "step": ck["step"], "seconds": ck["seconds"],
                                                     "config": ck["config"]})
     c = ck["config"]
@@ -229,15 +238,29 @@ def phase_evaluate(args) -> None:
     print(f"\n`{CMD} train --category {args.category} --minutes {c['minutes']}; {CMD} sample; {CMD} evaluate`")
 
 
+def phase_report(args) -> None:
+    """Print the whole docs section from the JSON files the other phases wrote."""
+    cat = args.category
+    refs = json.loads((OUT / f"references_{cat}.json").read_text())
+    model_path = OUT / f"model_{cat}.json"
+    print(HEADER)
+    if model_path.is_file():
+        rec = json.loads(model_path.read_text())
+        c = rec["config"]
+        print(row(f"Luo & Hu DPM, {rec['step']} steps / {rec['seconds'] / 60:.0f} min CPU-scale", rec["metrics"]))
+    for k, v in refs.items():
+        print(row(k, v))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["references", "cost", "train", "sample", "evaluate"])
+    p.add_argument("phase", choices=["references", "cost", "train", "sample", "evaluate", "report"])
     p.add_argument("--category", default="chair")
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--max-steps", type=int, default=10**9)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--points", type=int, default=256)
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 256, 128, 64])
+    p.add_argument("--points", type=int, default=128)
+    p.add_argument("--hidden", type=int, nargs="+", default=[32, 64, 128, 64, 32])
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--flow-depth", type=int, default=14)
     p.add_argument("--flow-hidden", type=int, default=256)
@@ -246,9 +269,10 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--sample-batch", type=int, default=16)
     p.add_argument("--cost-small", type=int, default=16)
+    p.add_argument("--metrics", nargs="+", default=["cd", "emd"], choices=["cd", "emd"])
     args = p.parse_args(argv)
     {"references": phase_references, "cost": phase_cost, "train": phase_train, "sample": phase_sample,
-     "evaluate": phase_evaluate}[args.phase](args)
+     "evaluate": phase_evaluate, "report": phase_report}[args.phase](args)
 
 
 if __name__ == "__main__":
