@@ -246,7 +246,6 @@ def phase_report(args) -> None:
     print(HEADER)
     if model_path.is_file():
         rec = json.loads(model_path.read_text())
-        c = rec["config"]
         print(row(f"Luo & Hu DPM, {rec['step']} steps / {rec['seconds'] / 60:.0f} min CPU-scale", rec["metrics"]))
     for k, v in refs.items():
         print(row(k, v))
