@@ -1,1 +1,88 @@
-"""polydiff subpackage."""
+"""polydiff time-series plugin: CSDI and SSSD^S4 for probabilistic imputation and forecasting.
+
+Components (registered through ``polydiff_register``): data modules ``PhysioNetDataModule``,
+``AQI36DataModule``, ``ETTDataModule``, ``CSVDataModule``; backbones ``CSDIBackbone``, ``SSSDBackbone``;
+metrics (CSDI CRPS, CRPS-sum, MAE, RMSE); tasks ``timeseries/<config>`` for ``polydiff fit``.
+Command: ``polydiff impute --ckpt … --csv in.csv --out out.csv`` (imputed CSV with quantile bands and a
+PNG). Found through the ``polydiff`` entry-point group like any third-party plugin; only cheap imports at
+top level (pandas/matplotlib load inside the functions that use them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polydiff.hookspecs import FileFormat, hookimpl
+
+DOMAIN = "timeseries"
+
+__all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts",
+           "polydiff_evaluate", "polydiff_commands"]
+
+
+def _task_configs() -> dict[str, Path]:
+    import polydiff.configs
+
+    folder = Path(polydiff.configs.__file__).parent / "timeseries"
+    return {f"timeseries/{p.stem}": p for p in sorted(folder.glob("*.yaml"))}
+
+
+@hookimpl
+def polydiff_register(registry) -> None:
+    from . import data, metrics
+    from .csdi import CSDIBackbone
+    from .sssd import SSSDBackbone
+
+    for cls in (data.PhysioNetDataModule, data.AQI36DataModule, data.ETTDataModule, data.CSVDataModule):
+        registry.add("datamodule", cls)
+    registry.add("backbone", CSDIBackbone)
+    registry.add("backbone", SSSDBackbone)
+    for fn in (metrics.crps, metrics.crps_sum, metrics.mae, metrics.rmse):
+        registry.add("metric", fn, name=f"timeseries_{fn.__name__}")
+    for name, path in _task_configs().items():
+        registry.add("task", path, name=name)
+
+
+def _read_csv(path):
+    """A series file as a batch of one: x (1, K, T) with 0 where missing, presence = observed."""
+    import numpy as np
+    import torch
+
+    from polydiff.datasets.csv_series import load_table
+
+    table = load_table(path)
+    obs = torch.as_tensor(table.observed_mask.T[None])
+    return {"x": torch.as_tensor(np.nan_to_num(table.values).T[None], dtype=torch.float32), "presence": obs}
+
+
+@hookimpl
+def polydiff_file_formats():
+    return [FileFormat(name="timeseries_csv", suffixes=(".csv", ".parquet"), domain=DOMAIN, read=_read_csv,
+                       write=None, description="multivariate series: time column + feature columns, NaN = missing")]
+
+
+@hookimpl
+def polydiff_write_artifacts(domain, samples, out_dir, context):
+    if domain != DOMAIN:
+        return None
+    from .evaluation import write_sample_plot
+
+    prefix = context.get("prefix") or (context.get("stage") or "samples")
+    return [write_sample_plot(samples, Path(out_dir) / f"{prefix}.png", context.get("datamodule"))]
+
+
+@hookimpl
+def polydiff_evaluate(domain, samples, datamodule, context):
+    if domain != DOMAIN:
+        return None
+    from .evaluation import evaluate_samples
+
+    return evaluate_samples(samples, datamodule)
+
+
+@hookimpl
+def polydiff_commands():
+    from . import command
+
+    return {"impute": ("impute (or forecast) the gaps of a CSV/Parquet series with a trained model; writes the "
+                       "imputed CSV with quantile bands and a PNG", command.add_arguments, command.run)}

@@ -33,13 +33,15 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from polydiff import VP, Denoiser, ShapeError, ConfigError, DataError
+from polydiff import VP, ConfigError, DataError, ShapeError
+
+from .imputation import impute, point_estimate  # noqa: F401  (Algorithm 2, shared with SSSD)
 
 Tensor = torch.Tensor
 
@@ -255,70 +257,3 @@ def load_official(path: str | Path, dropout: float = 0.1) -> CSDIBackbone:
         raise DataError(f"{path}: checkpoint does not fit CSDIBackbone (missing {missing}, unexpected {unexpected})")
     return model
 
-
-# ---------------------------------------------------------------------------------------------------
-# Imputation (Algorithm 2), all samples in one batched pass
-
-
-NoiseFn = Callable[[int, tuple[int, ...]], Tensor]
-
-
-@torch.no_grad()
-def impute(denoiser: Denoiser, observed: Tensor, known: Tensor, n_samples: int = 100,
-           generator: torch.Generator | None = None, cond: Mapping[str, Tensor] | None = None,
-           noise_fn: NoiseFn | None = None, fill_known: bool = True) -> Tensor:
-    """Draw ``n_samples`` imputations of every series with CSDI's ancestral sampler.
-
-    Args:
-        denoiser: ε-parameterised :class:`polydiff.Denoiser` on a discrete VP (``csdi_process``).
-        observed: (B, K, L) values (anything where not known); known: (B, K, L) bool conditioning mask.
-        n_samples: samples per series, folded into the batch (B·n rows per network call).
-        generator: seeds x_T and every step's noise.
-        cond: extra backbone conditions of shape (B, ...) (e.g. ``timepoints``), repeated per sample.
-        noise_fn: ``noise_fn(k, shape)`` returns the k-th Gaussian draw (k = 0 for x_T, then one per
-            step with s > 0) instead of using ``generator`` — for reproducing another RNG protocol.
-        fill_known: write the observed values into the known entries of the result.
-
-    Returns (B, n_samples, K, L).
-    """
-    process = denoiser.process
-    if process.num_steps is None:
-        raise ConfigError("CSDI imputation needs a discrete process (VP with num_steps)")
-    if observed.shape != known.shape:
-        raise ShapeError(f"observed {tuple(observed.shape)} and known {tuple(known.shape)} must have the same shape")
-    B, n, T = observed.shape[0], int(n_samples), process.num_steps
-    if n < 1:
-        raise ConfigError(f"n_samples must be >= 1, got {n}")
-    known = known.bool()
-    obs_rep = torch.nan_to_num(observed).repeat_interleave(n, 0)
-    known_rep = known.repeat_interleave(n, 0)
-    c = {k: v.repeat_interleave(n, 0) for k, v in (cond or {}).items()}
-    c["known"] = known_rep
-    c["observed"] = torch.where(known_rep, obs_rep, torch.zeros_like(obs_rep))
-    shape = obs_rep.shape
-
-    def draw(k):
-        if noise_fn is not None:
-            return noise_fn(k, shape).to(obs_rep)
-        return torch.randn(shape, generator=generator, device=obs_rep.device, dtype=obs_rep.dtype)
-
-    betas = process.betas.to(torch.float64)
-    ab = process.alphas_cumprod.to(torch.float64)
-    x = draw(0)
-    k = 1
-    for s in range(T - 1, -1, -1):
-        t = torch.full((shape[0],), (s + 1) / T, dtype=torch.float64, device=x.device)
-        eps = denoiser(x, t, c).eps
-        x = (1 / math.sqrt(1 - float(betas[s]))) * (x - float(betas[s] / torch.sqrt(1 - ab[s])) * eps)
-        if s > 0:
-            var = float((1 - ab[s - 1]) / (1 - ab[s]) * betas[s])
-            x = x + math.sqrt(var) * draw(k)
-            k += 1
-    if fill_known:
-        x = torch.where(known_rep, obs_rep, x)
-    return x.reshape(B, n, *shape[1:])
-
-
-def point_estimate(samples: Tensor) -> Tensor:
-    """Median over the sample dimension 1 (official: ``samples.median(dim=1)``, the lower median)."""
-    return samples.median(dim=1).values
