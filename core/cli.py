@@ -274,7 +274,9 @@ def _sample_kw(args) -> dict:
 def cmd_sample(args) -> int:
     module, _ = load_for_sampling(args.ckpt, args.config)
     out = Path(args.out)
-    paths = module.write_samples(args.num, out, seed=args.seed, stage="sample", prefix="samples", **_sample_kw(args))
+    with _console().status(f"sampling {args.num} {module.domain} samples ..."):
+        paths = module.write_samples(args.num, out, seed=args.seed, stage="sample", prefix="samples",
+                                     **_sample_kw(args))
     _console().print(f"[bold]{len(paths)} file(s) written[/bold] ({module.domain}, {args.num} samples):")
     for p in paths:
         print(p)
@@ -287,9 +289,10 @@ def cmd_evaluate(args) -> int:
     from .plugins_manager import get_plugin_manager
 
     module, dm = load_for_sampling(args.ckpt, args.config)
-    samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))
     ctx = {"datamodule": dm, "module": module, "stage": "evaluate", "generator": torch.Generator().manual_seed(args.seed)}
-    metrics = get_plugin_manager().evaluate(module.domain, samples, dm, ctx)
+    with _console().status(f"sampling and evaluating {args.num} {module.domain} samples ..."):
+        samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))
+        metrics = get_plugin_manager().evaluate(module.domain, samples, dm, ctx)
     if not metrics:
         raise CLIError(f"no installed plugin evaluates domain {module.domain!r} (see `polydiff plugins`)")
     from rich.table import Table

@@ -488,7 +488,9 @@ class DiffusionModule(L.LightningModule):
         if cond and guidance_scale != 1.0:
             from .guidance import ClassifierFreeGuidance
 
-            model = ClassifierFreeGuidance(model, guidance_scale, null_cond=null_conditions(cond, h.num_classes))
+            num_classes = h.num_classes
+            model = ClassifierFreeGuidance(model, guidance_scale,
+                                           null_cond=lambda c: null_conditions(c, num_classes))
         x_T = self.process.prior_sample(shape, generator=generator, space=self.space, presence=presence,
                                         device=self.device, dtype=self.dtype)
         kwargs = dict(h.sampler_kwargs or {})

@@ -126,3 +126,29 @@ def test_bad_arguments_raise_config_errors():
         DiffusionModule(backbone=MLP, process="vpp")
     with pytest.raises(ConfigError, match="cond_drop_prob"):
         DiffusionModule(backbone=MLP, cond_drop_prob=1.0)
+
+
+def test_guidance_scale_zero_and_one_are_the_unconditional_and_conditional_models():
+    """Classifier-free guidance ε̃ = ε(∅) + w (ε(c) − ε(∅)) (Ho & Salimans 2022, Eq. 6): w = 1 must give the
+    conditional sampler, w = 0 the sampler conditioned on the null label num_classes."""
+    torch.manual_seed(0)
+    dm = MixtureDataModule(n_train=64, conditional=True)
+    dm.setup("fit")
+    module = DiffusionModule(backbone={"class_path": "MLP", "init_args": {"dim": 2, "hidden": 16, "depth": 1,
+                                                                          "num_classes": 9}},
+                             num_classes=9, ema_decay=0.0, final_num_samples=0)
+    module.attach_datamodule(dm)
+    with torch.no_grad():  # make the label embedding matter
+        for p in module.denoiser.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    labels = {"label": torch.arange(6) % 9}
+    null = {"label": torch.full((6,), 9)}
+
+    def draw(cond, w):
+        return module.sample(6, generator=torch.Generator().manual_seed(0), cond=cond, steps=5, guidance_scale=w)["x"]
+
+    cond_only, null_only = draw(labels, 1.0), draw(null, 1.0)
+    assert not torch.allclose(cond_only, null_only, atol=1e-3)
+    torch.testing.assert_close(draw(labels, 0.0), null_only, atol=1e-5, rtol=0)
+    w3 = draw(labels, 3.0)
+    assert not torch.allclose(w3, cond_only, atol=1e-3)
