@@ -84,5 +84,5 @@ def test_plugin_is_discovered_with_components():
     for name in ("DigitsDataModule", "MNISTDataModule", "CIFAR10DataModule", "ImageFolderDataModule"):
         assert f"datamodule:{name}" in info.components
     assert "task:image/digits" in info.components
-    fmt = pm.find_format("grid.PNG")
-    assert fmt.domain == "image" and fmt.read is not None and fmt.write is not None
+    (fmt,) = [f for f in pm.file_formats() if f.domain == "image"]
+    assert fmt.matches("grid.PNG") and fmt.read is not None and fmt.write is not None
