@@ -57,7 +57,7 @@ def make_denoiser(num_classes=None, seed=0):
     from polydiff.backbones import UNet
 
     torch.manual_seed(seed)
-    net = UNet(dims=2, in_channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+    net = UNet(dims=2, in_channels=1, base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1,
                attention_levels=(), num_classes=num_classes)
     return Denoiser(net, VP("linear", num_steps=1000), parameterization="eps")
 
@@ -205,7 +205,7 @@ def main(argv=None):
     ap.add_argument("--stage", choices=["train", "eval", "all", "baselines"], default="all")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    ap.add_argument("--train-steps", type=int, default=1000)
+    ap.add_argument("--train-steps", type=int, default=1200)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--recon-steps", type=int, default=25)
     ap.add_argument("--fpr", type=float, default=0.02)
