@@ -412,11 +412,14 @@ class DiffusionModule(L.LightningModule):
         if extra.get("sample_shape") is not None:
             self._sample_shape = tuple(extra["sample_shape"])
         if "train_generator" in extra:
-            g = torch.Generator(device=extra.get("train_generator_device", "cpu"))
-            g.set_state(extra["train_generator"])
-            self._train_gen = g
+            try:  # generator states are CPU byte tensors even when map_location moved the checkpoint to a GPU
+                g = torch.Generator(device=extra.get("train_generator_device", "cpu"))
+                g.set_state(extra["train_generator"].cpu())
+                self._train_gen = g
+            except RuntimeError:  # saved on a device this machine lacks: a fresh generator is seeded instead
+                self._train_gen = None
         if "rng_cpu" in extra:
-            self._pending_rng = {"cpu": extra["rng_cpu"]}
+            self._pending_rng = {"cpu": extra["rng_cpu"].cpu()}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location="cpu") -> "DiffusionModule":
@@ -544,7 +547,9 @@ class DiffusionModule(L.LightningModule):
         for k, v in metrics.items():
             self.log(f"val/{k}", v, rank_zero_only=True)
 
-    def on_fit_end(self) -> None:
+    def on_train_end(self) -> None:
+        """Final samples when training ends (still on the training device; ``on_fit_end`` runs after Lightning
+        has moved the model back to the CPU)."""
         h = self.hparams
         trainer = self._trainer
         if not h.final_num_samples or trainer is None or not trainer.is_global_zero or trainer.interrupted:

@@ -152,3 +152,17 @@ def test_guidance_scale_zero_and_one_are_the_unconditional_and_conditional_model
     torch.testing.assert_close(draw(labels, 0.0), null_only, atol=1e-5, rtol=0)
     w3 = draw(labels, 3.0)
     assert not torch.allclose(w3, cond_only, atol=1e-3)
+
+
+def test_checkpoint_loads_when_states_were_mapped_elsewhere(tmp_path):
+    """Generator/RNG states come back as CPU byte tensors whatever map_location did (seen on a GPU: a state
+    moved to cuda made Generator.set_state fail), and a generator saved on an absent device is re-seeded."""
+    module = DiffusionModule(backbone=MLP, final_num_samples=0)
+    module._generator()
+    ckpt = {"polydiff": {"domain": "d", "sample_shape": [2], "rng_cpu": torch.get_rng_state(),
+                         "train_generator": module._train_gen.get_state(), "train_generator_device": "cpu"}}
+    module.on_load_checkpoint(ckpt)
+    assert torch.equal(module._train_gen.get_state(), ckpt["polydiff"]["train_generator"])
+    ckpt["polydiff"]["train_generator_device"] = "no_such_device"
+    module.on_load_checkpoint(ckpt)
+    assert module._train_gen is None and module.sample_shape == (2,) and module.domain == "d"
