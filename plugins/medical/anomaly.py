@@ -71,15 +71,16 @@ def ddim_step(x: Tensor, x0: Tensor, eps: Tensor, process, t: Tensor, s: Tensor,
               noise: Tensor | None = None) -> Tensor:
     """One step x_t → x_s (s < t) of generalised DDIM (Song et al. 2021, Eq. 12):
 
-        x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z,   c = η σ_s/σ_t √(1 − α_t²σ_s²/(α_s²σ_t²)).
+        x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z,   c = η (σ_s/σ_t) √(1 − α_t²/α_s²)
 
-    η = 0 is deterministic DDIM; η = 1 is the ancestral DDPM posterior q(x_s | x_t, x̂_0).
+    (α² = ᾱ). η = 0 is deterministic DDIM; η = 1 is the ancestral DDPM posterior q(x_s | x_t, x̂_0), whose
+    variance is β̃ = (1 − ᾱ_s)/(1 − ᾱ_t) · (1 − ᾱ_t/ᾱ_s) (Ho et al. 2020, Eq. 7).
     At s = 0 the result is x̂_0.
     """
     a_t, s_t = _coef(process, t, x)
     a_s, s_s = _coef(process, s, x)
     if eta > 0:
-        ratio = (a_t * s_s) / (a_s * s_t).clamp_min(1e-12)
+        ratio = a_t / a_s  # √(ᾱ_t/ᾱ_s)
         c = eta * (s_s / s_t.clamp_min(1e-12)) * torch.sqrt((1 - ratio**2).clamp_min(0))
     else:
         c = torch.zeros_like(s_s)

@@ -183,3 +183,25 @@ def test_max_level_training_draws_only_queried_levels():
     t = seen[0]
     assert t.max() <= 0.25 and t.min() >= 0.001 and t.max() > 0.24
     assert den.process.sample_time(5000).max() > 0.5  # restored afterwards
+
+
+def test_ancestral_step_is_the_ddpm_posterior():
+    """η = 1 reproduces q(x_{t−1} | x_t, x_0) of Ho et al. 2020, Eq. 6–7, on one step and on a strided step."""
+    from polydiff.plugins.medical.anomaly import ddim_step
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 1, 3, 3, generator=g)
+    eps = torch.randn(4, 1, 3, 3, generator=g)
+    z = torch.randn(4, 1, 3, 3, generator=g)
+    for i_t, i_s in ((250, 249), (250, 225)):
+        t = torch.full((4,), i_t / 1000, dtype=torch.float64)
+        s = torch.full((4,), i_s / 1000, dtype=torch.float64)
+        ab_t = PROC.alpha(t[:1]).item() ** 2
+        ab_s = PROC.alpha(s[:1]).item() ** 2
+        x_t = ab_t**0.5 * x0 + (1 - ab_t) ** 0.5 * eps
+        beta = 1 - ab_t / ab_s
+        mean = (ab_s**0.5 * beta / (1 - ab_t)) * x0 + ((1 - beta) ** 0.5 * (1 - ab_s) / (1 - ab_t)) * x_t
+        var = (1 - ab_s) / (1 - ab_t) * beta
+        expect = mean + var**0.5 * z
+        got = ddim_step(x_t, x0, eps, PROC, t, s, eta=1.0, noise=z)
+        torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
