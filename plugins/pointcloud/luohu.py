@@ -347,18 +347,20 @@ class LuoHuDPM(nn.Module):
 
     # -- training objective -----------------------------------------------------------------------------
     def loss_terms(self, x: Tensor, generator: torch.Generator | None = None,
-                   embedding: Tensor | None = None) -> dict[str, Tensor]:
+                   embedding: Tensor | None = None, x_encoder: Tensor | None = None) -> dict[str, Tensor]:
         """Terms of the objective for a batch of clouds (batch, N, 3): ``recons`` (ε-MSE, mean over all
-        coordinates), ``entropy`` (−H[q], batch mean), ``prior`` (−log p(z), batch mean), ``loss``."""
+        coordinates), ``entropy`` (−H[q], batch mean), ``prior`` (−log p(z), batch mean), ``loss``.
+        ``x_encoder`` (default x) is what the encoder sees, e.g. another point subset of the same shapes."""
         from polydiff.losses import DiffusionLoss
 
         if x.ndim != 3 or x.shape[-1] != 3:
             raise ShapeError(f"x has shape {tuple(x.shape)}; expected (batch, points, 3)")
+        x_enc = x if x_encoder is None else x_encoder
         if self.mode == "ae":
-            z = self.encode(x)
+            z = self.encode(x_enc)
             terms = {}
         else:
-            mu, logvar = self.encoder(x)
+            mu, logvar = self.encoder(x_enc)
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + torch.exp(0.5 * logvar) * eps
             terms = {"entropy": -gaussian_entropy(logvar).mean(), "prior": -self.flow.log_prob(z).mean()}
