@@ -77,7 +77,10 @@ class GaussianMixture:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"x has shape {tuple(x.shape)}; expected (batch, {self.dim})")
         x = x.to(F64)
-        mu, cov = self._marginal(alpha.to(F64), sigma.to(F64))
+        alpha, sigma = alpha.to(F64), sigma.to(F64)
+        if alpha.numel() > 1 and bool((alpha == alpha[0]).all() and (sigma == sigma[0]).all()):
+            alpha, sigma = alpha[:1], sigma[:1]  # shared time: factorise the K covariances once, broadcast
+        mu, cov = self._marginal(alpha, sigma)
         chol = torch.linalg.cholesky(cov)
         diff = (x[:, None, :] - mu).unsqueeze(-1)
         sol = torch.cholesky_solve(diff, chol).squeeze(-1)  # C_k^{-1}(x − αμ_k)
