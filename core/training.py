@@ -263,6 +263,7 @@ class DiffusionModule(L.LightningModule):
         self.loss_fn = instantiate(loss, "loss") if loss is not None else DiffusionLoss(parameterization)
         self.ema = EMA(self.denoiser, ema_decay, ema_warmup) if ema_decay > 0 else None
         self._train_gen: torch.Generator | None = None
+        self._gen_seed_offset = 0
         self._pending_rng: dict | None = None
         self._checked_shape = False
         self._sample_shape: tuple[int, ...] | None = None
@@ -307,7 +308,8 @@ class DiffusionModule(L.LightningModule):
     def _generator(self) -> torch.Generator:
         if self._train_gen is None or self._train_gen.device != self.device:
             rank = self.global_rank if self._trainer is not None else 0
-            self._train_gen = torch.Generator(device=self.device).manual_seed(self.hparams.seed + rank)
+            self._train_gen = torch.Generator(device=self.device).manual_seed(
+                self.hparams.seed + rank + self._gen_seed_offset)
         return self._train_gen
 
     def _check_first_batch(self, batch) -> None:
@@ -352,6 +354,9 @@ class DiffusionModule(L.LightningModule):
     def on_train_start(self) -> None:
         if self._pending_rng is not None:  # restored here so nothing between load and training consumes it
             torch.set_rng_state(self._pending_rng["cpu"])
+            cuda_states = self._pending_rng.get("cuda") or []
+            if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
             self._pending_rng = None
 
     def _eval_loss(self, batch, batch_idx, stage: str):
@@ -397,6 +402,8 @@ class DiffusionModule(L.LightningModule):
     # -- checkpoint --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         extra = {"domain": self.domain, "rng_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from CUDA's RNG
+            extra["rng_cuda"] = torch.cuda.get_rng_state_all()
         try:
             extra["sample_shape"] = list(self.sample_shape)
         except ConfigError:
@@ -411,6 +418,14 @@ class DiffusionModule(L.LightningModule):
         self._domain = extra.get("domain")
         if extra.get("sample_shape") is not None:
             self._sample_shape = tuple(extra["sample_shape"])
+        rank = self.global_rank if self._trainer is not None else 0
+        if rank > 0:
+            # the checkpoint holds rank 0's states; other ranks re-seed from (seed, rank, step) so that their
+            # draws stay decorrelated from rank 0's (deterministic, but not those of the uninterrupted run)
+            self._gen_seed_offset = 1_000_003 * int(checkpoint.get("global_step", 0))
+            self._train_gen = None
+            extra = {k: v for k, v in extra.items() if k not in ("train_generator", "rng_cpu", "rng_cuda")}
+            torch.manual_seed(self.hparams.seed + rank + self._gen_seed_offset)
         if "train_generator" in extra:
             try:  # generator states are CPU byte tensors even when map_location moved the checkpoint to a GPU
                 g = torch.Generator(device=extra.get("train_generator_device", "cpu"))
@@ -419,7 +434,8 @@ class DiffusionModule(L.LightningModule):
             except RuntimeError:  # saved on a device this machine lacks: a fresh generator is seeded instead
                 self._train_gen = None
         if "rng_cpu" in extra:
-            self._pending_rng = {"cpu": extra["rng_cpu"].cpu()}
+            self._pending_rng = {"cpu": extra["rng_cpu"].cpu(),
+                                 "cuda": [s.cpu() for s in extra.get("rng_cuda", [])]}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location="cpu") -> "DiffusionModule":

@@ -37,9 +37,19 @@ SCRIPT = textwrap.dedent("""
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[rec])
     trainer.fit(module, dm)
-    torch.save({"rank": trainer.global_rank, "world": trainer.world_size, "step": trainer.global_step,
-                "state": module.state_dict(), "batches": rec.batches, "losses": rec.losses},
-               f"{out}/rank{trainer.global_rank}.pt")
+    trainer.save_checkpoint(f"{out}/step3.ckpt")  # collective: every rank calls it, rank 0 writes
+    result = {"rank": trainer.global_rank, "world": trainer.world_size, "step": trainer.global_step,
+              "state": {k: v.clone() for k, v in module.state_dict().items()}, "batches": rec.batches,
+              "losses": rec.losses}
+
+    # resume on both ranks (rank 0 restores its generator; rank 1 re-seeds from seed, rank and step)
+    rec2 = Record()
+    trainer2 = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=5, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[rec2])
+    trainer2.fit(module, dm, ckpt_path=f"{out}/step3.ckpt", weights_only=True)
+    result.update(resumed_step=trainer2.global_step, resumed_state=module.state_dict(), resumed_losses=rec2.losses)
+    torch.save(result, f"{out}/rank{trainer.global_rank}.pt")
     """)
 
 
@@ -64,3 +74,9 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     assert int(r0["state"]["ema.num_updates"]) == 3
     assert r0["losses"] != r1["losses"]  # different data and noise per rank
+    # after resuming from the checkpoint both ranks continue in sync
+    assert r0["resumed_step"] == r1["resumed_step"] == 5
+    for k in r0["resumed_state"]:
+        assert torch.equal(r0["resumed_state"][k], r1["resumed_state"][k]), k
+    assert int(r0["resumed_state"]["ema.num_updates"]) == 5
+    assert len(r0["resumed_losses"]) == 2 and r0["resumed_losses"] != r1["resumed_losses"]
