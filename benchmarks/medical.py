@@ -9,7 +9,8 @@ slices of held-out subjects (40 with 1–3 synthetic lesions). The per-pixel z-s
 residual baselines are computed here with the same post-processing.
 
 CPU size: models are trained only on the levels they are queried at (t ≤ 250 for AnoDDPM, t ≤ 500
-for the counterfactual method; ``max_level`` in plugins/medical/train.py). Diffusion models run at 32×32 (2×2 average pooling of the 64×64 slices); their residual maps
+for the counterfactual method; ``max_level`` in plugins/medical/train.py). Diffusion models run at 32×32
+(2×2 average pooling of the 64×64 slices), reconstruct in 10 strided steps; their residual maps
 are bilinearly upsampled to 64×64 before post-processing, so every method is scored on the same
 64×64 masks as the baselines.
 
@@ -128,7 +129,7 @@ def baselines(data):
     return {"per-pixel z-score": zscore, "PCA(k=16) residual": pca}
 
 
-def diffusion_methods(data, steps_trained, recon_steps):
+def diffusion_methods(data, steps_trained, recon_steps, levels=(250,)):
     from polydiff.plugins.medical.anomaly import AnoDDPM, CFGCounterfactual
 
     out = {}
@@ -138,19 +139,21 @@ def diffusion_methods(data, steps_trained, recon_steps):
         den = make_denoiser(num_classes=2 if name == "cfg" else None)
         if path.exists():
             den.load_state_dict(torch.load(path, weights_only=True))
-            suffix = ""
+            suffix = f" [{steps_trained} steps]"
         elif partial.exists():
             blob = torch.load(partial, weights_only=True)
             den.load_state_dict(blob["state_dict"])
-            suffix = f" [partial: {blob['step']}/{steps_trained} steps]"
+            suffix = f" [{blob['step']} of {steps_trained} planned steps]"
         else:
             continue
         den.eval()
-        if name == "gauss":
-            out["AnoDDPM, Gaussian (λ=250)" + suffix] = AnoDDPM(den, level=250, steps=recon_steps)
-        elif name == "simplex":
-            out["AnoDDPM, simplex (λ=250)" + suffix] = AnoDDPM(den, level=250, steps=recon_steps, space=simplex_space())
-        else:
+        for lam in levels:
+            if name == "gauss":
+                out[f"AnoDDPM, Gaussian (λ={lam})" + suffix] = AnoDDPM(den, level=lam, steps=recon_steps)
+            elif name == "simplex":
+                out[f"AnoDDPM, simplex (λ={lam})" + suffix] = AnoDDPM(den, level=lam, steps=recon_steps,
+                                                                      space=simplex_space())
+        if name == "cfg":
             out["Classifier-free counterfactual (L=500, w=3)" + suffix] = CFGCounterfactual(
                 den, level=500, steps=recon_steps, guidance_scale=3.0, healthy_label=0, null_label=2)
     return out
@@ -190,7 +193,8 @@ def evaluate(data, fns, fpr, log):
 
 def table(rows, fpr):
     lines = [
-        f"| method | pixel AUROC | AUPRC | Dice @ {fpr:.0%} healthy FPR | per-slice Dice | image AUROC | oracle Dice (uses labels) | eval s |",
+        f"| method | pixel AUROC | AUPRC | Dice @ {fpr:.0%} healthy FPR | per-slice Dice | image AUROC "
+        "| oracle Dice (uses labels) | eval s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows:
@@ -207,7 +211,8 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--train-steps", type=int, default=1200)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--recon-steps", type=int, default=25)
+    ap.add_argument("--recon-steps", type=int, default=10)
+    ap.add_argument("--levels", type=int, nargs="+", default=[250], help="AnoDDPM noise levels λ (paper: 250)")
     ap.add_argument("--fpr", type=float, default=0.02)
     args = ap.parse_args(argv)
 
@@ -221,7 +226,8 @@ def main(argv=None):
         return
     fns = dict(baselines(data))
     if args.stage != "baselines":
-        for i, (name, method) in enumerate(diffusion_methods(data, args.train_steps, args.recon_steps).items()):
+        methods = diffusion_methods(data, args.train_steps, args.recon_steps, args.levels)
+        for i, (name, method) in enumerate(methods.items()):
             fns[name] = residual_fn(method, seed=100 + i)
     rows = evaluate(data, fns, args.fpr, log)
     print(table(rows, args.fpr))

@@ -104,7 +104,8 @@ def load_wolleb_slices(root, split: str = "training", crop: int = 8):
                 found[m.group(1)] = f
         missing = [s for s in SEQUENCES if s not in found]
         if missing:
-            raise DataError(f"{case}: missing sequence file(s) {missing}; expected *_<seq>_<slice>_w.nii.gz for {SEQUENCES}")
+            raise DataError(f"{case}: missing sequence file(s) {missing}; "
+                            f"expected *_<seq>_<slice>_w.nii.gz for {SEQUENCES}")
         chans = []
         for s in SEQUENCES:
             arr, aff = _read(found[s])

@@ -230,7 +230,8 @@ class WollebCounterfactual:
 
     def __init__(self, model, classifier, level=500, steps: int = 25, scale: float = 100.0, healthy_label: int = 0,
                  clip=(-1.0, 1.0)):
-        self.model, self.classifier, self.steps, self.scale, self.clip = model, classifier, int(steps), float(scale), clip
+        self.model, self.classifier, self.clip = model, classifier, clip
+        self.steps, self.scale = int(steps), float(scale)
         self.t_start = level_to_time(model.process, level)
         self.healthy = int(healthy_label)
 

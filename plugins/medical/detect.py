@@ -157,7 +157,8 @@ def evaluate_module(module, datamodule, seed: int = 0) -> dict[str, float] | Non
 def add_detect_arguments(p):
     p.add_argument("--ckpt", required=True, help="checkpoint written by polydiff fit")
     p.add_argument("--input", required=True, nargs="+",
-                   help="scan: .nii/.nii.gz (volume or slice) or .png slice; several files = channels in training order")
+                   help="scan: .nii/.nii.gz (volume or slice) or .png slice; several files = channels in "
+                        "training order")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--method", default="anoddpm", choices=["anoddpm", "cfg", "wolleb"])
     p.add_argument("--level", type=int, default=None, help="noise level t_λ / L as a step of T (default 250 / 500)")

@@ -187,7 +187,8 @@ def normalize(x: torch.Tensor, method: str = "minmax", mask: torch.Tensor | None
             mu, sd = float(vals.mean()), float(vals.std())
             a, b, lo_out = mu - sd, mu + 2 * sd, -1.0
         else:
-            q = torch.quantile(vals[:: max(1, vals.numel() // 2_000_000)], torch.tensor([0.01, 0.99], dtype=torch.float64))
+            sub = vals[:: max(1, vals.numel() // 2_000_000)]  # torch.quantile has an input-size limit
+            q = torch.quantile(sub, torch.tensor([0.01, 0.99], dtype=torch.float64))
             a, b, lo_out = float(q[0]), float(q[1]), 0.0
         if not b > a:
             raise DataError(f"{source}: channel {c} is constant inside the mask; cannot apply {method} normalisation")

@@ -153,7 +153,8 @@ def test_noisy_classifier_learns_a_separable_task():
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    x = torch.cat([torch.full((16, 1, 8, 8), -0.8), torch.full((16, 1, 8, 8), 0.8)]) + 0.05 * torch.randn(32, 1, 8, 8, generator=g)
+    x = torch.cat([torch.full((16, 1, 8, 8), -0.8), torch.full((16, 1, 8, 8), 0.8)])
+    x = x + 0.05 * torch.randn(32, 1, 8, 8, generator=g)
     y = torch.cat([torch.zeros(16), torch.ones(16)]).long()
     clf = NoisyClassifier(in_channels=1, num_classes=2, base_channels=8, channel_mults=(1, 2), time_embed_dim=16)
     fit_classifier(clf, PROC, x, y, steps=60, batch_size=16, lr=3e-3, generator=g, log=None)
