@@ -381,7 +381,13 @@ def cmd_datasets_download(args) -> int:
     ds = _datasets_module()
     _, files = _dataset_files(ds, args.name, args.file)
     for f in files:
-        path = ds.fetch(args.name, f.name, root=args.root)
+        try:
+            path = ds.fetch(args.name, f.name, root=args.root)
+        except PolydiffError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network/HTTP errors of pooch/requests become one line
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CLIError(f"download of {args.name}/{f.name} from {f.url} failed: {first}") from None
         print(f"{f.name}: {path}")
     return 0
 

@@ -140,6 +140,16 @@ def test_datasets_list_verify_download_offline(tmp_path, monkeypatch, capsys):
     assert f"sha256 is {hashlib.sha256(b'corrupted').hexdigest()}, expected {sha}" in capsys.readouterr().out
     assert cli.main(["datasets", "verify", "no-such-ds"]) == 2
     assert "unknown dataset 'no-such-ds'" in capsys.readouterr().err
+    # a download that cannot reach its server is one error line, not a traceback
+    offline = _core.DatasetInfo(name="cli-test-offline", domain="test", description="unreachable",
+                                files=(_core.RemoteFile("b.bin", "http://127.0.0.1:9/b.bin", sha),),
+                                licence="CC0", citation="none")
+    monkeypatch.setitem(_core._REGISTRY, offline.name, offline)
+    assert cli.main(["datasets", "download", "cli-test-offline", "--root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("polydiff: error:")]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith(
+        "polydiff: error: download of cli-test-offline/b.bin from http://127.0.0.1:9/b.bin failed:")
 
 
 def test_console_script_lists_plugins():

@@ -166,3 +166,36 @@ def test_checkpoint_loads_when_states_were_mapped_elsewhere(tmp_path):
     ckpt["polydiff"]["train_generator_device"] = "no_such_device"
     module.on_load_checkpoint(ckpt)
     assert module._train_gen is None and module.sample_shape == (2,) and module.domain == "d"
+
+
+def test_plugin_registered_sampler_is_usable_by_name():
+    import types
+
+    from polydiff import samplers
+    from polydiff.hookspecs import hookimpl
+    from polydiff.plugins_manager import get_plugin_manager
+
+    calls = []
+
+    def counting_ddim(model, x_T, grid, generator=None, **options):
+        calls.append(tuple(grid.shape))
+        return samplers.ddim(model, x_T, grid, generator=generator, **options)
+
+    plugin = types.ModuleType("fake_sampler_plugin")
+
+    @hookimpl
+    def polydiff_register(registry):
+        registry.add("sampler", counting_ddim, name="counting_ddim")
+
+    plugin.polydiff_register = polydiff_register
+    pm = get_plugin_manager(reload=True)
+    try:
+        pm.add_plugin(plugin, "fake_sampler_plugin")
+        module = DiffusionModule(backbone=MLP, final_num_samples=0)
+        a = module.sample(4, generator=torch.Generator().manual_seed(0), sampler="counting_ddim", steps=3, shape=(2,))
+        b = module.sample(4, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=3, shape=(2,))
+        assert torch.equal(a["x"], b["x"]) and calls == [(4,)]
+        with pytest.raises(ConfigError, match="unknown sampler 'nope'.*registered by plugins: \\['counting_ddim'\\]"):
+            module.sample(4, sampler="nope", shape=(2,))
+    finally:
+        get_plugin_manager(reload=True)
