@@ -68,9 +68,17 @@ def instantiate(spec: Any, kind: str) -> Any:
     if "." in path:
         cls = _import_path(path)
     else:
+        from .hookspecs import COMPONENT_KINDS
         from .plugins_manager import get_plugin_manager
 
-        cls = get_plugin_manager().registry.get(kind, path)
+        registry = get_plugin_manager().registry
+        if kind in COMPONENT_KINDS:
+            cls = registry.get(kind, path)
+        else:  # a nested argument (e.g. a loss or a schedule): any kind may hold the name
+            hit = registry.find(path)
+            if hit is None:
+                raise ConfigError(f"unknown component {path!r} for {kind!r}; registered names: {registry.names()}")
+            cls = hit[1]
     init_args = {k: instantiate(v, k) if isinstance(v, Mapping) and "class_path" in v else v
                  for k, v in dict(spec.get("init_args") or {}).items()}
     obj = cls(**init_args)
