@@ -2,7 +2,6 @@
 from the GeometricShapes OFF archive in the shared data (same <class>/{train,test}/*.off layout), the
 procedural benchmark data, registrations without invented checksums, corrupt files."""
 
-import zipfile
 
 import numpy as np
 import pytest

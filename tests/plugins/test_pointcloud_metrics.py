@@ -1,7 +1,6 @@
 """Point-cloud metrics: golden values from the shared fixture, hand-computed tiny cases, PointFlow
 definitions of MMD/COV/1-NNA, agreement with the naive full-matrix formulas, and bad input."""
 
-import itertools
 
 import numpy as np
 import pytest
