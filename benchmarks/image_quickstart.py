@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--num", type=int, default=500, help="samples drawn by polydiff evaluate")
     ap.add_argument("--out", default="runs/bench_image", help="scratch directory (deleted first)")
     ap.add_argument("--config", default=str(REPO / "configs" / "image" / "digits.yaml"))
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads of fit/evaluate (OMP_NUM_THREADS); default: torch's choice")
     ap.add_argument("overrides", nargs="*", help="extra `polydiff fit` arguments")
     args = ap.parse_args()
 
@@ -43,6 +45,8 @@ def main() -> int:
     out.mkdir(parents=True)
     env = dict(os.environ)
     env.setdefault("POLYDIFF_DATA", str(out / "cache"))  # fresh classifier cache: its training is timed too
+    if args.threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
 
     fit = [*polydiff_cmd(), "fit", "--config", args.config, f"--trainer.default_root_dir={out}", *args.overrides]
     load_before = os.getloadavg()
@@ -68,7 +72,8 @@ def main() -> int:
           f"`polydiff evaluate --ckpt <last.ckpt> --num {args.num}`)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
           f"load average (1/5/15 min) before fit {'/'.join(f'{x:.2f}' for x in load_before)}, "
-          f"after {'/'.join(f'{x:.2f}' for x in load_after)}")
+          f"after {'/'.join(f'{x:.2f}' for x in load_after)}; intra-op threads: "
+          f"{env.get('OMP_NUM_THREADS', 'torch default')}")
     print()
     print("| quantity | value |")
     print("|---|---|")

@@ -8,6 +8,8 @@ import torch
 
 from polydiff.cli import main
 
+torch.set_num_threads(1)  # small models: one intra-op thread is fastest on the shared CI machine
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "image" / "digits.yaml"
 
@@ -29,7 +31,6 @@ def fitted(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.chdir(work)
     mp.setenv("POLYDIFF_DATA", str(work / "cache"))  # the evaluation classifier is cached here
-    torch.set_num_threads(1)
     rc = main(["fit", "--config", str(CONFIG), f"--trainer.default_root_dir={work / 'runs'}", *TINY])
     yield rc, work
     mp.undo()

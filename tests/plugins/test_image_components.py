@@ -7,6 +7,8 @@ import torch
 from polydiff.errors import ConfigError, ShapeError
 from polydiff.plugins.image import artifacts, classifier, data, evaluation
 
+torch.set_num_threads(1)  # small models: one intra-op thread is fastest on the shared CI machine
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -105,7 +107,6 @@ def test_frechet_matches_independent_formula():
 # --------------------------------------------------------------------------- evaluation classifier
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
-    torch.set_num_threads(1)
     cache = tmp_path_factory.mktemp("clf")
     xtr, ytr, xva, yva = digits.labelled_splits()
     return classifier.get_classifier(xtr, ytr, xva, yva, 10, cache), cache
