@@ -306,17 +306,9 @@ def _register_core(registry: Registry) -> None:
     for cls in (spaces.Euclidean, spaces.Torus, spaces.ZeroCenterOfMass):
         registry.add("space", cls)
     registry.add("noise", spaces.GaussianNoise)
-    try:  # written in parallel; the registry must work while it is incomplete
-        backbones = importlib.import_module("polydiff.backbones")
-        for name in getattr(backbones, "__all__", []):
-            obj = getattr(backbones, name, None)
-            if isinstance(obj, type):
-                import torch
-
-                if issubclass(obj, torch.nn.Module):
-                    registry.add("backbone", obj)
-    except Exception:  # noqa: BLE001
-        pass
+    backbones = importlib.import_module("polydiff.backbones")
+    for cls in backbones.BACKBONES:  # the networks (the embedding modules exported beside them are parts)
+        registry.add("backbone", cls)
     from .training import DiffusionModule
 
     registry.add("module", DiffusionModule)
