@@ -409,7 +409,8 @@ class DiffusionModule(L.LightningModule):
 
     # -- checkpoint --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        extra = {"domain": self.domain, "rng_cpu": torch.get_rng_state()}
+        extra = {"domain": self.domain, "rng_cpu": torch.get_rng_state(),
+                 "module_class": f"{type(self).__module__}.{type(self).__qualname__}"}
         if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from CUDA's RNG
             extra["rng_cuda"] = torch.cuda.get_rng_state_all()
         try:
@@ -460,7 +461,10 @@ class DiffusionModule(L.LightningModule):
         if instantiator is not None:  # written through the CLI: hparams are the config (Lightning's mechanism)
             module = _import_path(instantiator)(cls, hp)
         else:
-            target = _import_path(hp.pop("_class_path")) if "_class_path" in hp else cls
+            path_ = hp.pop("_class_path", None) or ckpt.get("polydiff", {}).get("module_class")
+            target = _import_path(path_) if path_ else cls
+            if not (isinstance(target, type) and issubclass(target, cls)):
+                raise ConfigError(f"{path}: holds a {path_}, not a {cls.__name__}")
             bad = [k for k, v in hp.items() if isinstance(v, Mapping) and v.get("init_args", {}) is None]
             if bad:
                 raise ConfigError(

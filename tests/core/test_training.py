@@ -199,3 +199,28 @@ def test_plugin_registered_sampler_is_usable_by_name():
             module.sample(4, sampler="nope", shape=(2,))
     finally:
         get_plugin_manager(reload=True)
+
+
+class ScaledLossModule(DiffusionModule):
+    """A plugin-style subclass with an extra argument and its own training step."""
+
+    def __init__(self, *args, loss_scale: float = 2.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_scale = loss_scale
+
+    def training_step(self, batch, batch_idx):
+        return self.loss_scale * super().training_step(batch, batch_idx)
+
+
+def test_subclass_trains_and_is_rebuilt_as_the_subclass(tmp_path):
+    dm = MixtureDataModule(n_train=64, n_val=32, batch_size=32)
+    module = ScaledLossModule(backbone=MLP, loss_scale=3.0, final_num_samples=0, val_num_samples=0)
+    trainer = _trainer(tmp_path, 2, limit_val_batches=0)
+    trainer.fit(module, dm)
+    trainer.save_checkpoint(tmp_path / "s.ckpt")
+    rebuilt = DiffusionModule.from_checkpoint(tmp_path / "s.ckpt")
+    assert type(rebuilt) is ScaledLossModule and rebuilt.loss_scale == 3.0
+    with pytest.raises(ConfigError, match="not a ScaledLossModule"):
+        torch.save({**torch.load(tmp_path / "s.ckpt", weights_only=True),
+                    "polydiff": {"module_class": "polydiff.training.DiffusionModule"}}, tmp_path / "b.ckpt")
+        ScaledLossModule.from_checkpoint(tmp_path / "b.ckpt")
