@@ -75,6 +75,7 @@ def make_grid(
     rho: float = 7.0,
     offset: int = 0,
     batch: int | None = None,
+    sigma_min: float | None = None,
 ) -> Tensor:
     """A decreasing float64 grid of ``steps + 1`` times from ``t_start`` to ``t_end``.
 
@@ -87,6 +88,8 @@ def make_grid(
         rho: ρ of the Karras grid (Karras et al. 2022, Eq. 5: 7).
         offset: ``steps_offset`` added to ``leading`` timesteps (Stable Diffusion uses 1).
         batch: expected batch size for a per-sample ``t_start`` (checked when given).
+        sigma_min: for ``karras``/``log_snr`` ending at σ = 0: the smallest positive VE-equivalent level σ̃ before
+            the final jump (default: that of ``process.t_min``; Karras et al. 2022 use σ_min = 0.002).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
@@ -98,12 +101,12 @@ def make_grid(
     t_end = float(t_end)
     if not 0.0 <= t_end < float(starts.min()):
         raise ShapeError(f"t_end={t_end} must lie in [0, t_start) with t_start={float(starts.min()):.4g}")
-    rows = [_row(process, steps, kind, float(s), t_end, rho, offset) for s in starts]
+    rows = [_row(process, steps, kind, float(s), t_end, rho, offset, sigma_min) for s in starts]
     grid = torch.stack(rows)
     return grid if per_sample else grid[0]
 
 
-def _row(process, steps, kind, t0, t_end, rho, offset) -> Tensor:
+def _row(process, steps, kind, t0, t_end, rho, offset, sigma_min=None) -> Tensor:
     if kind == "uniform":
         return torch.linspace(t0, t_end, steps + 1, dtype=F64)
     if kind in ("leading", "trailing", "linspace"):
@@ -120,7 +123,12 @@ def _row(process, steps, kind, t0, t_end, rho, offset) -> Tensor:
     ends = torch.tensor([t0, t_end], dtype=F64)
     a, s = process.alpha_sigma(ends)
     tail = bool(s[1] == 0)
-    t_lo = _positive_floor_time(process) if tail else t_end
+    if tail and sigma_min is not None:
+        if not sigma_min > 0:
+            raise ConfigError(f"sigma_min must be > 0, got {sigma_min}")
+        t_lo = float(process.t_from_sigma_ratio(torch.tensor([float(sigma_min)], dtype=F64))[0])
+    else:
+        t_lo = _positive_floor_time(process) if tail else t_end
     if tail and not t_lo < t0:
         raise ConfigError(f"t_start={t0} lies below the smallest positive noise level t={t_lo:.4g}")
     n = steps if tail else steps + 1
