@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -25,6 +26,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -38,6 +40,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -79,3 +87,20 @@ def install(trainer) -> None:
     current = getattr(strategy, "_checkpoint_io", None)
     if current is None or type(current) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+class PolydiffCheckpoint(ModelCheckpoint):
+    """The CLI's checkpoint callback: Lightning's ``ModelCheckpoint`` that keeps a ``last.ckpt``, saves every
+    ``every_n_train_steps`` steps (1000 by default, instead of every epoch, which for small data sets means a
+    save every few steps) and always saves ``last.ckpt`` at the step where training ends, so that
+    ``fit --ckpt_path .../last.ckpt`` continues from the end. All ``ModelCheckpoint`` arguments apply."""
+
+    def __init__(self, *args, save_last: bool | str | None = True, every_n_train_steps: int | None = 1000, **kwargs):
+        super().__init__(*args, save_last=save_last, every_n_train_steps=every_n_train_steps, **kwargs)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step and \
+                not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        else:
+            super().on_train_end(trainer, pl_module)

@@ -122,10 +122,9 @@ def _make_cli_class():
         ``weights_only`` checkpoint loading, and configs saved next to the logs."""
 
         def add_arguments_to_parser(self, parser) -> None:
-            from lightning.pytorch.callbacks import ModelCheckpoint
+            from .checkpointing import PolydiffCheckpoint
 
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults({"checkpoint.save_last": True})
+            parser.add_lightning_class_args(PolydiffCheckpoint, "checkpoint")
 
     return PolydiffCLI
 

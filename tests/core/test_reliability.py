@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from polydiff import cli
-from polydiff.checkpointing import AtomicCheckpointIO
+from polydiff.checkpointing import AtomicCheckpointIO, PolydiffCheckpoint
 from polydiff.errors import DataError, ShapeError
 from polydiff.testing import MixtureDataModule
 from polydiff.training import DiffusionModule
@@ -53,7 +53,7 @@ def test_sigkill_while_saving_keeps_previous_checkpoint(tmp_path):
     started = tmp_path / "started"
     script = textwrap.dedent(f"""
         import time, torch
-        from polydiff.checkpointing import AtomicCheckpointIO
+        from polydiff.checkpointing import AtomicCheckpointIO, PolydiffCheckpoint
         def slow_save(obj, f, *a, **k):
             f.write(b"x" * 4096); f.flush()
             open({str(started)!r}, "w").close()
@@ -197,3 +197,22 @@ def test_batches_breaking_the_contract_raise_one_typed_error(tmp_path):
         dm.check_batch({"inputs": torch.zeros(4, 2)})
     with pytest.raises(ShapeError, match=r"yields batch\['x'\] of shape \(4, 3\); the model was built for items of shape \(2,\)"):
         dm.check_batch({"x": torch.zeros(4, 3)}, (2,))
+
+
+def test_cli_checkpoint_keeps_last_at_the_final_step(tmp_path):
+    """every_n_train_steps=2 with max_steps=5: the periodic save at step 4 and last.ckpt at step 5."""
+    dm, module = _setup()
+    cb = PolydiffCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=2)
+    trainer = L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[cb],
+                        num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, dm)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["epoch=1-step=4.ckpt", "last.ckpt"]
+    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert oct((tmp_path / "ck" / "last.ckpt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
