@@ -84,11 +84,24 @@ class Context:
         if not (torch.isfinite(self.alpha).all() and torch.isfinite(self.sigma).all()):
             raise ConfigError("the process gives non-finite α or σ on this grid")
         # Model times per column, (batch,) float64 each.
-        self.t_cols = [self.grid[:, i].expand(batch).contiguous() for i in range(self.steps + 1)]
+        self.t_cols = self.columns(self.grid)
         self.info = info
         self.nfe = 0
 
     # -- coefficients -------------------------------------------------------------------------
+    def columns(self, t: Tensor) -> Tensor:
+        """(G, M) float64 times -> (M, batch) contiguous, so that row i is the model's (batch,) time."""
+        return t.T.expand(t.shape[1], self.batch).contiguous()
+
+    @staticmethod
+    def any_per_step(mask: Tensor) -> list[bool]:
+        """(G, M) bool -> M Python bools (one host sync instead of one per step)."""
+        return mask.any(0).tolist()
+
+    @staticmethod
+    def all_per_step(mask: Tensor) -> list[bool]:
+        return mask.all(0).tolist()
+
     def col(self, c: Tensor) -> Tensor:
         """A (G, M) float64 coefficient table -> (M, G, 1, …) in x's dtype, indexed by step."""
         c = c.to(self.device)

@@ -93,8 +93,8 @@ def _multistep(model, x_T, grid, generator, order, lower_order_final, stochastic
     c_A = ctx.col(A)
     c_W = [ctx.col(W[..., k]) for k in range(3)]
     c_std = ctx.col(std)
-    used = [int(ords[:, i].max()) for i in range(ctx.steps)]
-    noisy = [stochastic and bool((std[:, i] > 0).any()) for i in range(ctx.steps)]
+    used = ords.max(0).values.tolist()
+    noisy = ctx.any_per_step(std > 0) if stochastic else [False] * ctx.steps
     a_col, s_col = ctx.col(ctx.alpha), ctx.col(ctx.sigma)
     hist: list[Tensor] = []
     x = ctx.start(x_T)

@@ -54,7 +54,7 @@ def ddpm(model, x_T, grid, generator=None, *, variance: str = "beta_tilde", **co
         std = None
     else:
         std = ctx.col(torch.sqrt(var_ts if variance == "beta" else beta_tilde))
-    noisy = [(s1[:, i] > 0).any().item() for i in range(ctx.steps)]
+    noisy = ctx.any_per_step(s1 > 0)
     last_zero = ctx.col((s1 > 0).to(a.dtype))
     a_col, s_col = ctx.col(a), ctx.col(s)
     x = ctx.start(x_T)
@@ -87,7 +87,7 @@ def ddim(model, x_T, grid, generator=None, *, eta: float = 0.0, **common):
     var = eta**2 * posterior_variance(a0, s0, a1, s1)
     c_x0, c_eps = ctx.col(a1), ctx.col(torch.sqrt((s1**2 - var).clamp_min(0.0)))
     std = ctx.col(torch.sqrt(var))
-    noisy = [eta > 0 and bool((var[:, i] > 0).any()) for i in range(ctx.steps)]
+    noisy = ctx.any_per_step(var > 0) if eta > 0 else [False] * ctx.steps
     a_col, s_col = ctx.col(a), ctx.col(s)
     x = ctx.start(x_T)
     for i in range(ctx.steps):
@@ -130,13 +130,13 @@ def _karras(model, x_T, grid, generator, second_order, s_churn, s_tmin, s_tmax, 
     a, s = ctx.alpha, ctx.sigma
     a1, s1 = a[:, 1:], s[:, 1:]
     churned, t_hat, a_hat, s_hat, sig_hat, scale, add = _churn(ctx, s_churn, s_tmin, s_tmax, s_noise)
-    use_churn = [bool(churned[:, i].any()) for i in range(ctx.steps)]
-    t_hat_cols = [t_hat[:, i].expand(ctx.batch).contiguous() for i in range(ctx.steps)]
+    use_churn = ctx.any_per_step(churned)
+    t_hat_cols = ctx.columns(t_hat) if any(use_churn) else None
     c_scale, c_add = ctx.col(scale), ctx.col(add)
     c_x0, c_eps = ctx.col(a1), ctx.col(s1)
     # Heun correction (Alg. 2 lines 9-11) wherever σ_{i+1} > 0 and σ̂ is finite (α̂ > 0).
     finite = torch.isfinite(sig_hat) & (s1 > 0)
-    heun_step = [second_order and bool(finite[:, i].all()) for i in range(ctx.steps)]
+    heun_step = ctx.all_per_step(finite) if second_order else [False] * ctx.steps
     c_y = ctx.col(torch.where(finite, a1 / a_hat, torch.zeros_like(a1)))
     c_d = ctx.col(torch.where(finite, a1 * (s1 / a1 - sig_hat), torch.zeros_like(a1)))
     a_col, s_col = ctx.col(a), ctx.col(s)

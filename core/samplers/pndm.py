@@ -28,7 +28,7 @@ def pndm(model, x_T, grid, generator=None, *, warmup: str = "prk", **common):
     a0, s0, a1, s1 = a[:, :-1], s[:, :-1], a[:, 1:], s[:, 1:]
     t_mid = 0.5 * (ctx.grid[:, :-1] + ctx.grid[:, 1:])
     am, sm = ctx.process.alpha_sigma(t_mid)
-    t_mid_cols = [t_mid[:, i].expand(ctx.batch).contiguous() for i in range(ctx.steps)]
+    t_mid_cols = ctx.columns(t_mid)
     ok = a0 > 0
     safe_a0 = torch.where(ok, a0, torch.ones_like(a0))
 

@@ -87,7 +87,7 @@ def pc(model, x_T, grid, generator=None, *, snr: float = 0.16, corrector_steps: 
         c_x, c_eps, c_z = ctx.col(1 - f * dt), ctx.col(-g2 * dt / s0), ctx.col(torch.sqrt(g2 * dt))
     a_corr = ctx.col(ratio**2)
     inv_s1 = ctx.col(torch.where(s1 > 0, 1 / s1, torch.zeros_like(s1)))
-    corr_ok = [bool((s1[:, i] > 0).all()) for i in range(ctx.steps)]
+    corr_ok = ctx.all_per_step(s1 > 0)
     weights = None if ctx.presence is None else ctx.presence.to(ctx.dtype)
     a_col, s_col = ctx.col(a), ctx.col(s)
     x = ctx.start(x_T)

@@ -115,14 +115,15 @@ def unipc(model, x_T, grid, generator=None, *, order: int = 2, variant: str = "b
             Wc[..., k] = torch.where(sel, W[k], Wc[..., k])
     # The corrector of column i+1 needs the model at i+1 (not evaluated after the last step), a finite h
     # and a start with finite λ.
-    use_c = [corrector and i + 1 < n and bool(torch.isfinite(lam[:, i]).all()) for i in range(n)]
+    finite = ctx.all_per_step(torch.isfinite(lam[:, :-1]))
+    use_c = [corrector and i + 1 < n and finite[i] for i in range(n)]
     if not (torch.isfinite(A).all() and torch.isfinite(Wp).all()):
         raise ConfigError("UniPC coefficients are not finite on this grid")
     Wc = torch.nan_to_num(Wc)
     c_A = ctx.col(A)
     c_Wp = [ctx.col(Wp[..., k]) for k in range(P)]
     c_Wc = [ctx.col(Wc[..., k]) for k in range(P + 1)]
-    used = [int(ords[:, i].max()) for i in range(n)]
+    used = ords.max(0).values.tolist()
     a_col, s_col = ctx.col(ctx.alpha), ctx.col(ctx.sigma)
     hist: list[Tensor] = []  # model x̂0 at columns …, i−1, i
     x = ctx.start(x_T)
