@@ -197,3 +197,56 @@ def test_bad_input():
         SAMPLERS["ddim"](lambda x, t, c: None, x, grid)
     with pytest.raises(ConfigError, match="Prediction"):
         SAMPLERS["ddim"](lambda x, t, c: x, x, grid, process=VP())
+
+
+class WithVariance(torch.nn.Module):
+    """Exact denoiser that also reports a constant learned-variance interpolation v ∈ [−1, 1]."""
+
+    def __init__(self, process, v):
+        super().__init__()
+        self.inner, self.process, self.v = ExactDenoiser(MIX, process), process, v
+
+    def forward(self, x, t, cond=None):
+        p = self.inner(x, t)
+        return Prediction(x0=p.x0, eps=p.eps, var_interp=torch.full_like(x, self.v))
+
+
+def test_ddpm_learned_variance_interpolates_beta_and_beta_tilde():
+    """Nichol & Dhariwal Eq. 15: v = 1 gives β, v = −1 gives β̃ (bitwise, same generator), on a respaced grid."""
+    proc = VP("linear", num_steps=1000)
+    grid = make_grid(proc, 25, "trailing")
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for key, model, kw in [("learned+1", WithVariance(proc, 1.0), {"variance": "learned"}),
+                           ("learned-1", WithVariance(proc, -1.0), {"variance": "learned"}),
+                           ("learned0", WithVariance(proc, 0.0), {"variance": "learned"}),
+                           ("beta", ExactDenoiser(MIX, proc), {"variance": "beta"}),
+                           ("beta_tilde", ExactDenoiser(MIX, proc), {"variance": "beta_tilde"})]:
+        runs[key] = SAMPLERS["ddpm"](model, x_T, grid, torch.Generator().manual_seed(1), **kw)
+    torch.testing.assert_close(runs["learned+1"], runs["beta"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(runs["learned-1"], runs["beta_tilde"], atol=1e-6, rtol=0)
+    assert not torch.allclose(runs["learned0"], runs["beta"]) and not torch.allclose(runs["beta"], runs["beta_tilde"])
+
+
+def test_ddpm_respaced_step_is_the_posterior():
+    """One DDPM step from t to s on a sub-grid: mean and variance of q(x_s | x_t, x̂0) with β = 1 − ᾱ_t/ᾱ_s."""
+    proc = VP("linear", num_steps=1000)
+    t, s = 0.6, 0.4
+    ab_t, ab_s = (proc.alpha(torch.tensor([t, s], dtype=F64)) ** 2).tolist()
+    beta = 1 - ab_t / ab_s
+    x0_fixed = torch.tensor([0.3, -0.7])
+
+    class Fixed(torch.nn.Module):
+        process = proc
+
+        def forward(self, x, tt, cond=None):
+            a, sg = proc.alpha_sigma(tt)
+            x0 = x0_fixed.expand_as(x)
+            return Prediction(x0=x0, eps=(x - a[:, None].float() * x0) / sg[:, None].float())
+
+    x_t = torch.full((20000, 2), 0.5)
+    out = SAMPLERS["ddpm"](Fixed(), x_t, torch.tensor([t, s], dtype=F64), torch.Generator().manual_seed(0)).double()
+    mean = math.sqrt(ab_s) * beta / (1 - ab_t) * x0_fixed.double() + math.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t) * 0.5
+    var = (1 - ab_s) / (1 - ab_t) * beta
+    torch.testing.assert_close(out.mean(0), mean, atol=4 * math.sqrt(var / 20000), rtol=0)
+    torch.testing.assert_close(out.var(0), torch.full((2,), var, dtype=F64), rtol=0.05, atol=0)
