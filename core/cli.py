@@ -29,6 +29,8 @@ from typing import Any, Sequence
 from .errors import ConfigError, PolydiffError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# main() passes LightningCLI the preprocessed argv explicitly, which differs from sys.argv on purpose.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets")
 
 
@@ -139,7 +141,6 @@ def run_lightning(argv: list[str]) -> int:
         args = preprocess_args(argv, pm.registry, Path(tmp))
         args = _default_weights_only(args)
         cli_cls = _make_cli_class()
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         try:
             cli_cls(
                 DiffusionModule,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from polydiff.errors import ConfigError
-from polydiff.testing import ExactDenoiser, GaussianMixture, MixtureDataModule, sliced_wasserstein
+from polydiff.testing import ExactDenoiser, MixtureDataModule, sliced_wasserstein
 from polydiff.training import EMA, DiffusionModule, drop_conditions, null_conditions
 
 
