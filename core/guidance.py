@@ -63,9 +63,10 @@ class ClassifierFreeGuidance(nn.Module):
         return self.model.process
 
     def _uncond(self, cond: Mapping, batch: int, device) -> dict:
+        out = dict(cond)  # entries the null condition does not name (e.g. presence, known) stay as they are
         if callable(self.null_cond) and not isinstance(self.null_cond, Mapping):
-            return dict(self.null_cond(dict(cond)))
-        out = dict(cond)
+            out.update(self.null_cond(dict(cond)))
+            return out
         for k, v in self.null_cond.items():
             v = torch.as_tensor(v, device=device)
             out[k] = v.expand(batch).clone() if v.ndim == 0 else v
@@ -75,10 +76,7 @@ class ClassifierFreeGuidance(nn.Module):
         cond = dict(cond or {})
         b = x.shape[0]
         ucond = self._uncond(cond, b, x.device)
-        if set(ucond) != set(cond):
-            missing = set(cond) ^ set(ucond)
-            raise ShapeError(f"null_cond must give the same cond keys as cond; differing keys {sorted(missing)}")
-        stackable = self.batched and all(
+        stackable = self.batched and set(ucond) == set(cond) and all(
             torch.is_tensor(cond[k]) and torch.is_tensor(ucond[k]) and cond[k].ndim > 0 and cond[k].shape[0] == b
             and ucond[k].shape == cond[k].shape for k in cond
         )

@@ -124,6 +124,23 @@ def test_guidance_bad_input():
     bad = ClassifierGuidance(model, lambda x, t, c: x.sum(1, keepdim=True).expand(-1, 3))
     with pytest.raises(ShapeError, match="log_prob returned shape"):
         bad(torch.zeros(4, 2, dtype=F64), torch.full((4,), 0.5, dtype=F64), {"label": torch.zeros(4, dtype=torch.long)})
-    g = ClassifierFreeGuidance(model, 1.0, {"other": 1})
-    with pytest.raises(ShapeError, match="same cond keys"):
-        g(torch.zeros(4, 2, dtype=F64), torch.full((4,), 0.5, dtype=F64), {"label": torch.zeros(4, dtype=torch.long)})
+
+
+def test_cfg_keeps_entries_the_null_condition_does_not_name():
+    seen = []
+
+    class Spy(Conditional):
+        def forward(self, x, t, cond=None):
+            seen.append(dict(cond))
+            return super().forward(x, t, cond)
+
+    model = Spy()
+    x, t = torch.zeros(4, 2, dtype=F64), torch.full((4,), 0.5, dtype=F64)
+    presence = torch.ones(4, 2, dtype=torch.bool)
+    cond = {"label": torch.zeros(4, dtype=torch.long), "presence": presence}
+    ClassifierFreeGuidance(model, 2.0, lambda c: {"label": torch.full_like(c["label"], NULL)})(x, t, cond)
+    assert len(seen) == 1 and torch.equal(seen[0]["presence"], torch.cat([presence, presence]))
+    assert torch.equal(seen[0]["label"], torch.tensor([0, 0, 0, 0, NULL, NULL, NULL, NULL]))
+    seen.clear()
+    ClassifierFreeGuidance(model, 2.0, {"label": NULL, "extra": torch.ones(4)})(x, t, cond)
+    assert len(seen) == 2 and "extra" in seen[1] and "extra" not in seen[0]  # different keys: two calls
