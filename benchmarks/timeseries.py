@@ -1,0 +1,282 @@
+"""Time-series benchmark: CSDI and SSSD^S4 beside mean / LOCF / linear interpolation, the official CSDI
+checkpoint through our code, and speed (Lightning overhead, batched vs one-at-a-time imputation).
+
+Each part prints a markdown table and the command that made it; the tables go into the
+"## Time series" section of docs/benchmarks.md. Parts:
+
+  checkpoint  official CSDI checkpoint on a seeded subset of the PhysioNet 10 % test split
+              (official preprocessing: statistics over all patients, as the checkpoint was trained)
+  speed       training steps/s through Lightning vs a plain PyTorch loop; imputation of n samples in one
+              batched pass vs one sample at a time (the official loop)
+  train       train a model (csdi | sssd) on physionet | aqi36 | etth1 for a wall-clock budget through
+              Lightning, then evaluate MAE / CRPS (CRPS-sum for forecasting) on a seeded test subset
+
+Usage (from the repository root):
+  python benchmarks/timeseries.py checkpoint --patients 6 --samples 16
+  python benchmarks/timeseries.py speed
+  python benchmarks/timeseries.py train --model csdi --data physionet --minutes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+from polydiff import Denoiser  # noqa: E402
+from polydiff.datasets import aqi36, physionet2012 as physio  # noqa: E402
+from polydiff.plugins.timeseries import baselines as B, csdi, metrics as M, sssd  # noqa: E402
+from polydiff.plugins.timeseries.imputation import impute  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "timeseries"
+PUBLISHED = {  # Tashiro et al. 2021, Tables 2-3 (MAE, CRPS); 10 % PhysioNet and AQI-36
+    "physionet": (0.217, 0.238), "aqi36": (9.60, 0.108),
+}
+
+
+def command() -> str:
+    return "python " + " ".join(sys.argv)
+
+
+def physionet_test(stats: str, ratio: float = 0.1):
+    rec = physio.load_records(SHARED / "physionet2012" / "set-a.tar.gz")
+    d = physio.prepare_csdi(rec, ratio, seed=1, nfold=0, stats=stats)
+    kl = lambda a: torch.as_tensor(np.swapaxes(a, 1, 2).copy())  # noqa: E731
+    return d, kl(d.data[d.test]).float(), kl(d.gt_mask[d.test]), kl(d.eval_mask[d.test])
+
+
+def aqi36_test():
+    root = SHARED / "pm25_aqi36"
+    g, m = aqi36.read_table(root / "pm25_ground.txt"), aqi36.read_table(root / "pm25_missing.txt")
+    w = aqi36.csdi_windows(g, m, "test")
+    kl = lambda a: torch.as_tensor(np.swapaxes(a, 1, 2).copy())  # noqa: E731
+    known = kl(w.gt_mask) | (kl(w.observed_mask) & ~kl(w.eval_mask))
+    return w, kl(w.data).float(), known, kl(w.eval_mask)
+
+
+def subset(n_total: int, n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def score(x, known, ev, samples, scale=1.0, mean=0.0):
+    """Metrics in the official (B, L, K) layout: samples (B, n, K, L)."""
+    tgt, s, e = x.transpose(1, 2), samples.transpose(2, 3), ev.transpose(1, 2)
+    sc = scale if not torch.is_tensor(scale) else scale.reshape(-1)
+    mn = mean if not torch.is_tensor(mean) else mean.reshape(-1)
+    med = s.median(dim=1).values
+    return {"mae": M.mae(tgt, med, e, sc), "rmse": M.rmse(tgt, med, e, sc),
+            "crps": M.crps(tgt, s, e, mn, sc), "crps_sum": M.crps_sum(tgt, s, e, mn, sc)}
+
+
+def baseline_rows(x, known, ev, scale=1.0):
+    sc = scale if not torch.is_tensor(scale) else scale.reshape(-1, 1)
+    return {name: M.mae(x, fn(x, known), ev, sc) for name, fn in B.BASELINES.items()}
+
+
+# ------------------------------------------------------------------------------------------------------
+def part_checkpoint(args):
+    d, x, known, ev = physionet_test(stats="all")
+    idx = subset(len(x), args.patients, args.seed)
+    x, known, ev = x[idx], known[idx], ev[idx]
+    model = csdi.load_official(SHARED / "csdi_pretrained" / "model.pth").eval()
+    den = Denoiser(model, csdi.csdi_process(), "eps")
+    t0 = time.perf_counter()
+    samples = impute(den, x, known, args.samples, generator=torch.Generator().manual_seed(args.seed))
+    wall = time.perf_counter() - t0
+    r = score(x, known, ev, samples)
+    base = baseline_rows(x, known, ev)
+    print(f"\n### Official CSDI checkpoint through polydiff, PhysioNet 10 % (test subset of {args.patients} of "
+          f"{len(d.test)} patients, seed {args.seed}, {int(ev.sum())} targets, {args.samples} samples)\n")
+    print("| method | MAE | RMSE | CRPS |\n|---|---|---|---|")
+    print(f"| CSDI official checkpoint (ours, {args.samples} samples) | {r['mae']:.3f} | {r['rmse']:.3f} | {r['crps']:.3f} |")
+    for k, v in base.items():
+        print(f"| {k} (same subset) | {v:.3f} | | |")
+    print(f"| CSDI published (full test split, 100 samples) | {PUBLISHED['physionet'][0]} | | {PUBLISHED['physionet'][1]} |")
+    print(f"\nimputation wall time {wall:.0f} s (1 CPU thread, shared machine). Command: `{command()}`")
+
+
+# ------------------------------------------------------------------------------------------------------
+def _small_csdi(K=35):
+    return csdi.CSDIBackbone(K, channels=args_global.channels, layers=args_global.layers)
+
+
+def part_speed(args):
+    import lightning as L
+
+    from polydiff.losses import DiffusionLoss
+    from polydiff.plugins.timeseries.data import PhysioNetDataModule
+    from polydiff.training import DiffusionModule
+
+    root = str(SHARED / "fixtures" / "physionet2012_tiny")
+
+    def make_module():
+        torch.manual_seed(0)
+        return DiffusionModule(backbone=csdi.CSDIBackbone(35, channels=args.channels, layers=args.layers),
+                               process=csdi.csdi_process(), parameterization="eps", ema_decay=0.0, lr=1e-3,
+                               val_num_samples=0, final_num_samples=0, seed=0)
+
+    def dm():
+        d = PhysioNetDataModule(root=root, batch_size=args.batch, seed=0)
+        d.setup("fit")
+        return d
+
+    def lightning_run(steps):
+        module, data = make_module(), dm()
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            num_sanity_val_steps=0)
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=data)
+        return time.perf_counter() - t0
+
+    def plain_run(steps):
+        module, data = make_module(), dm()
+        opt = module.configure_optimizers()
+        loss_fn, gen = DiffusionLoss("eps"), torch.Generator().manual_seed(0)
+        loader = data.train_dataloader()
+        done = 0
+        t0 = time.perf_counter()
+        while done < steps:
+            for batch in loader:
+                opt.zero_grad()
+                loss = loss_fn(module.denoiser, batch, generator=gen)
+                loss.backward()
+                opt.step()
+                done += 1
+                if done >= steps:
+                    break
+        return time.perf_counter() - t0
+
+    lightning_run(2), plain_run(2)  # warm-up
+    lt, pt = [], []
+    for _ in range(args.repeats):  # interleaved: the shared machine's load drifts
+        lt.append(args.steps / lightning_run(args.steps))
+        pt.append(args.steps / plain_run(args.steps))
+    lm, pm = statistics.median(lt), statistics.median(pt)
+    print(f"\n### Training speed (CSDI {args.layers} layers x {args.channels} channels, batch {args.batch}, "
+          f"{args.steps} steps x {args.repeats} interleaved repeats, median)\n")
+    print("| loop | steps/s |\n|---|---|")
+    print(f"| polydiff fit (Lightning DiffusionModule) | {lm:.3f} |\n| plain PyTorch loop, same model/loss/data | {pm:.3f} |")
+    print(f"\nLightning overhead: {100 * (pm / lm - 1):+.1f} % time per step (per-run values: "
+          f"Lightning {[round(v, 3) for v in lt]}, plain {[round(v, 3) for v in pt]})")
+
+    torch.manual_seed(0)
+    model = csdi.CSDIBackbone(35, channels=args.channels, layers=args.layers).eval()
+    torch.nn.init.normal_(model.output_projection2.weight, std=0.02)
+    den = Denoiser(model, csdi.csdi_process(), "eps")
+    d = dm()
+    item = d.val_set[0]
+    x, known = item["x"][None], item["known"][None]
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    impute(den, x, known, args.samples, generator=g)
+    batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(args.samples):
+        impute(den, x, known, 1, generator=g)
+    looped = time.perf_counter() - t0
+    print(f"\n### Imputation of {args.samples} samples of one PhysioNet series (T = 50 steps, same model)\n")
+    print("| method | seconds |\n|---|---|")
+    print(f"| one batched pass (polydiff) | {batched:.1f} |\n| one sample at a time (official loop) | {looped:.1f} |")
+    print(f"\nspeed-up {looped / batched:.2f}x. Command: `{command()}`")
+
+
+# ------------------------------------------------------------------------------------------------------
+def part_train(args):
+    import lightning as L
+
+    from polydiff.plugins.timeseries import data as tsdata
+    from polydiff.training import DiffusionModule
+
+    if args.data == "physionet":
+        dm = tsdata.PhysioNetDataModule(root=str(SHARED / "physionet2012"), batch_size=args.batch, seed=1,
+                                        missing_ratio=args.ratio)
+        K = 35
+    elif args.data == "aqi36":
+        dm = tsdata.AQI36DataModule(root=str(SHARED / "pm25_aqi36"), batch_size=args.batch, seed=1)
+        K = 36
+    else:
+        dm = tsdata.ETTDataModule("ETTh1", root=str(SHARED / "ett_small"), window=args.window, horizon=args.horizon,
+                                  mask_strategy="forecast", batch_size=args.batch, seed=1)
+        K = 7
+    dm.setup("fit")
+    torch.manual_seed(1)
+    if args.model == "csdi":
+        backbone, process = csdi.CSDIBackbone(K, channels=args.channels, layers=args.layers), csdi.csdi_process()
+    else:
+        backbone = sssd.SSSDBackbone(K, channels=args.channels, skip_channels=args.channels, layers=args.layers,
+                                     state_size=32)
+        process = sssd.sssd_process()
+    module = DiffusionModule(backbone=backbone, process=process, parameterization="eps", ema_decay=0.0,
+                             lr=args.lr, weight_decay=1e-6, val_num_samples=0, final_num_samples=0, seed=1)
+    trainer = L.Trainer(max_time={"minutes": args.minutes}, max_steps=args.max_steps, accelerator="cpu",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    train_s = time.perf_counter() - t0
+    steps = trainer.global_step
+    den = module.denoiser.eval()
+    ds = dm.test_set
+    idx = subset(len(ds), args.windows, args.seed)
+    batch = [ds[int(i)] for i in idx]
+    x = torch.stack([b["x"] for b in batch])
+    known = torch.stack([b["known"] for b in batch])
+    ev = torch.stack([b["presence"] for b in batch]) & ~known
+    scale = torch.as_tensor(dm.std, dtype=torch.float32)[:, None] if args.data == "aqi36" else 1.0
+    mean = torch.as_tensor(dm.mean, dtype=torch.float32)[:, None] if args.data == "aqi36" else 0.0
+    t0 = time.perf_counter()
+    samples = impute(den, x, known, args.samples, generator=torch.Generator().manual_seed(args.seed))
+    eval_s = time.perf_counter() - t0
+    r = score(x, known, ev, samples, scale, mean)
+    base = baseline_rows(x, known, ev, scale)
+    unit = "µg/m³" if args.data == "aqi36" else "standardised units"
+    print(f"\n### {args.model.upper()} trained on {args.data} ({args.layers} layers x {args.channels} channels, "
+          f"{steps} steps of batch {args.batch} in {train_s / 60:.1f} min; test subset of {args.windows} windows, "
+          f"{int(ev.sum())} targets, {args.samples} samples; MAE in {unit})\n")
+    print("| method | MAE | RMSE | CRPS | CRPS-sum |\n|---|---|---|---|---|")
+    print(f"| {args.model.upper()} (ours, CPU scale) | {r['mae']:.3f} | {r['rmse']:.3f} | {r['crps']:.3f} | {r['crps_sum']:.3f} |")
+    for k, v in base.items():
+        print(f"| {k} (same subset) | {v:.3f} | | | |")
+    if args.data in PUBLISHED:
+        print(f"| CSDI published (full scale, full test set) | {PUBLISHED[args.data][0]} | | {PUBLISHED[args.data][1]} | |")
+    print(f"\nimputation {eval_s:.0f} s. Command: `{command()}`")
+
+
+args_global = None
+
+
+def main(argv=None):
+    global args_global
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=["checkpoint", "speed", "train"])
+    p.add_argument("--patients", type=int, default=6)
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--model", choices=["csdi", "sssd"], default="csdi")
+    p.add_argument("--data", choices=["physionet", "aqi36", "etth1"], default="physionet")
+    p.add_argument("--ratio", type=float, default=0.1)
+    p.add_argument("--minutes", type=float, default=20)
+    p.add_argument("--max_steps", type=int, default=-1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--windows", type=int, default=16)
+    p.add_argument("--window", type=int, default=120)
+    p.add_argument("--horizon", type=int, default=24)
+    args = args_global = p.parse_args(argv)
+    {"checkpoint": part_checkpoint, "speed": part_speed, "train": part_train}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
