@@ -95,6 +95,12 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     _check_images(images, "images")
     if labels.shape != (images.shape[0],):
         raise ShapeError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    # callable from inside Lightning's validation (inference mode, no grad): training needs autograd
+    with torch.inference_mode(False), torch.enable_grad():
+        return _train(images.clone(), labels.clone(), num_classes, config)
+
+
+def _train(images: torch.Tensor, labels: torch.Tensor, num_classes: int, config: TrainConfig) -> ImageClassifier:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = ImageClassifier(images.shape[1], num_classes)

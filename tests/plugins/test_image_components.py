@@ -147,3 +147,12 @@ def test_evaluate_samples_on_real_and_shuffled_labels(digits, trained):
     assert evaluation.evaluate_samples(wrong, digits, {"cache_dir": cache})["image/accuracy"] <= 0.05
     with pytest.raises(ShapeError, match="shape"):
         evaluation.evaluate_samples({"x": torch.zeros(4, 1, 6, 6)}, digits, {"cache_dir": cache})
+
+
+def test_classifier_trains_inside_inference_mode():
+    # the framework evaluates inside Lightning's validation loop (torch.inference_mode)
+    x = torch.rand(40, 1, 8, 8) * 2 - 1
+    y = torch.arange(40) % 2
+    with torch.inference_mode():
+        model = classifier.train_classifier(x, y, 2, classifier.TrainConfig(epochs=1, batch_size=20))
+    assert all(p.requires_grad for p in model.parameters())
