@@ -129,7 +129,9 @@ def baselines(data):
     return {"per-pixel z-score": zscore, "PCA(k=16) residual": pca}
 
 
-def diffusion_methods(data, steps_trained, recon_steps, levels=(250,)):
+def diffusion_methods(data, steps_trained, recon_steps, levels=(250,), ensemble=None):
+    """{row name: (method, number of reconstructions averaged)}; ``ensemble`` = (λ, K) adds AnoDDPM rows at
+    level λ whose residual maps are averaged over K reconstructions with different noise."""
     from polydiff.plugins.medical.anomaly import AnoDDPM, CFGCounterfactual
 
     out = {}
@@ -149,25 +151,33 @@ def diffusion_methods(data, steps_trained, recon_steps, levels=(250,)):
         den.eval()
         for lam in levels:
             if name == "gauss":
-                out[f"AnoDDPM, Gaussian (λ={lam})" + suffix] = AnoDDPM(den, level=lam, steps=recon_steps)
+                out[f"AnoDDPM, Gaussian (λ={lam})" + suffix] = (AnoDDPM(den, level=lam, steps=recon_steps), 1)
             elif name == "simplex":
-                out[f"AnoDDPM, simplex (λ={lam})" + suffix] = AnoDDPM(den, level=lam, steps=recon_steps,
-                                                                      space=simplex_space())
+                out[f"AnoDDPM, simplex (λ={lam})" + suffix] = (
+                    AnoDDPM(den, level=lam, steps=recon_steps, space=simplex_space()), 1)
+        if ensemble is not None and name in ("gauss", "simplex"):
+            lam, k = ensemble
+            space = simplex_space() if name == "simplex" else None
+            label = "simplex" if name == "simplex" else "Gaussian"
+            out[f"AnoDDPM, {label} (λ={lam}), mean of {k} reconstructions" + suffix] = (
+                AnoDDPM(den, level=lam, steps=recon_steps, space=space), k)
         if name == "cfg":
-            out["Classifier-free counterfactual (L=500, w=3)" + suffix] = CFGCounterfactual(
-                den, level=500, steps=recon_steps, guidance_scale=3.0, healthy_label=0, null_label=2)
+            out["Classifier-free counterfactual (L=500, w=3)" + suffix] = (CFGCounterfactual(
+                den, level=500, steps=recon_steps, guidance_scale=3.0, healthy_label=0, null_label=2), 1)
     return out
 
 
-def residual_fn(method, seed):
+def residual_fn(method, seed, k=1):
     def fn(x):
         xm = to_model(x)
-        g = torch.Generator().manual_seed(seed)
-        parts = []
-        for i in range(0, xm.shape[0], 40):
-            parts.append(method.counterfactual(xm[i:i + 40], generator=g))
-        xh = torch.cat(parts)
-        return upsample((xm - xh).abs() / 2)  # back to [0, 1] intensity units
+        maps = []
+        for j in range(k):
+            g = torch.Generator().manual_seed(seed + 1000 * j)
+            parts = []
+            for i in range(0, xm.shape[0], 40):
+                parts.append(method.counterfactual(xm[i:i + 40], generator=g))
+            maps.append((xm - torch.cat(parts)).abs() / 2)  # [0, 1] intensity units
+        return upsample(torch.stack(maps).mean(0))
     return fn
 
 
@@ -214,6 +224,9 @@ def main(argv=None):
     ap.add_argument("--recon-steps", type=int, default=10)
     ap.add_argument("--levels", type=int, nargs="+", default=[250], help="AnoDDPM noise levels λ (paper: 250)")
     ap.add_argument("--fpr", type=float, default=0.02)
+    ap.add_argument("--ensemble-level", type=int, default=100,
+                    help="λ of the averaged-reconstruction rows (chosen on the validation subjects)")
+    ap.add_argument("--ensemble-k", type=int, default=4, help="reconstructions averaged (1 = no such rows)")
     args = ap.parse_args(argv)
 
     def log(msg):
@@ -226,9 +239,10 @@ def main(argv=None):
         return
     fns = dict(baselines(data))
     if args.stage != "baselines":
-        methods = diffusion_methods(data, args.train_steps, args.recon_steps, args.levels)
-        for i, (name, method) in enumerate(methods.items()):
-            fns[name] = residual_fn(method, seed=100 + i)
+        ens = (args.ensemble_level, args.ensemble_k) if args.ensemble_k > 1 else None
+        methods = diffusion_methods(data, args.train_steps, args.recon_steps, args.levels, ens)
+        for i, (name, (method, k)) in enumerate(methods.items()):
+            fns[name] = residual_fn(method, seed=100 + i, k=k)
     rows = evaluate(data, fns, args.fpr, log)
     print(table(rows, args.fpr))
     print(f"\n`python benchmarks/medical.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
