@@ -18,7 +18,10 @@ TINY = [
     "--trainer.enable_progress_bar=false",
     "--model.init_args.backbone.init_args.base_channels=8",
     "--model.init_args.sample_steps=4",
-    "--model.init_args.val_num_samples=0",
+    "--trainer.val_check_interval=5",  # one validation after step 5: samples -> artifact + metric hooks
+    "--trainer.check_val_every_n_epoch=null",
+    "--trainer.limit_val_batches=1",
+    "--model.init_args.val_num_samples=10",
     "--model.init_args.final_num_samples=20",
     "--data.init_args.batch_size=16",
 ]
@@ -43,6 +46,9 @@ def test_fit_writes_checkpoint_and_class_grid(fitted):
     assert len(ckpts) == 1
     grids = sorted(work.rglob("samples/samples.png"))
     assert len(grids) == 1
+    assert len(sorted(work.rglob("samples/val_step0000005.png"))) == 1
+    logged = "".join(p.read_text() for p in work.rglob("metrics.csv"))
+    assert "val/image/accuracy" in logged and "val/image/frechet" in logged
     from PIL import Image
 
     with Image.open(grids[0]) as im:
