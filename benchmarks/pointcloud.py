@@ -230,8 +230,12 @@ def phase_evaluate(args) -> None:
     samples = np.load(OUT / f"samples_{args.category}.npy")
     test = load_procedural(args.category, "test", ROOT)
     m = evaluate_set(samples, test, tuple(args.metrics))
-    save_json(OUT / f"model_{args.category}.json", {"metrics": m, "step": ck["step"], "seconds": ck["seconds"],
-                                                    "config": ck["config"]})
+    path = OUT / f"model_{args.category}.json"
+    if path.is_file():  # add metrics to an earlier evaluation of the same checkpoint (e.g. EMD after CD)
+        prev = json.loads(path.read_text())
+        if prev.get("step") == ck["step"]:
+            m = {**prev["metrics"], **m}
+    save_json(path, {"metrics": m, "step": ck["step"], "seconds": ck["seconds"], "config": ck["config"]})
     c = ck["config"]
     print(f"\nLuo & Hu DPM ({args.category}): {ck['step']} steps in {ck['seconds'] / 60:.0f} min, batch {c['batch']}"
           f" × {c['points']} points (encoder {c.get('encoder_points', c['points'])}), hidden {c['hidden']}, latent {c['latent_dim']}; train shape_unit, eval shape_bbox\n")
