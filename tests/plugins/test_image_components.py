@@ -156,3 +156,34 @@ def test_classifier_trains_inside_inference_mode():
     with torch.inference_mode():
         model = classifier.train_classifier(x, y, 2, classifier.TrainConfig(epochs=1, batch_size=20))
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_image_folder_datamodule(tmp_path):
+    from PIL import Image
+
+    for k, name in enumerate(("circle", "square")):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((6, 6, 3), 40 * k + i, np.uint8), "RGB").save(tmp_path / name / f"{i}.png")
+    dm = data.ImageFolderDataModule(root=str(tmp_path), size=4, mode="RGB", batch_size=4, val_fraction=0.2)
+    dm.setup("fit")
+    assert dm.num_classes == 2 and tuple(dm.class_names) == ("circle", "square")
+    assert len(dm.train_set) == 8 and len(dm.val_set) == 2 and dm.sample_shape == (3, 4, 4)
+    seen = set()
+    for ds in (dm.train_set, dm.val_set):
+        for i in range(len(ds)):
+            x, label = ds[i]["x"], int(ds[i]["cond"]["label"])
+            assert torch.all(x == x[0, 0, 0])  # uniform images stay uniform through resize + crop
+            seen.add((label, round((float(x[0, 0, 0]) + 1) * 127.5)))
+    assert seen == {(k, 40 * k + i) for k in range(2) for i in range(5)}
+
+
+def test_mnist_and_cifar_modules_verify_local_files(tmp_path):
+    from polydiff.errors import DataError
+
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not mnist")
+    with pytest.raises(DataError, match="sha256"):
+        data.MNISTDataModule(root=str(tmp_path)).setup("fit")
+    (tmp_path / "cifar-10-binary.tar.gz").write_bytes(b"not cifar")
+    with pytest.raises(DataError, match="sha256"):
+        data.CIFAR10DataModule(root=str(tmp_path)).setup("fit")
