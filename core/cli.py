@@ -227,8 +227,12 @@ def load_for_sampling(ckpt: str, config: str | None = None):
 
             dm = _import_path(inst)(DiffusionDataModule, hp)
     if dm is not None:
-        dm.prepare_data()
-        dm.setup("fit")
+        try:  # no prepare_data(): sampling must not start a download
+            dm.setup("fit")
+        except (PolydiffError, OSError) as exc:
+            print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({exc}); sampling "
+                  "without it (shape and domain from the checkpoint)", file=sys.stderr)
+            return module, None
         module.attach_datamodule(dm)
     return module, dm
 

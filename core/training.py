@@ -552,6 +552,8 @@ class DiffusionModule(L.LightningModule):
         dm = self.datamodule
         if dm is not None and hasattr(dm, "sample_inputs"):
             inputs = dm.sample_inputs(n, torch.Generator().manual_seed(seed)) or {}
+        elif self.hparams.num_classes:  # no data module: labels cycling through the classes
+            inputs = {"cond": {"label": torch.arange(n) % self.hparams.num_classes}}
         g = torch.Generator(device=self.device).manual_seed(seed)
         out = self.sample(n, generator=g, **inputs, **kw)
         return _to_cpu(out)

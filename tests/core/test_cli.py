@@ -159,3 +159,38 @@ def test_console_script_lists_plugins():
     assert proc.returncode == 0, proc.stderr
     for name in ("polydiff", "image", "timeseries", "pointcloud", "medical"):
         assert name in proc.stdout
+
+
+def test_sample_without_a_usable_data_module(tmp_path, monkeypatch, capsys):
+    """If the stored data module cannot be set up (data gone, offline), `sample` still works from the
+    checkpoint alone: shape and domain from the checkpoint, labels cycling through the classes."""
+    from polydiff.errors import DataError
+    from polydiff.testing_data import MixtureDataModule
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.yaml").write_text(textwrap.dedent("""\
+        trainer: {max_steps: 2, accelerator: cpu, limit_val_batches: 0, enable_model_summary: false, logger: false}
+        model:
+          class_path: DiffusionModule
+          init_args:
+            backbone: {class_path: MLP, init_args: {dim: 2, hidden: 16, depth: 1, num_classes: 9}}
+            num_classes: 9
+            final_num_samples: 0
+        data:
+          class_path: polydiff.testing.MixtureDataModule
+          init_args: {n_train: 64, n_val: 32, batch_size: 32, conditional: true}
+        checkpoint: {dirpath: ck}
+        """))
+    assert cli.main(["fit", "--config", "m.yaml"]) == 0
+
+    def unavailable(self, stage=None):
+        raise DataError("mixture data is not available here")
+
+    monkeypatch.setattr(MixtureDataModule, "setup", unavailable)
+    capsys.readouterr()
+    assert cli.main(["sample", "--ckpt", "ck/last.ckpt", "--num", "11", "--steps", "3", "--out", "s"]) == 0
+    assert "could not be set up (mixture data is not available here)" in capsys.readouterr().err
+    saved = torch.load(tmp_path / "s" / "samples.pt", weights_only=True)
+    assert saved["domain"] == "mixture2d" and saved["samples"]["x"].shape == (11, 2)
+    assert torch.equal(saved["samples"]["cond"]["label"], torch.arange(11) % 9)
