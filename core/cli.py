@@ -293,6 +293,9 @@ def cmd_evaluate(args) -> int:
     from .plugins_manager import get_plugin_manager
 
     module, dm = load_for_sampling(args.ckpt, args.config)
+    if dm is None:
+        raise CLIError("evaluate compares samples with the data module's reference data, and none is available: "
+                       "pass --config with a data: section")
     ctx = {"datamodule": dm, "module": module, "stage": "evaluate", "generator": torch.Generator().manual_seed(args.seed)}
     with _console().status(f"sampling and evaluating {args.num} {module.domain} samples ..."):
         samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))

@@ -194,3 +194,6 @@ def test_sample_without_a_usable_data_module(tmp_path, monkeypatch, capsys):
     saved = torch.load(tmp_path / "s" / "samples.pt", weights_only=True)
     assert saved["domain"] == "mixture2d" and saved["samples"]["x"].shape == (11, 2)
     assert torch.equal(saved["samples"]["cond"]["label"], torch.arange(11) % 9)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--ckpt", "ck/last.ckpt", "--num", "4"]) == 2
+    assert "none is available: pass --config with a data: section" in capsys.readouterr().err
