@@ -70,6 +70,8 @@ def sample(
     t_end: float = 0.0,
     process: GaussianProcess | None = None,
     info: dict | None = None,
+    device=None,
+    dtype: torch.dtype | None = None,
     **sampler_kwargs,
 ) -> Tensor:
     """Draw samples x_0 with a named sampler.
@@ -93,6 +95,7 @@ def sample(
             per-sample times ``t_start`` (float or (batch,)) with q(x_t | x_start) and denoised from there.
         t_end: end time of the grid (0 = data).
         info: optional dict that receives ``nfe`` (and the adaptive solvers' step counts).
+        device, dtype: where and in which dtype x_T is drawn when only ``shape`` is given.
         **sampler_kwargs: options of the sampler (e.g. ``eta`` for ddim, ``s_churn`` for heun).
     """
     fn = get_sampler(sampler)
@@ -142,7 +145,8 @@ def sample(
                                 dtype=x_start.dtype)
             x_T = proc.q_sample(x_start, t0, noise)
         else:
-            x_T = proc.prior_sample(tuple(shape), generator=generator, space=space, presence=presence)
+            x_T = proc.prior_sample(tuple(shape), generator=generator, space=space, presence=presence,
+                                    device=device, dtype=dtype)
     model_cond = dict(cond or {})
     if presence is not None or known is not None:
         if known is not None and x_known is None:

@@ -250,3 +250,9 @@ def test_ddpm_respaced_step_is_the_posterior():
     var = (1 - ab_s) / (1 - ab_t) * beta
     torch.testing.assert_close(out.mean(0), mean, atol=4 * math.sqrt(var / 20000), rtol=0)
     torch.testing.assert_close(out.var(0), torch.full((2,), var, dtype=F64), rtol=0.05, atol=0)
+
+
+def test_sample_draws_x_T_with_dtype():
+    model = ExactDenoiser(MIX, VP())
+    out = sample(model, shape=(8, 2), steps=4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float64 and out.shape == (8, 2)
