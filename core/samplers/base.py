@@ -164,7 +164,3 @@ class Context:
         if self.info is not None:
             self.info["nfe"] = self.nfe
         return x
-
-
-def sampler_kwargs_doc() -> str:  # pragma: no cover - documentation helper
-    return "process, space, cond, presence, known, x_known, info"

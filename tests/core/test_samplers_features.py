@@ -256,3 +256,13 @@ def test_sample_draws_x_T_with_dtype():
     model = ExactDenoiser(MIX, VP())
     out = sample(model, shape=(8, 2), steps=4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert out.dtype == torch.float64 and out.shape == (8, 2)
+
+
+def test_ddim_eta_one_is_ddpm_with_posterior_variance():
+    """Song et al. 2021 (DDIM) §4.1: η = 1 gives the DDPM ancestral sampler with β̃ (same noise draws)."""
+    model = ExactDenoiser(MIX, VP())
+    grid = make_grid(VP(), 20, "uniform")
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    a = SAMPLERS["ddim"](model, x_T, grid, torch.Generator().manual_seed(1), eta=1.0)
+    b = SAMPLERS["ddpm"](model, x_T, grid, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
