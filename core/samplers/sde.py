@@ -31,7 +31,7 @@ def _sde_coefficients(ctx: Context, t: Tensor):
 
 
 def euler_maruyama(model, x_T, grid, generator=None, *, denoise: bool = True, **common):
-    """Euler–Maruyama on the reverse SDE (Song et al. 2021, Eq. 6; App. D "Euler–Maruyama"):
+    """Euler–Maruyama on the reverse SDE (Song et al. 2021, Eq. 6):
     x_s = x − (f x + g² ε̂/σ_t) Δ + g √Δ z with Δ = t − s. ``denoise`` returns the noise-free mean of the last
     step (their ``noise_removal``)."""
     ctx = Context(model, x_T, grid, generator, **common)
@@ -62,7 +62,7 @@ def _norm(v: Tensor, weights: Tensor | None) -> Tensor:
 
 def pc(model, x_T, grid, generator=None, *, snr: float = 0.16, corrector_steps: int = 1,
        predictor: str = "reverse_diffusion", denoise: bool = True, **common):
-    """Predictor–corrector sampling (Song et al. 2021, Alg. 4/5; r = 0.16 and M = 1 as their CIFAR-10 setup).
+    """Predictor–corrector sampling (Song et al. 2021, Alg. 4/5; r = 0.16 and M = 1 as their reference configs).
 
     Predictor ``reverse_diffusion``: x_s = (2 − α_{t|s}) x_t + σ²_{t|s} ∇log p_t + σ_{t|s} z (Eq. 46-47 with the
     discretisation q(x_t | x_s) = N(α_{t|s} x_s, σ²_{t|s})), ``euler_maruyama``, or ``none`` (corrector only).
@@ -113,7 +113,7 @@ def pc(model, x_T, grid, generator=None, *, snr: float = 0.16, corrector_steps: 
 
 def annealed_langevin(model, x_T, grid, generator=None, *, step_lr: float = 2e-5, steps_per_level: int = 100,
                       denoise: bool = True, **common):
-    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1; ε = 2·10⁻⁵, T = 100 as their §4.2/App. B).
+    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1, with their experimental ε = 2·10⁻⁵ and T = 100).
 
     The noise levels are the grid points with σ > 0; at level i the step is α_i = ε σ_i²/σ_L² (σ_L the
     last level) and T steps x ← x + α_i/2 ∇log p_i(x) + √α_i z run at each level. When the grid ends at

@@ -4,7 +4,8 @@ Models"), data-prediction form with B(h) = e^{−h} − 1 ("bh2", their recommen
 Step i: the model output m_i at the predicted x_i corrects x_i with UniC-p (order p+1, Alg. 2 / Eq. 10)
 and then predicts x_{i+1} with UniP-p (Alg. 1 / Eq. 8) from the corrected state; the corrector reuses
 m_i, so N steps cost N model calls. The coefficients a solve R_p(r) a = φ_p(h)/B(h) (their Eq. 8-10);
-for UniP-2 and UniC-1 the solution is replaced by its limit a = 1/2 (App. of Zhao et al.; diffusers).
+for UniP-2 and UniC-1 the solution is replaced by its h → 0 limit a = 1/2, which keeps the order (the choice
+of the authors' code and diffusers).
 """
 
 from __future__ import annotations
