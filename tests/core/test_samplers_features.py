@@ -103,8 +103,6 @@ def test_zero_com_and_padding(name):
 @pytest.mark.parametrize("name", ALL)
 def test_per_sample_start_times(name):
     """A (batch, N+1) grid equals running each row alone (same x_T), bitwise for deterministic samplers."""
-    if name in ("ode_adaptive", "sde_adaptive"):
-        pytest.skip("adaptive solvers control the error over the whole batch; covered by test_partial_diffusion")
     proc = VP()
     model = ExactDenoiser(MIX, proc)
     t_start = torch.tensor([1.0, 0.6, 0.3], dtype=F64)
@@ -115,9 +113,11 @@ def test_per_sample_start_times(name):
     both = SAMPLERS[name](model, x_T, grid, torch.Generator().manual_seed(0), **kw)
     assert torch.isfinite(both).all()
     if name in DETERMINISTIC:
+        # the adaptive ODE solver controls its error over the whole batch: equal up to its tolerance
+        atol = 1e-2 if name == "ode_adaptive" else 1e-6
         for i in range(3):
             alone = SAMPLERS[name](model, x_T[i:i + 1], grid[i], **kw)
-            torch.testing.assert_close(both[i:i + 1], alone, atol=1e-6, rtol=0)
+            torch.testing.assert_close(both[i:i + 1], alone, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["ddim", "dpmpp_2m", "heun", "ode_adaptive", "ddpm", "sde_adaptive"])
