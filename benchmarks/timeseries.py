@@ -29,6 +29,11 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
+_print = print
+
+
+def print(*a, **k):  # noqa: A001 - tables appear as soon as they are measured
+    _print(*a, **k, flush=True)
 
 from polydiff import Denoiser  # noqa: E402
 from polydiff.datasets import aqi36, physionet2012 as physio  # noqa: E402

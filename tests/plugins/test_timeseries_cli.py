@@ -161,7 +161,7 @@ def test_impute_command_bad_inputs(fitted, tmp_path, capsys):
     _series(tmp_path / "short.csv", rows=20)
     cases.append(("short.csv", "window is 48 steps but"))
     df = _series(tmp_path / "text.csv")
-    df["f3"] = "n/a"
+    df["f3"] = "high"
     df.to_csv(tmp_path / "text.csv", index=False)
     cases.append(("text.csv", "'f3' is not numeric"))
     df = _series(tmp_path / "dup.csv")
