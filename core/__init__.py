@@ -1,12 +1,21 @@
 """polydiff: one diffusion engine for many scientific domains.
 
-The public API is what this module and its documented submodules export; plugins use nothing else.
-Heavy domain libraries are never imported here.
+The public API is what this module exports plus its documented submodules: ``polydiff.samplers``,
+``polydiff.guidance``, ``polydiff.losses``, ``polydiff.likelihood``, ``polydiff.discrete``,
+``polydiff.discrete_samplers``, ``polydiff.backbones``, ``polydiff.batch``, ``polydiff.testing``,
+``polydiff.training`` and ``polydiff.data`` (Lightning; imported on use), ``polydiff.hookspecs`` and
+``polydiff.plugins_manager``. Plugins use nothing else. Heavy domain libraries are never imported here.
 """
 
+from .discrete import D3PMLoss, DiscreteProcess, MDLMLoss, d3pm_vlb
+from .discrete_samplers import sample_discrete
 from .errors import ConfigError, DataError, PluginError, PolydiffError, ShapeError
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance
+from .likelihood import NLLResult, ddpm_vlb, dequantized_ode_nll, ode_nll
+from .losses import DiffusionLoss
 from .parameterization import Denoiser, Prediction
 from .processes import EDM, VE, VP, GaussianProcess, RectifiedFlow, SubVP, get_process
+from .samplers import SAMPLERS, get_sampler, make_grid, sample
 from .schedules import get_schedule
 from .spaces import Euclidean, GaussianNoise, NoiseField, Space, Torus, ZeroCenterOfMass
 
@@ -17,4 +26,8 @@ __all__ = [
     "Denoiser", "Prediction",
     "GaussianProcess", "VP", "VE", "SubVP", "EDM", "RectifiedFlow", "get_process", "get_schedule",
     "Space", "Euclidean", "Torus", "ZeroCenterOfMass", "NoiseField", "GaussianNoise",
+    "DiffusionLoss", "sample", "SAMPLERS", "get_sampler", "make_grid",
+    "ClassifierFreeGuidance", "ClassifierGuidance",
+    "ode_nll", "dequantized_ode_nll", "ddpm_vlb", "NLLResult",
+    "DiscreteProcess", "D3PMLoss", "MDLMLoss", "d3pm_vlb", "sample_discrete",
 ]
