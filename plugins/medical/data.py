@@ -62,7 +62,7 @@ class MedicalSliceDataModule(DiffusionDataModule):
 
     def __init__(self, image_size: int | None = 64, conditional: bool = False, normalization: str = "minmax",
                  eval_method: str = "anoddpm", eval_level: int = 250, eval_steps: int = 10,
-                 eval_guidance: float = 3.0, eval_fpr: float = 0.02, eval_max_items: int = 64,
+                 eval_guidance: float = 3.0, eval_fpr: float = 0.02, eval_max_items: int = 64, eval_repeats: int = 1,
                  batch_size: int = 16, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         from .io import NORMALIZATIONS
@@ -76,7 +76,7 @@ class MedicalSliceDataModule(DiffusionDataModule):
         self.conditional = conditional
         self.normalization = normalization
         self.eval = dict(method=eval_method, level=eval_level, steps=eval_steps, guidance=eval_guidance,
-                         fpr=eval_fpr, max_items=eval_max_items)
+                         fpr=eval_fpr, max_items=eval_max_items, repeats=eval_repeats)
         self._data: dict | None = None
 
     # representation ------------------------------------------------------------------------------

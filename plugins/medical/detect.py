@@ -71,17 +71,25 @@ def build_method(module, method: str = "anoddpm", level=None, steps: int = 25, g
     raise ConfigError(f"method must be anoddpm, cfg or wolleb; got {method!r}")
 
 
-def counterfactual_maps(method, x: Tensor, batch: int = 32, seed: int = 0, median: int = 3):
-    """Counterfactuals (model representation) and raw residual maps |x − x̂|/2 (intensity units [0, 1]),
-    channel-averaged, for x (N, C, H, W) in [−1, 1]."""
+def counterfactual_maps(method, x: Tensor, batch: int = 32, seed: int = 0, repeats: int = 1):
+    """Counterfactuals (model representation, of the first repeat) and raw residual maps |x − x̂|/2
+    (intensity units [0, 1]), channel-averaged, for x (N, C, H, W) in [−1, 1]. ``repeats`` > 1 averages the
+    maps of that many reconstructions with different noise (not part of the papers' protocols; it lowers the
+    sampling noise of the map, see docs/benchmarks.md)."""
     from .postprocess import anomaly_map
 
-    g = torch.Generator().manual_seed(seed)
-    outs = []
-    for i in range(0, x.shape[0], batch):
-        outs.append(method.counterfactual(x[i:i + batch], generator=g))
-    xh = torch.cat(outs)
-    return xh, anomaly_map(x, xh, "abs", "mean") / 2
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    maps, first = [], None
+    for r in range(repeats):
+        g = torch.Generator().manual_seed(seed + 1000 * r)
+        outs = []
+        for i in range(0, x.shape[0], batch):
+            outs.append(method.counterfactual(x[i:i + batch], generator=g))
+        xh = torch.cat(outs)
+        first = xh if first is None else first
+        maps.append(anomaly_map(x, xh, "abs", "mean") / 2)
+    return first, torch.stack(maps).mean(0)
 
 
 def load_classifier(path):
@@ -129,11 +137,11 @@ def evaluate_module(module, datamodule, seed: int = 0) -> dict[str, float] | Non
     method = build_method(module, ev["method"], ev["level"], ev["steps"], ev["guidance"])
     x, seg, brain = data["x"][:n], data["seg"][:n], data["brain"]
     brain = brain if brain.shape[0] == 1 else brain[:n]
-    _, maps = counterfactual_maps(method, x, seed=seed)
+    _, maps = counterfactual_maps(method, x, seed=seed, repeats=int(ev.get("repeats", 1)))
     maps = P.postprocess(maps, brain, median=3)
     out = {}
     if data.get("healthy") is not None:
-        _, hmaps = counterfactual_maps(method, data["healthy"][:n], seed=seed + 1)
+        _, hmaps = counterfactual_maps(method, data["healthy"][:n], seed=seed + 1, repeats=int(ev.get("repeats", 1)))
         hmaps = P.postprocess(hmaps, brain if brain.shape[0] == 1 else None, median=3)
         thr = P.threshold_at_fpr(hmaps, ev["fpr"], brain if brain.shape[0] == 1 else None)
     else:
@@ -169,6 +177,7 @@ def add_detect_arguments(p):
     p.add_argument("--scale", type=float, default=100.0, help="classifier gradient scale s (wolleb)")
     p.add_argument("--seg", default=None, help="optional ground-truth mask (same format) for the panel")
     p.add_argument("--threshold", type=float, default=None, help="threshold drawn on the panel's anomaly map")
+    p.add_argument("--repeats", type=int, default=1, help="average the maps of this many reconstructions")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -216,7 +225,7 @@ def run_detect(args) -> int:
     classifier = load_classifier(args.classifier) if args.method == "wolleb" else None
     method = build_method(module, args.method, args.level, args.steps, args.guidance, args.noise, classifier,
                           args.scale)
-    xh, maps = counterfactual_maps(method, small, seed=args.seed)
+    xh, maps = counterfactual_maps(method, small, seed=args.seed, repeats=getattr(args, "repeats", 1))
     up = torch.nn.functional.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)
     up = median_filter(up, 3) * brain[idx]
     full = torch.zeros(slices.shape[0], 1, H, W)

@@ -206,3 +206,21 @@ def test_ancestral_step_is_the_ddpm_posterior():
         expect = mean + var**0.5 * z
         got = ddim_step(x_t, x0, eps, PROC, t, s, eta=1.0, noise=z)
         torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
+
+
+def test_counterfactual_maps_average_repeats_with_distinct_noise():
+    from polydiff.plugins.medical.detect import counterfactual_maps
+
+    class Noisy:  # counterfactual = x + seeded noise: each repeat must draw different noise
+        def counterfactual(self, x, generator=None, cond=None):
+            return x + torch.randn(x.shape, generator=generator)
+
+    x = torch.zeros(3, 2, 4, 4)
+    _, one = counterfactual_maps(Noisy(), x, seed=5, repeats=1)
+    _, again = counterfactual_maps(Noisy(), x, seed=5, repeats=1)
+    _, three = counterfactual_maps(Noisy(), x, seed=5, repeats=3)
+    assert torch.equal(one, again) and one.shape == (3, 1, 4, 4)
+    manual = torch.stack([counterfactual_maps(Noisy(), x, seed=5 + 1000 * r)[1] for r in range(3)]).mean(0)
+    torch.testing.assert_close(three, manual)
+    with pytest.raises(ConfigError):
+        counterfactual_maps(Noisy(), x, repeats=0)
