@@ -10,7 +10,8 @@ Checksum: the official page publishes the md5 ``c32a1d4ab5d03f1284b67883e8d87530
 sha256 below, ``c4a38c50...``, is the one recorded for that same archive (170,052,171 bytes, md5
 matched) by several independent public projects (MLDatasets.jl, torch.rb's CIFAR-10 loader,
 reproducibility manifests), found with the project's code search because this machine has no
-internet; :func:`verify_md5` checks the published md5 as well.
+internet. :func:`verify_md5` checks a (manually downloaded) archive against the md5 published on
+the official page.
 """
 
 from __future__ import annotations
