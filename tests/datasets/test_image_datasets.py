@@ -178,3 +178,11 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "c" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png: not a readable image"):
         image_folder.load_image_folder(tmp_path, size=4)
+
+
+def test_cifar_verify_md5(tmp_path):
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"abc")
+    assert cifar10.verify_md5(p, "900150983cd24fb0d6963f7d28e17f72") == p  # RFC 1321 test vector md5("abc")
+    with pytest.raises(DataError, match="a.bin: md5 is 9001"):
+        cifar10.verify_md5(p)
