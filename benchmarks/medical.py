@@ -167,6 +167,49 @@ def diffusion_methods(data, steps_trained, recon_steps, levels=(250,), ensemble=
     return out
 
 
+def wolleb_method(data, steps_trained, recon_steps, clf_steps, log):
+    """Wolleb et al. 2022: the unconditional DDPM is the classifier-free model's null-label branch (trained on
+    the same healthy + lesion slices the paper's DDPM sees), the noise-aware classifier is trained here on the
+    same labels (healthy training slices vs the validation subjects' lesion slices), L = 500, s = 100."""
+    from polydiff.plugins.medical.anomaly import WollebCounterfactual
+    from polydiff.plugins.medical.networks import NoisyClassifier
+    from polydiff.plugins.medical.train import fit_classifier
+
+    path = CACHE / f"cfg_{steps_trained}.pt"
+    if not path.exists():
+        return {}
+    den = make_denoiser(num_classes=2)
+    den.load_state_dict(torch.load(path, weights_only=True))
+    den.eval()
+    torch.manual_seed(7)
+    clf = NoisyClassifier(in_channels=1, num_classes=2, base_channels=16, channel_mults=(1, 2, 2))
+    cpath = CACHE / f"classifier_{clf_steps}.pt"
+    if cpath.exists():
+        clf.load_state_dict(torch.load(cpath, weights_only=True))
+    else:
+        les = data["val_label"] == 1
+        x = torch.cat([to_model(data["train"]), to_model(data["val"][les])])
+        y = torch.cat([torch.zeros(len(data["train"]), dtype=torch.long), torch.ones(int(les.sum()), dtype=torch.long)])
+
+        class _Upto500:  # the classifier is queried at t ≤ L only, like the diffusion model
+            def __init__(self, p):
+                self.p = p
+
+            def sample_time(self, n, generator=None):
+                return torch.randint(1, 501, (n,), generator=generator).double() / 1000
+
+            def q_sample(self, *a):
+                return self.p.q_sample(*a)
+
+        acc = fit_classifier(clf, _Upto500(den.process), x, y, steps=clf_steps, batch_size=32,
+                             generator=torch.Generator().manual_seed(8), log=log, log_every=100)
+        log(f"classifier: train accuracy (last 100 steps) {acc:.3f}")
+        torch.save(clf.state_dict(), cpath)
+    clf.eval()
+    return {f"Wolleb et al. (L=500, s=100) [{steps_trained} steps; classifier {clf_steps} steps]":
+            (WollebCounterfactual(den, clf, level=500, steps=recon_steps, scale=100.0, null_label=2), 1)}
+
+
 def residual_fn(method, seed, k=1):
     def fn(x):
         xm = to_model(x)
@@ -227,6 +270,8 @@ def main(argv=None):
     ap.add_argument("--ensemble-level", type=int, default=100,
                     help="λ of the averaged-reconstruction rows (chosen on the validation subjects)")
     ap.add_argument("--ensemble-k", type=int, default=4, help="reconstructions averaged (1 = no such rows)")
+    ap.add_argument("--wolleb-classifier-steps", type=int, default=0,
+                    help="train the noise-aware classifier this long and add the Wolleb et al. row (0 = skip)")
     args = ap.parse_args(argv)
 
     def log(msg):
@@ -241,6 +286,8 @@ def main(argv=None):
     if args.stage != "baselines":
         ens = (args.ensemble_level, args.ensemble_k) if args.ensemble_k > 1 else None
         methods = diffusion_methods(data, args.train_steps, args.recon_steps, args.levels, ens)
+        if args.wolleb_classifier_steps > 0:
+            methods.update(wolleb_method(data, args.train_steps, args.recon_steps, args.wolleb_classifier_steps, log))
         for i, (name, (method, k)) in enumerate(methods.items()):
             fns[name] = residual_fn(method, seed=100 + i, k=k)
     rows = evaluate(data, fns, args.fpr, log)

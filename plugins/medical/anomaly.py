@@ -226,17 +226,21 @@ class WollebCounterfactual:
         model: unconditional denoiser trained on healthy *and* diseased slices (as in the paper).
         classifier: ``classifier(x_t, t) -> logits`` trained on noised slices (:class:`NoisyClassifier`).
         level: L (paper: 500 of 1000). steps: DDIM steps each way. scale: gradient scale s (paper: 100).
+        null_label: for a class-conditional ``model``, the label index of its unconditional (null) branch.
     """
 
     def __init__(self, model, classifier, level=500, steps: int = 25, scale: float = 100.0, healthy_label: int = 0,
-                 clip=(-1.0, 1.0)):
+                 clip=(-1.0, 1.0), null_label: int | None = None):
         self.model, self.classifier, self.clip = model, classifier, clip
         self.steps, self.scale = int(steps), float(scale)
         self.t_start = level_to_time(model.process, level)
         self.healthy = int(healthy_label)
+        self.null_label = null_label
 
     def counterfactual(self, x: Tensor, generator=None, cond=None) -> Tensor:
         model, clf = self.model, self.classifier
+        if cond is None and self.null_label is not None:
+            cond = {"label": torch.full((x.shape[0],), int(self.null_label), dtype=torch.long, device=x.device)}
         with torch.no_grad():
             x_l = ddim_encode(model, x, self.t_start, self.steps, cond=cond)
 

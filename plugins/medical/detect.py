@@ -66,8 +66,9 @@ def build_method(module, method: str = "anoddpm", level=None, steps: int = 25, g
     if method == "wolleb":
         if classifier is None:
             raise ConfigError("method 'wolleb' needs --classifier (a file written by `polydiff train-classifier`)")
+        k = module.hparams.get("num_classes")
         return WollebCounterfactual(model, classifier, level=500 if level is None else level, steps=steps,
-                                    scale=scale, healthy_label=0)
+                                    scale=scale, healthy_label=0, null_label=int(k) if k else None)
     raise ConfigError(f"method must be anoddpm, cfg or wolleb; got {method!r}")
 
 
