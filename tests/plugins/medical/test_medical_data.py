@@ -78,3 +78,15 @@ def test_plugin_conforms(shared_data, tmp_path):
             "task:medical/wolleb_brats"} <= set(report["components"])
     assert report["datamodules"]["WollebBratsDataModule"] == (4, 32, 32)
     assert 0.0 <= report["metrics"]["medical/intensity_w1"] < 0.5
+
+
+def test_artifact_hook_writes_one_panel_per_case(tmp_path):
+    import polydiff.plugins.medical as plugin
+
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    samples = {"x": x, "counterfactual": (x * 0.5 + 0.5).clamp(0, 1), "anomaly_map": torch.rand(2, 1, 16, 16),
+               "seg": torch.rand(2, 1, 16, 16) > 0.8}
+    paths = plugin.polydiff_write_artifacts("medical", samples, tmp_path, {"prefix": "detect"})
+    assert sorted(p.name for p in paths) == ["detect.png", "detect_case000.png", "detect_case001.png"]
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+    assert plugin.polydiff_write_artifacts("image", samples, tmp_path, {}) is None
