@@ -99,3 +99,32 @@ def test_evaluate_prints_the_metric_table(run, capsys):
     assert 0.0 <= m["medical/pixel_auroc"] <= 1.0 and 0.0 <= m["medical/pixel_auprc"] <= 1.0
     assert m["medical/num_test_slices"] == 2 and "medical/intensity_w1" in m
     assert "pixel_auroc" in capsys.readouterr().out
+
+
+def test_classifier_free_config_with_monai_backbone(tmp_path, monkeypatch):
+    """cfg_brats.yaml: MONAI DiffusionModelUNet (class-conditional) -> detect --method cfg."""
+    root = _root()
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    cfg = REPO / "configs" / "medical" / "cfg_brats.yaml"
+    assert main(["fit", "--config", str(cfg), f"--trainer.default_root_dir={tmp_path / 'runs'}",
+                 "--trainer.max_steps=2", "--trainer.enable_progress_bar=false",
+                 "--model.init_args.backbone.init_args.channels=[8,16,16]",
+                 "--model.init_args.backbone.init_args.num_head_channels=8",
+                 "--model.init_args.backbone.init_args.norm_num_groups=4",
+                 "--model.init_args.sample_steps=2", "--model.init_args.val_num_samples=0",
+                 "--model.init_args.final_num_samples=2", f"--data.init_args.root={root}",
+                 "--data.init_args.image_size=32"]) == 0
+    ckpt = _ckpt(tmp_path)
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["num_classes"] == 2
+    case = root / "testing" / "000248"
+    files = [str(next(case.glob(f"*_{s}_*_w.nii.gz"))) for s in SEQS]
+    out = tmp_path / "detect"
+    assert main(["detect", "--ckpt", str(ckpt), "--method", "cfg", "--steps", "2", "--input", *files,
+                 "--out", str(out)]) == 0
+    amap = nib.load(str(out / "anomaly_map.nii.gz"))
+    np.testing.assert_allclose(amap.affine, nib.load(files[0]).affine)
+    assert json.loads((out / "detect.json").read_text())["method"] == "cfg"
