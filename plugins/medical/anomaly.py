@@ -3,21 +3,21 @@
 All three map a scan x to x̂, "the same patient without the lesion"; the anomaly map is |x − x̂|
 (:mod:`.postprocess`). They differ in how x̂ is produced from a model trained on (mostly) healthy data:
 
-* :class:`AnoDDPM` (Wyatt et al. 2022, §3.1, Alg. 1): noise x to a fixed level t_λ (default λ = 250 of
+* :class:`AnoDDPM` (Wyatt et al. 2022, Alg. 1): noise x to a fixed level t_λ (default λ = 250 of
   T = 1000) with Gaussian or simplex noise, x_λ = √ᾱ_λ x + √(1 − ᾱ_λ) ε, and run the ancestral DDPM chain
   back to 0 (Ho et al. 2020, Alg. 2), drawing the chain's fresh noise from the same noise field. The
   paper runs all λ steps; here the chain is respaced to ``steps`` (10–25) grid points (Nichol &
   Dhariwal 2021, §4: ancestral sampling on a subsequence with β'_i = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}), which is
   DDIM with η = 1 (Song et al. 2021, DDIM, Eq. 12 and 16).
 * :class:`WollebCounterfactual` (Wolleb et al. 2022, "Diffusion models for medical anomaly detection",
-  §3, Alg. 1): deterministic DDIM *encoding* of x to level L (DDIM run forwards, Eq. 13 of Song et
+  Alg. 1): deterministic DDIM *encoding* of x to level L (DDIM run forwards, Eq. 13 of Song et
   al. 2021 in reverse), then DDIM decoding with classifier guidance towards the healthy class:
   ε̂' = ε̂ − s σ_t ∇_{x_t} log p_φ(healthy | x_t, t) (Dhariwal & Nichol 2021, Alg. 2). Paper defaults
   L = 500 (of 1000) and gradient scale s = 100 on BraTS.
 * :class:`CFGCounterfactual` (Sanchez et al. 2022, "What is healthy? Generative counterfactual
-  diffusion for lesion localization", §3): the same encode/decode without a classifier, with
+  diffusion for lesion localization"): the same encode/decode without a classifier, with
   classifier-free guidance of a class-conditional model (Ho & Salimans 2022, Eq. 6):
-  ε̃ = ε(x_t, ∅) + w [ε(x_t, healthy) − ε(x_t, ∅)]; encoding uses the null label.
+  ε̃ = ε(x_t, ∅) + w [ε(x_t, healthy) − ε(x_t, ∅)] (their 1 + w is our w); encoding uses the null label.
 
 Time follows polydiff: t ∈ [0, 1], the discrete chain's step i at t = i/T. Strided grids use integer
 steps of that chain so every visited level is one the model was trained on.
@@ -176,13 +176,14 @@ class AnoDDPM:
 
 class CFGCounterfactual:
     """DDIM encode with the null label, decode with classifier-free guidance toward the healthy label
-    (Sanchez et al. 2022, §3; Ho & Salimans 2022, Eq. 6).
+    (Sanchez et al. 2022; Ho & Salimans 2022, Eq. 6, whose (1 + w) is our w).
 
     Args:
         model: class-conditional denoiser (``cond["label"]``; ``null_label`` = unconditional).
-        level: encoding depth L (step index or fraction).
+        level: encoding depth L (step index or fraction); default 500 as in Wolleb et al.
         steps: DDIM steps for encoding and for decoding.
-        guidance_scale: w in ε̃ = ε_∅ + w (ε_healthy − ε_∅); w = 1 is the plain conditional model.
+        guidance_scale: w in ε̃ = ε_∅ + w (ε_healthy − ε_∅); w = 1 is the plain conditional model. The
+            default 3 is ours (we could not check the paper's value): tune it on validation subjects.
         healthy_label, null_label: label indices.
     """
 

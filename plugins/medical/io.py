@@ -7,13 +7,13 @@
 * Intensity normalisations of the three papers, selectable by name and recorded with the model
   (:func:`normalize` returns the parameters it used):
 
-  - ``minmax``     (x − min)/(max − min) → [0, 1] per scan and channel (Wolleb et al. 2022, §4).
-  - ``anoddpm``    clip to [μ − σ, μ + 2σ] of the scan, then scale to [−1, 1] (Wyatt et al. 2022, §4.1).
+  - ``minmax``     (x − min)/(max − min) → [0, 1] per scan and channel (Wolleb et al. 2022).
+  - ``anoddpm``    clip to [μ − σ, μ + 2σ] of the scan, then scale to [−1, 1] (Wyatt et al. 2022).
   - ``percentile`` clip to the 1st–99th percentile of the brain voxels, scale to [0, 1] (Behrendt et al.
-                   2023, pDDPM, §3: normalisation by percentiles inside the brain mask).
+                   2023, pDDPM: normalisation by percentiles inside the brain mask).
 
 * :func:`extract_slices` keeps axial slices whose brain area is at least a fraction of the largest one
-  (brain-area filtering, Baur et al. 2021, §3.2), :func:`subject_split` splits by subject so no
+  (brain-area filtering as in Baur et al. 2021), :func:`subject_split` splits by subject so no
   subject has slices on both sides.
 """
 

@@ -1,6 +1,6 @@
 """Segmentation and detection metrics of unsupervised anomaly localisation in brain MRI.
 
-The protocol of Baur et al. 2021 (§3.5) and of the diffusion papers that follow it (AnoDDPM, Wyatt
+The protocol of Baur et al. 2021 and of the diffusion papers that follow it (AnoDDPM, Wyatt
 et al. 2022, Table 1; pDDPM, Behrendt et al. 2023):
 
 * pixel-level AUROC and AUPRC (average precision) over all brain pixels of the test set, pooled;

@@ -9,9 +9,9 @@ noise-aware classifier of classifier guidance.
   diffusers' index of ᾱ_i). Class labels go to MONAI's ``class_labels`` with ``num_classes + 1``
   embeddings, the last being the null label of classifier-free guidance.
 * :class:`NoisyClassifier` is the time-conditioned classifier p_φ(y | x_t, t) of Dhariwal & Nichol
-  2021 (§4.1, "the downsampling trunk of the UNet model with an attention pool"); here a small
+  2021 ("the downsampling trunk of the UNet model with an attention pool"); here a small
   convolutional trunk with time-conditioned residual blocks and mean pooling, sized for CPU training.
-  Wolleb et al. 2022 (§3) train it on noised healthy/diseased slices and guide DDIM with its gradient.
+  Wolleb et al. 2022 train it on noised healthy/diseased slices and guide DDIM with its gradient.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class _TimeBlock(nn.Module):
 
 class NoisyClassifier(nn.Module):
     """p_φ(y | x_t, t) for 2D images (batch, C, H, W) at continuous time t (batch,) (Dhariwal & Nichol 2021,
-    §4.1; Wolleb et al. 2022, §3). Returns logits (batch, num_classes)."""
+    §4; Wolleb et al. 2022). Returns logits (batch, num_classes)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base_channels: int = 32,
                  channel_mults=(1, 2, 2), time_embed_dim: int = 128):

@@ -1,8 +1,8 @@
 """Anomaly maps from (input, healthy counterfactual) pairs and their standard post-processing.
 
-The reconstruction-based recipe shared by AnoDDPM (Wyatt et al. 2022, §4.1), Wolleb et al. 2022 (§3,
+The reconstruction-based recipe shared by AnoDDPM (Wyatt et al. 2022), Wolleb et al. 2022 (
 "anomaly map = |x − x̂| summed over channels") and the benchmark of Baur et al. 2021 ("Autoencoders for
-unsupervised anomaly segmentation in brain MR images", §3.4: median filtering, brain-mask erosion,
+unsupervised anomaly segmentation in brain MR images": median filtering, brain-mask erosion,
 connected-component pruning):
 
 1. residual |x − x̂| (or (x − x̂)²) per channel, reduced over channels (mean, sum or max);

@@ -9,9 +9,9 @@
   their p_uncond ∈ {0.1, 0.2}).
 * ``max_level``: draw training steps only from 1 … max_level of the T-step chain. AnoDDPM queries the
   model only at t ≤ t_λ (and the counterfactual methods only at t ≤ L), so on a CPU budget the
-  benchmark spends all updates there; the paper trains on all T levels (Wyatt et al. 2022, §4).
+  benchmark spends all updates there; the paper trains on all T levels.
 * :func:`fit_classifier` — cross-entropy of the noise-aware classifier on x_t = α_t x + σ_t ε at times
-  drawn like the diffusion model's (Dhariwal & Nichol 2021, §4.1; Wolleb et al. 2022, §3).
+  drawn like the diffusion model's (Dhariwal & Nichol 2021, §4; Wolleb et al. 2022).
 """
 
 from __future__ import annotations
