@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 quickstart: setup
-	$(VENV)/bin/polydiff fit --config configs/image/digits.yaml
+	OMP_NUM_THREADS=1 $(VENV)/bin/polydiff fit --config configs/image/digits.yaml
 
+# Two workers with one intra-op thread each: tiny networks run ~10x slower when threads oversubscribe.
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs
