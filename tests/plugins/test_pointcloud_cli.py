@@ -90,3 +90,19 @@ def test_plugin_components_are_registered():
     fmt = pm.find_format("x.pcd")
     assert fmt.domain == "pointcloud" and fmt.name == "pcd"
     assert "complete" in pm.commands()
+
+
+@pytest.mark.parametrize("name", ["dpm_chair", "dpm_airplane", "completion_chair"])
+def test_shipped_configs_build(name):
+    from polydiff.plugins.pointcloud.data import ProceduralPointClouds
+    from polydiff.plugins.pointcloud.module import LuoHuModule
+
+    cfg = yaml.safe_load((REPO / "configs" / "pointcloud" / f"{name}.yaml").read_text())
+    assert cfg["model"]["class_path"] == "LuoHuModule" and cfg["data"]["class_path"] == "ProceduralPointClouds"
+    module = LuoHuModule(**cfg["model"]["init_args"])
+    dm = ProceduralPointClouds(**cfg["data"]["init_args"])
+    assert module.process.num_steps == cfg["model"]["init_args"]["num_steps"]
+    torch.testing.assert_close(module.process.betas[[0, -1]].float(),
+                               torch.tensor([cfg["model"]["init_args"]["beta_1"], cfg["model"]["init_args"]["beta_T"]]))
+    assert dm.normalizer.mode == "shape_unit" and dm.eval_normalizer.mode == "shape_bbox"
+    assert (module.flow is None) == (cfg["model"]["init_args"]["mode"] == "ae")
