@@ -161,11 +161,17 @@ def phase_train(args) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     ckpt = OUT / f"luohu_{args.category}.pt"
     t_start = time.time()
-    step, hist = 0, []
+    step, hist, before = 0, [], 0.0
+    if args.resume:  # continue a run: weights, optimiser state, step count and time so far
+        prev = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(prev["state_dict"])
+        opt.load_state_dict(prev["optimizer"])
+        step, before = prev["step"], prev["seconds"]
+        log(f"resumed from step {step} ({before / 60:.0f} min)")
     n = len(x_all)
     perm = torch.randperm(n, generator=gen)
     pos = 0
-    while time.time() - t_start < args.minutes * 60 and step < args.max_steps:
+    while time.time() - t_start < args.minutes * 60 and step < args.max_steps:  # (this session's budget)
         if pos + args.batch > n:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos: pos + args.batch]
@@ -189,8 +195,8 @@ def phase_train(args) -> None:
             mean = {k: np.mean([h[k] for h in hist[-50:]]) for k in hist[-1]}
             log(f"step {step} lr {lr:.2e} " + " ".join(f"{k} {v:.4f}" for k, v in mean.items()))
         if step % 200 == 0:
-            _save(model, opt, norm, args, step, ckpt, time.time() - t_start)
-    _save(model, opt, norm, args, step, ckpt, time.time() - t_start)
+            _save(model, opt, norm, args, step, ckpt, before + time.time() - t_start)
+    _save(model, opt, norm, args, step, ckpt, before + time.time() - t_start)
     log(f"trained {step} steps in {(time.time() - t_start) / 60:.1f} min -> {ckpt}")
 
 
@@ -273,6 +279,7 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--end-lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--resume", action="store_true", help="continue the saved run of this category")
     p.add_argument("--sample-batch", type=int, default=16)
     p.add_argument("--cost-small", type=int, default=16)
     p.add_argument("--metrics", nargs="+", default=["cd", "emd"], choices=["cd", "emd"])
