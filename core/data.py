@@ -32,6 +32,22 @@ from .errors import ConfigError, DataError, ShapeError
 Tensor = torch.Tensor
 
 
+class TensorItemDataset(Dataset):
+    """Map-style dataset of batch-contract items ``{"x": x[i]}`` plus ``cond["label"]`` when labels are given."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        self.x, self.labels = x, labels
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {"x": self.x[i]}
+        if self.labels is not None:
+            item["cond"] = {"label": self.labels[i]}
+        return item
+
+
 def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()

@@ -7,24 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from .data import DiffusionDataModule
+from .data import DiffusionDataModule, TensorItemDataset
 from .testing import F64, GaussianMixture
 
 Tensor = torch.Tensor
-
-
-class _ItemDataset(torch.utils.data.Dataset):
-    def __init__(self, x: Tensor, labels: Tensor | None):
-        self.x, self.labels = x, labels
-
-    def __len__(self):
-        return self.x.shape[0]
-
-    def __getitem__(self, i):
-        item = {"x": self.x[i]}
-        if self.labels is not None:
-            item["cond"] = {"label": self.labels[i]}
-        return item
 
 
 class MixtureDataModule(DiffusionDataModule):
@@ -54,7 +40,7 @@ class MixtureDataModule(DiffusionDataModule):
         chol = torch.linalg.cholesky(self.mixture.covs)
         z = torch.randn(n, self.mixture.dim, generator=g, dtype=F64)
         x = self.mixture.means[comp] + torch.einsum("nij,nj->ni", chol[comp], z)
-        return _ItemDataset(x.float(), comp if self.conditional else None)
+        return TensorItemDataset(x.float(), comp if self.conditional else None)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -14,25 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from polydiff.data import DiffusionDataModule
+from polydiff.data import DiffusionDataModule, TensorItemDataset
 from polydiff.errors import ConfigError, DataError
 
 Tensor = torch.Tensor
-
-
-class ImageTensorDataset(Dataset):
-    """Map-style dataset over normalised images (N, C, H, W) and labels (N,)."""
-
-    def __init__(self, images: Tensor, labels: Tensor):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"x": self.images[i], "cond": {"label": self.labels[i]}}
 
 
 def normalise(images: np.ndarray, max_value: float, pad_to: int | None = None) -> Tensor:
@@ -93,9 +79,9 @@ class ImageDataModule(DiffusionDataModule):
         for name, lab in (("train", ytr), ("val", yva)):
             if len(lab) and (lab.min() < 0 or lab.max() >= self.num_classes):
                 raise DataError(f"{type(self).__name__}: {name} labels outside 0..{self.num_classes - 1}")
-        self.train_set = ImageTensorDataset(normalise(xtr, self.max_value, self.pad_to),
+        self.train_set = TensorItemDataset(normalise(xtr, self.max_value, self.pad_to),
                                             torch.as_tensor(np.asarray(ytr), dtype=torch.long))
-        self.val_set = ImageTensorDataset(normalise(xva, self.max_value, self.pad_to),
+        self.val_set = TensorItemDataset(normalise(xva, self.max_value, self.pad_to),
                                           torch.as_tensor(np.asarray(yva), dtype=torch.long))
 
     # -- contract ----------------------------------------------------------------------------------
@@ -113,7 +99,7 @@ class ImageDataModule(DiffusionDataModule):
     def labelled_splits(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(train x, train labels, held-out x, held-out labels) in model space, for the evaluation classifier."""
         self._require("train_set")
-        return self.train_set.images, self.train_set.labels, self.val_set.images, self.val_set.labels
+        return self.train_set.x, self.train_set.labels, self.val_set.x, self.val_set.labels
 
 
 class DigitsDataModule(ImageDataModule):

@@ -15,28 +15,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 from polydiff import ConfigError, DataError
-from polydiff.data import DiffusionDataModule
+from polydiff.data import DiffusionDataModule, TensorItemDataset
 
 Tensor = torch.Tensor
-
-
-class SliceDataset(Dataset):
-    """Map-style dataset of batch-contract items ``{"x": (C, H, W)}`` (+ ``cond["label"]``)."""
-
-    def __init__(self, x: Tensor, labels: Tensor | None = None):
-        self.x, self.labels = x, labels
-
-    def __len__(self):
-        return self.x.shape[0]
-
-    def __getitem__(self, i):
-        item = {"x": self.x[i]}
-        if self.labels is not None:
-            item["cond"] = {"label": self.labels[i]}
-        return item
 
 
 def resize(x: Tensor, size: int | None) -> Tensor:
@@ -104,11 +87,11 @@ class MedicalSliceDataModule(DiffusionDataModule):
         labels = d.get("train_label") if self.conditional else None
         if self.conditional and labels is None:
             raise DataError(f"{type(self).__name__}: conditional=True needs image labels, and this data has none")
-        self.train_set = SliceDataset(self.encode(d["train"]), labels)
+        self.train_set = TensorItemDataset(self.encode(d["train"]), labels)
         val_labels = torch.zeros(d["val"].shape[0], dtype=torch.long) if self.conditional else None
-        self.val_set = SliceDataset(self.encode(d["val"]), val_labels)
+        self.val_set = TensorItemDataset(self.encode(d["val"]), val_labels)
         if d.get("test") is not None:
-            self.test_set = SliceDataset(self.encode(d["test"]))
+            self.test_set = TensorItemDataset(self.encode(d["test"]))
 
     def example_cond(self, n, generator=None):
         if not self.conditional:
