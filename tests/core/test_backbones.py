@@ -16,16 +16,6 @@ from polydiff.backbones import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a shared 2-core machine two threads per
-    process made these tests 10× slower; restore the setting for the rest of the session."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_unet(dims=2, **kw):
     args = dict(dims=dims, in_channels=2, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                 attention_levels=(1,), num_heads=2)

@@ -13,7 +13,6 @@ from polydiff.discrete_samplers import sample_discrete
 from polydiff.errors import ConfigError, ShapeError
 
 F64 = torch.float64
-torch.set_num_threads(1)
 K, L = 3, 2
 # a strongly correlated distribution over the 9 sequences of 2 tokens from 3 classes
 TABLE = torch.tensor([0.30, 0.02, 0.08, 0.05, 0.25, 0.05, 0.01, 0.04, 0.20], dtype=F64)

@@ -13,7 +13,6 @@ from polydiff.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from polydiff.samplers import sample
 from polydiff.testing import ExactDenoiser, GaussianMixture
 
-torch.set_num_threads(1)
 F64 = torch.float64
 MIX = GaussianMixture.grid(widths=(0.1, 0.3))
 PROC = VP()

@@ -22,7 +22,6 @@ from polydiff.processes import VE, VP
 from polydiff.testing import ExactDenoiser, GaussianMixture
 
 F64 = torch.float64
-torch.set_num_threads(1)
 MIX = GaussianMixture([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]], [[0.1, 0.05], [0.05, 0.02], [0.2, 0.1]], [0.3, 0.3, 0.4])
 
 

@@ -14,7 +14,6 @@ from polydiff.processes import EDM, VE, VP, RectifiedFlow
 from polydiff.testing import ExactDenoiser, GaussianMixture
 
 F64 = torch.float64
-torch.set_num_threads(1)
 
 
 class ParamBackbone(nn.Module):

@@ -24,10 +24,7 @@ EXAMPLE = REPO / "docs" / "examples" / "polydiff-example-plugin"
 
 @pytest.fixture(autouse=True)
 def _fresh_manager():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
     for mod in [m for m in sys.modules if m.startswith(("polydiff_swissroll", "fake_"))]:
         del sys.modules[mod]
     importlib.invalidate_caches()

@@ -21,14 +21,6 @@ from polydiff.testing import MixtureDataModule
 from polydiff.training import DiffusionModule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_exception_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"

@@ -17,7 +17,6 @@ from polydiff import VE, VP
 from polydiff.samplers import SAMPLERS, make_grid
 from polydiff.testing import ExactDenoiser, GaussianMixture
 
-torch.set_num_threads(1)
 F64 = torch.float64
 MIX = GaussianMixture.grid(widths=(0.1, 0.3))
 CASES = {"vp": (VP(), 1e-3), "ve": (VE(), 0.0), "ddpm": (VP("linear", num_steps=1000), 2e-3)}

@@ -14,7 +14,6 @@ from polydiff import VE, VP
 from polydiff.samplers import sample
 from polydiff.testing import ExactDenoiser, GaussianMixture, sliced_wasserstein
 
-torch.set_num_threads(1)
 F64 = torch.float64
 N = 1000
 MIX = GaussianMixture.grid(widths=(0.1, 0.3))

@@ -10,7 +10,6 @@ from polydiff import VE, VP, ConfigError, Prediction, RectifiedFlow, ShapeError,
 from polydiff.samplers import DETERMINISTIC, SAMPLERS, get_sampler, make_grid, sample
 from polydiff.testing import ExactDenoiser, GaussianMixture
 
-torch.set_num_threads(1)
 F64 = torch.float64
 MIX = GaussianMixture.grid(widths=(0.1, 0.3))
 FAST = {"annealed_langevin": {"steps_per_level": 2}, "sde_adaptive": {"abstol": 0.05, "reltol": 0.05},

@@ -16,7 +16,6 @@ from polydiff.samplers import SAMPLERS, make_grid
 from polydiff.testing import ExactDenoiser, GaussianMixture
 
 diffusers = pytest.importorskip("diffusers")
-torch.set_num_threads(1)
 F64 = torch.float64
 PROC = VP("linear", num_steps=1000)
 MODEL = ExactDenoiser(GaussianMixture.grid(widths=(0.1, 0.3)), PROC)

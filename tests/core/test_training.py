@@ -13,15 +13,6 @@ from polydiff.training import EMA, DiffusionModule, drop_conditions, null_condit
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared by many processes: intra-op threads only oversubscribe them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 MLP = {"class_path": "MLP", "init_args": {"dim": 2, "hidden": 32, "depth": 2}}
 
 

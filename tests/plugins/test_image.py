@@ -4,11 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from polydiff.cli import main
 
-torch.set_num_threads(1)  # small models: one intra-op thread is fastest on the shared CI machine
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "image" / "digits.yaml"

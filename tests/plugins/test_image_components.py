@@ -7,7 +7,6 @@ import torch
 from polydiff.errors import ConfigError, ShapeError
 from polydiff.plugins.image import artifacts, classifier, data, evaluation
 
-torch.set_num_threads(1)  # small models: one intra-op thread is fastest on the shared CI machine
 
 
 @pytest.fixture(scope="module")

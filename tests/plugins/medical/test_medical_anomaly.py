@@ -13,16 +13,6 @@ SHAPE = (1, 4, 4)  # 16-pixel "images"
 D = 16
 PROC = VP("linear", num_steps=1000)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the CI machine's 2 cores are shared by parallel test workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 class ImageExact(torch.nn.Module):
     """Class-conditional exact denoiser on images: label 0 healthy, 1 diseased, 2 (null) = their mixture."""
 

@@ -8,16 +8,6 @@ import torch
 from polydiff import DataError
 from polydiff.plugins.medical.data import IXISynthDataModule, NiftiSliceDataModule, WollebBratsDataModule
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the CI machine's 2 cores are shared by parallel test workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def test_ixi_synth_module(shared_data):
     path = shared_data / "medical/derived/ixi_synth_64.npz"
     dm = IXISynthDataModule(path=str(path), image_size=32, batch_size=8)

@@ -8,16 +8,6 @@ import torch
 from polydiff import DataError, ShapeError
 from polydiff.plugins.medical import io
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the CI machine's 2 cores are shared by parallel test workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def _nifti(path, data, affine=None):
     affine = np.diag([1.2, 0.9, 3.0, 1.0]) if affine is None else affine
     affine = affine.copy()

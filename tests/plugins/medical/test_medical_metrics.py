@@ -9,16 +9,6 @@ from polydiff import ConfigError, DataError, ShapeError
 from polydiff.plugins.medical import metrics as M
 from polydiff.plugins.medical import postprocess as P
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the CI machine's 2 cores are shared by parallel test workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def test_auroc_and_average_precision_hand_computed():
     s = torch.tensor([0.1, 0.4, 0.35, 0.8]).reshape(1, 1, 2, 2)
     y = torch.tensor([0, 0, 1, 1]).reshape(1, 1, 2, 2)

@@ -6,16 +6,6 @@ import torch
 from polydiff import ConfigError, Euclidean, ShapeError
 from polydiff.plugins.medical.simplex import SimplexNoise
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the CI machine's 2 cores are shared by parallel test workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def lag_corr(x, lag, dim=-1):
     n = x.shape[dim]
     a = x.narrow(dim, 0, n - lag).flatten()
