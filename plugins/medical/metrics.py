@@ -24,13 +24,21 @@ from polydiff import ShapeError
 Tensor = torch.Tensor
 
 
+def _to_unit(scores: Tensor) -> Tensor:
+    """Min–max rescale to [0, 1]: torchmetrics applies a sigmoid to scores outside [0, 1], which turns large
+    anomaly scores (z-scores reach 1e5) into ties; a monotone rescale keeps the ranking exactly."""
+    s = scores.double()
+    lo, hi = s.min(), s.max()
+    return (s - lo) / (hi - lo) if hi > lo else torch.zeros_like(s)
+
+
 def _flat(scores: Tensor, targets: Tensor, mask: Tensor | None):
     if scores.shape != targets.shape:
         raise ShapeError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} must have the same shape")
     if mask is not None:
         m = mask.expand_as(scores).bool()
-        return scores[m].double(), targets[m].long()
-    return scores.flatten().double(), targets.flatten().long()
+        return _to_unit(scores[m]), targets[m].long()
+    return _to_unit(scores.flatten()), targets.flatten().long()
 
 
 def pixel_auroc(scores: Tensor, targets: Tensor, mask: Tensor | None = None) -> float:
@@ -71,7 +79,7 @@ def image_auroc(image_scores: Tensor, image_labels: Tensor) -> float:
     """AUROC of per-image anomaly scores against image labels (1 = has a lesion)."""
     from torchmetrics.functional.classification import binary_auroc
 
-    return float(binary_auroc(image_scores.double().flatten(), image_labels.long().flatten()))
+    return float(binary_auroc(_to_unit(image_scores.flatten()), image_labels.long().flatten()))
 
 
 def image_scores(maps: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -93,3 +93,15 @@ def test_anomaly_map_filters_masks_and_components():
     assert kept.sum() == 4 and not kept[..., 0, 0].any()
     with pytest.raises(DataError, match="scan.png"):
         P.check_mask_not_empty(torch.zeros(2, 1, 3, 3), source="scan.png")
+
+
+def test_auroc_and_auprc_keep_the_ranking_of_large_scores():
+    """Scores far outside [0, 1] (z-scores) must not be squashed into ties by torchmetrics' sigmoid."""
+    from polydiff.plugins.medical.metrics import image_auroc, pixel_auprc, pixel_auroc
+
+    scores = torch.tensor([1e5, 2e5, 3e5, 4e5, 5e5, 6e5], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0, 1, 1, 1])
+    # hand-computed: positives rank above negatives in 7 of the 8 pairs
+    assert image_auroc(scores, labels) == pytest.approx(7 / 8)
+    assert pixel_auroc(scores, labels) == pytest.approx(7 / 8)
+    assert pixel_auprc(scores, labels) == pytest.approx(pixel_auprc(scores / 6e5, labels))
