@@ -76,10 +76,12 @@ def test_seeded_validation_loss(golden):
     torch.testing.assert_close(loss, golden["loss_set_t7_seed0"], **TOL)
 
 
-def test_seeded_imputation_matches_official_rng_protocol(golden):
+@pytest.mark.parametrize("chunk_size", [None, 1])
+def test_seeded_imputation_matches_official_rng_protocol(golden, chunk_size):
     """The official sampler draws, per sample in turn, x_T and then one noise per step; our batched
     sampler gets the same draws through ``noise_fn`` and must give the same imputations on the targets
-    (the official output at conditioning entries is not an imputation and is not compared).
+    (the official output at conditioning entries is not an imputation and is not compared), whether all
+    rows go through the network at once or one chunk after another.
     Series are independent in the network, so only series 1 of the batch is run (CPU time)."""
     m, n, b = golden["model"], 2, slice(1, 2)
     known, _ = _cond(golden)
@@ -91,7 +93,8 @@ def test_seeded_imputation_matches_official_rng_protocol(golden):
 
     den = Denoiser(m, csdi.csdi_process(), "eps")
     obs = golden["inp_observed_data"][b]
-    out = csdi.impute(den, obs, known[b], n, noise_fn=noise_fn, cond={"timepoints": golden["inp_timepoints"][b]})
+    out = csdi.impute(den, obs, known[b], n, noise_fn=noise_fn, cond={"timepoints": golden["inp_timepoints"][b]},
+                      chunk_size=chunk_size)
     ref = golden["impute_2samples_seed0"][b]
     targets = ~known[b, None].expand_as(ref)
     torch.testing.assert_close(out[targets], ref[targets], **TOL)
