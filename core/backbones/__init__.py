@@ -4,7 +4,8 @@
 * :class:`DiT`   — Diffusion Transformer with adaLN-Zero for images, signals and token sets.
 * :class:`MLP`   — residual MLP for vectors (batch, d).
 * :class:`SinusoidalTimeEmbedding`, :class:`GaussianFourierEmbedding` — time embeddings;
-  :class:`ConditionEmbedding` — time + class label + vector condition, shared by all three.
+  :class:`ConditionEmbedding` — time + class label + vector condition, shared by all three;
+  :class:`Conv1x1` — ``nn.Conv1d(cin, cout, 1)`` as a matrix product (fast on CPU).
 
 Conditioning contract: ``cond["label"]`` LongTensor (batch,) with ``num_classes`` meaning the null label for
 classifier-free guidance; ``cond["embedding"]`` float (batch, cond_dim), zeros as the null condition; other
@@ -22,6 +23,7 @@ from .embeddings import (
     make_time_embedding,
 )
 from .mlp import MLP
+from .pointwise import Conv1x1
 from .unet import UNet, norm_groups
 
 BACKBONES = (UNet, DiT, MLP)  # the networks, as opposed to the embedding modules also exported here
@@ -31,5 +33,5 @@ __all__ = [
     "UNet", "DiT", "MLP",
     "SinusoidalTimeEmbedding", "GaussianFourierEmbedding", "ConditionEmbedding", "make_time_embedding",
     "concat_conditions",
-    "norm_groups",
+    "norm_groups", "Conv1x1",
 ]

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polydiff import VP, Denoiser
+from polydiff.backbones import Conv1x1
 from polydiff.errors import ConfigError, ShapeError
 
 Tensor = torch.Tensor
@@ -168,7 +169,7 @@ class PointNetEncoder(nn.Module):
         super().__init__()
         self.zdim = zdim
         chans = (input_dim, 128, 128, 256, 512)
-        self.convs = nn.ModuleList(nn.Conv1d(a, b, 1) for a, b in zip(chans[:-1], chans[1:]))
+        self.convs = nn.ModuleList(Conv1x1(a, b) for a, b in zip(chans[:-1], chans[1:]))
         self.bns = nn.ModuleList(nn.BatchNorm1d(c) for c in chans[1:])
 
         def head():

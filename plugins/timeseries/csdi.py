@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from polydiff import VP, ConfigError, DataError, ShapeError
+from polydiff.backbones import Conv1x1
 
 from .imputation import impute, point_estimate  # noqa: F401  (Algorithm 2, shared with SSSD)
 
@@ -82,14 +83,6 @@ class StepEmbedding(nn.Module):
 
     def forward(self, s: Tensor) -> Tensor:
         return F.silu(self.proj2(F.silu(self.proj1(self.table[s]))))
-
-
-class Conv1x1(nn.Conv1d):
-    """1×1 ``Conv1d`` (same parameters and state-dict keys) computed as a matrix product: PyTorch's CPU
-    convolution takes a slow im2col path for kernel size 1, the matmul is several times faster."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.matmul(self.weight[:, :, 0], x) + self.bias[:, None]
 
 
 def _conv1x1(cin: int, cout: int) -> nn.Conv1d:

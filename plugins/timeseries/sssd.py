@@ -39,8 +39,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from polydiff import VP, ConfigError, ShapeError
+from polydiff.backbones import Conv1x1  # 1×1 Conv1d as a matmul (same parameters; much faster on CPU)
 
-from .csdi import Conv1x1  # 1×1 Conv1d as a matmul (same parameters; much faster on CPU)
 
 Tensor = torch.Tensor
 
