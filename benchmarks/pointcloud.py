@@ -255,7 +255,7 @@ def phase_evaluate(args) -> None:
             m = {**prev["metrics"], **m}
     save_json(path, {"metrics": m, "step": ck["step"], "seconds": ck["seconds"], "config": ck["config"]})
     c = ck["config"]
-    print(f"\nLuo & Hu DPM ({args.category}): {ck['step']} steps in {ck['seconds'] / 60:.0f} min, batch {c['batch']}"
+    print(f"\nLuo & Hu DPM ({args.category}): {ck['step']} steps in {ck['seconds'] / 60:.0f} min on {c.get('threads', 1)} thread(s), batch {c['batch']}"
           f" × {c['points']} points (encoder {c.get('encoder_points', c['points'])}), hidden {c['hidden']}, latent {c['latent_dim']}; train shape_unit, eval shape_bbox\n")
     print(HEADER)
     print(row("Luo & Hu DPM (ours, CPU scale)", m))
@@ -297,7 +297,9 @@ def main(argv=None) -> None:
     p.add_argument("--sample-batch", type=int, default=16)
     p.add_argument("--cost-small", type=int, default=16)
     p.add_argument("--metrics", nargs="+", default=["cd", "emd"], choices=["cd", "emd"])
+    p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     {"references": phase_references, "cost": phase_cost, "train": phase_train, "sample": phase_sample,
      "evaluate": phase_evaluate, "report": phase_report}[args.phase](args)
 

@@ -457,3 +457,21 @@ def test_condition_errors_name_the_key():
 def test_bad_configuration(factory, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         factory(**kwargs)
+
+
+def test_conv1x1_equals_conv1d_and_loads_its_state_dict():
+    """Conv1x1 is nn.Conv1d(k=1) computed as a matmul: same state-dict keys, same outputs and gradients."""
+    from polydiff.backbones import Conv1x1
+
+    torch.manual_seed(0)
+    ref = torch.nn.Conv1d(5, 7, 1)
+    fast = Conv1x1(5, 7)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 5, 11, requires_grad=True)
+    torch.testing.assert_close(fast(x), ref(x))
+    g_fast = torch.autograd.grad(fast(x).square().sum(), (x, fast.weight))
+    g_ref = torch.autograd.grad(ref(x).square().sum(), (x, ref.weight))
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ConfigError, match="kernel size 1"):
+        Conv1x1(5, 7, 3)

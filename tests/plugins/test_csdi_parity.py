@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from polydiff import Denoiser, ShapeError
+from polydiff import ConfigError, Denoiser, ShapeError
 from polydiff.plugins.timeseries import csdi
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -106,3 +106,9 @@ def test_wrong_feature_count_is_a_clear_error(golden):
     m = golden["model"]
     with pytest.raises(ShapeError, match="trained for 35 features, but the data have 7"):
         m(torch.zeros(1, 7, 48), torch.tensor([0.5]), {})
+
+
+def test_chunk_size_must_be_positive(golden):
+    den = Denoiser(golden["model"], csdi.csdi_process(), "eps")
+    with pytest.raises(ConfigError, match="chunk_size must be >= 1, got 0"):
+        csdi.impute(den, torch.zeros(1, 35, 48), torch.ones(1, 35, 48, dtype=torch.bool), 2, chunk_size=0)
