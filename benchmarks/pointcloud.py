@@ -160,8 +160,7 @@ def phase_train(args) -> None:
     model = LuoHuDPM(latent_dim=args.latent_dim, hidden=tuple(args.hidden), flow_depth=args.flow_depth,
                      flow_hidden=args.flow_hidden, kl_weight=0.001)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    # Weight averaging (not in Luo & Hu's code): at a few thousand CPU steps the raw weights still jitter
-    # at lr 2e-3, and the averaged decoder draws visibly sharper surfaces.
+    # optional weight averaging (not in Luo & Hu's code; docs/benchmarks.md compares it with the raw weights)
     ema = EMA(model, args.ema) if args.ema > 0 else None
     ckpt = OUT / f"luohu_{args.category}.pt"
     t_start = time.time()
@@ -281,8 +280,8 @@ def main(argv=None) -> None:
     p.add_argument("--category", default="chair")
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--max-steps", type=int, default=10**9)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--points", type=int, default=512)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--points", type=int, default=256)
     p.add_argument("--encoder-points", type=int, default=128)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 256, 128, 64])
     p.add_argument("--latent-dim", type=int, default=128)
@@ -290,7 +289,7 @@ def main(argv=None) -> None:
     p.add_argument("--flow-hidden", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--end-lr", type=float, default=1e-4)
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights used for sampling (0: off)")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights used for sampling (0: off, as Luo & Hu)")
     p.add_argument("--raw-weights", action="store_true", help="sample from the raw weights, not the EMA")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--resume", action="store_true", help="continue the saved run of this category")
