@@ -111,10 +111,6 @@ def part_checkpoint(args):
 
 
 # ------------------------------------------------------------------------------------------------------
-def _small_csdi(K=35):
-    return csdi.CSDIBackbone(K, channels=args_global.channels, layers=args_global.layers)
-
-
 def part_speed(args):
     import lightning as L
 
@@ -317,11 +313,8 @@ def part_toy(args):
     print(f"\nCommand: `{command()}`")
 
 
-args_global = None
-
 
 def main(argv=None):
-    global args_global
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=["checkpoint", "speed", "train", "toy"])
     p.add_argument("--patients", type=int, default=6)
@@ -346,7 +339,7 @@ def main(argv=None):
     p.add_argument("--window", type=int, default=120)
     p.add_argument("--horizon", type=int, default=24)
     p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
-    args = args_global = p.parse_args(argv)
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     {"checkpoint": part_checkpoint, "speed": part_speed, "train": part_train, "toy": part_toy}[args.part](args)
 

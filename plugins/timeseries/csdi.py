@@ -86,7 +86,7 @@ class StepEmbedding(nn.Module):
 
 
 def _conv1x1(cin: int, cout: int) -> nn.Conv1d:
-    layer = Conv1x1(cin, cout, 1)
+    layer = Conv1x1(cin, cout)
     nn.init.kaiming_normal_(layer.weight)  # official Conv1d_with_init
     return layer
 

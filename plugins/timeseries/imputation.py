@@ -67,8 +67,7 @@ def impute(denoiser: Denoiser, observed: Tensor, known: Tensor, n_samples: int =
     def draw(k: int, rows: slice = slice(None)) -> Tensor:
         if noise_fn is not None:
             return noise_fn(k, shape).to(obs_rep)[rows]
-        n_rows = len(range(shape[0])[rows])
-        return torch.randn((n_rows, *shape[1:]), generator=generator, device=obs_rep.device, dtype=obs_rep.dtype)
+        return torch.randn(obs_rep[rows].shape, generator=generator, device=obs_rep.device, dtype=obs_rep.dtype)
 
     if sampler is not None:
         from polydiff.samplers import sample
@@ -83,15 +82,15 @@ def impute(denoiser: Denoiser, observed: Tensor, known: Tensor, n_samples: int =
     if chunk_size is not None and chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     size = chunk_size or shape[0]
-    parts = [_ancestral_chain(denoiser, slice(i, i + size), shape, {k: v[i:i + size] for k, v in c.items()},
-                              draw) for i in range(0, shape[0], size)]
+    parts = [_ancestral_chain(denoiser, slice(i, i + size), {k: v[i:i + size] for k, v in c.items()}, draw)
+             for i in range(0, shape[0], size)]
     x = torch.cat(parts)
     if fill_known:
         x = torch.where(known_rep, obs_rep, x)
     return x.reshape(B, n, *shape[1:])
 
 
-def _ancestral_chain(denoiser: Denoiser, rows: slice, shape, cond: Mapping[str, Tensor], draw) -> Tensor:
+def _ancestral_chain(denoiser: Denoiser, rows: slice, cond: Mapping[str, Tensor], draw) -> Tensor:
     """The ancestral DDPM chain on rows ``rows`` of the folded batch (all T steps, one chunk)."""
     process = denoiser.process
     T = process.num_steps

@@ -39,8 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from polydiff import VP, ConfigError, ShapeError
-from polydiff.backbones import Conv1x1  # 1×1 Conv1d as a matmul (same parameters; much faster on CPU)
-
+from polydiff.backbones import Conv1x1
 
 Tensor = torch.Tensor
 
@@ -131,7 +130,7 @@ class S4(nn.Module):
         self.kernel_bwd = S4DKernel(channels, N, generator=generator) if bidirectional else None
         self.D = nn.Parameter(torch.randn(channels, generator=generator))
         self.dropout = nn.Dropout(dropout)
-        self.output_linear = Conv1x1(channels, channels, 1)
+        self.output_linear = Conv1x1(channels, channels)
 
     def ssm(self, u: Tensor) -> Tensor:
         """The linear part K ∗ u + D u (no activation)."""
@@ -175,10 +174,10 @@ class SSSDResidualBlock(nn.Module):
         self.fc_t = nn.Linear(512, channels)
         self.conv = nn.Conv1d(channels, 2 * channels, 3, padding=1)
         self.s4_1 = S4Layer(2 * channels, N, dropout, bidirectional)
-        self.cond_conv = Conv1x1(cond_channels, 2 * channels, 1)
+        self.cond_conv = Conv1x1(cond_channels, 2 * channels)
         self.s4_2 = S4Layer(2 * channels, N, dropout, bidirectional)
-        self.res_conv = Conv1x1(channels, channels, 1)
-        self.skip_conv = Conv1x1(channels, skip_channels, 1)
+        self.res_conv = Conv1x1(channels, channels)
+        self.skip_conv = Conv1x1(channels, skip_channels)
         for conv in (self.conv, self.cond_conv, self.res_conv, self.skip_conv):
             nn.init.kaiming_normal_(conv.weight)
 
@@ -203,14 +202,14 @@ class SSSDBackbone(nn.Module):
                  state_size: int = 64, num_steps: int = 200, dropout: float = 0.0, bidirectional: bool = True):
         super().__init__()
         self.num_features, self.num_steps = num_features, num_steps
-        self.init_conv = Conv1x1(num_features, channels, 1)
+        self.init_conv = Conv1x1(num_features, channels)
         self.fc_t1, self.fc_t2 = nn.Linear(128, 512), nn.Linear(512, 512)
         self.blocks = nn.ModuleList(
             SSSDResidualBlock(channels, skip_channels, 2 * num_features, state_size, dropout, bidirectional)
             for _ in range(layers)
         )
-        self.final_conv = Conv1x1(skip_channels, skip_channels, 1)
-        self.out_conv = Conv1x1(skip_channels, num_features, 1)
+        self.final_conv = Conv1x1(skip_channels, skip_channels)
+        self.out_conv = Conv1x1(skip_channels, num_features)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
