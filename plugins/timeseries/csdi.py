@@ -91,8 +91,17 @@ def _conv1x1(cin: int, cout: int) -> nn.Conv1d:
     return layer
 
 
+def _pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """A 1×1 convolution applied to a channels-last tensor (..., C_in) → (..., C_out)."""
+    return F.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
 class ResidualBlock(nn.Module):
-    """One CSDI residual layer (App. E.1, Fig. 6): temporal then feature transformer, gated activation."""
+    """One CSDI residual layer (App. E.1, Fig. 6): temporal then feature transformer, gated activation.
+
+    Works channels-last, on (B, K, L, C): the same parameters and arithmetic as the official
+    channels-first code, without the layout copies around every transformer (a quarter of a CPU
+    training step)."""
 
     def __init__(self, side_dim: int, channels: int = 64, step_dim: int = 128, heads: int = 8,
                  dropout: float = 0.1):
@@ -102,30 +111,27 @@ class ResidualBlock(nn.Module):
         self.mid_projection = _conv1x1(channels, 2 * channels)
         self.output_projection = _conv1x1(channels, 2 * channels)
 
-        def transformer():
+        def transformer():  # batch-first is only a layout flag: same parameters as the official layer
             return nn.TransformerEncoderLayer(channels, heads, dim_feedforward=64, dropout=dropout,
-                                              activation="gelu")  # sequence-first, as the official code
+                                              activation="gelu", batch_first=True)
 
         self.time_transformer = transformer()
         self.feature_transformer = transformer()
 
-    def forward(self, x: Tensor, side: Tensor | None, step_emb: Tensor, side_projected: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:
-        B, C, K, L = x.shape
-        y = x + self.step_projection(step_emb)[:, :, None, None]
+    def forward(self, x: Tensor, side_projected: Tensor, step_emb: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` (B, K, L, C), ``side_projected`` (B, K, L, 2C), ``step_emb`` (B, step_dim)."""
+        B, K, L, C = x.shape
+        y = x + self.step_projection(step_emb)[:, None, None, :]
         if L > 1:  # attention over time, for every feature
-            y = y.permute(3, 0, 2, 1).reshape(L, B * K, C)
-            y = self.time_transformer(y).reshape(L, B, K, C).permute(1, 3, 2, 0)
+            y = self.time_transformer(y.reshape(B * K, L, C)).reshape(B, K, L, C)
         if K > 1:  # attention over features, at every time
-            y = y.permute(2, 0, 3, 1).reshape(K, B * L, C)
-            y = self.feature_transformer(y).reshape(K, B, L, C).permute(1, 3, 0, 2)
-        if side_projected is None:
-            side_projected = self.cond_projection(side.reshape(B, -1, K * L))
-        y = self.mid_projection(y.reshape(B, C, K * L)) + side_projected
-        gate, filt = y.chunk(2, dim=1)
-        y = self.output_projection(torch.sigmoid(gate) * torch.tanh(filt))
-        residual, skip = y.chunk(2, dim=1)
-        return (x + residual.reshape(B, C, K, L)) / math.sqrt(2.0), skip.reshape(B, C, K, L)
+            y = y.transpose(1, 2).reshape(B * L, K, C)
+            y = self.feature_transformer(y).reshape(B, L, K, C).transpose(1, 2)
+        y = _pointwise(self.mid_projection, y) + side_projected
+        gate, filt = y.chunk(2, dim=-1)
+        y = _pointwise(self.output_projection, torch.sigmoid(gate) * torch.tanh(filt))
+        residual, skip = y.chunk(2, dim=-1)
+        return (x + residual) / math.sqrt(2.0), skip
 
 
 class CSDIBackbone(nn.Module):
@@ -165,18 +171,22 @@ class CSDIBackbone(nn.Module):
 
     def side_info(self, known: Tensor, timepoints: Tensor | None = None, feature_id: Tensor | None = None) -> Tensor:
         """(B, 145, K, L): time embedding, feature embedding, conditional mask (§4.2)."""
+        return self._side_channels_last(known, timepoints, feature_id).permute(0, 3, 1, 2)
+
+    def _side_channels_last(self, known: Tensor, timepoints: Tensor | None, feature_id: Tensor | None) -> Tensor:
         B, K, L = known.shape
         dev = known.device
         if timepoints is None:
             timepoints = torch.arange(L, device=dev).expand(B, L)
         if feature_id is None:
             feature_id = torch.arange(K, device=dev).expand(B, K)
-        te = time_embedding(timepoints, self.time_embedding_dim)                  # (B, L, 128)
-        fe = self.feature_embedding(feature_id)                                   # (B, K, 16)
-        te = te[:, None, :, :].expand(B, K, L, -1)
-        fe = fe[:, :, None, :].expand(B, K, L, -1)
-        side = torch.cat([te, fe], -1).permute(0, 3, 1, 2)
-        return torch.cat([side, known.to(side.dtype)[:, None]], 1)
+        te = time_embedding(timepoints, self.time_embedding_dim)[:, None, :, :].expand(B, K, L, -1)
+        fe = self.feature_embedding(feature_id)[:, :, None, :].expand(B, K, L, -1)
+        return torch.cat([te, fe, known.to(te.dtype)[..., None]], -1)                # (B, K, L, 145)
+
+    def _projected_side(self, side: Tensor) -> list[Tensor]:
+        """Each block's 1×1 projection of the channels-last side information."""
+        return [_pointwise(blk.cond_projection, side) for blk in self.blocks]
 
     def check_features(self, x: Tensor) -> None:
         if x.ndim != 3:
@@ -203,26 +213,27 @@ class CSDIBackbone(nn.Module):
             if cached is not None and cached[0] == key and cached[1][0].shape[0] == x.shape[0]:
                 projected = cached[1]
             else:
-                side = self.side_info(known, tp, fid)
-                projected = [blk.cond_projection(side.reshape(x.shape[0], side.shape[1], -1)) for blk in self.blocks]
+                projected = self._projected_side(self._side_channels_last(known, tp, fid))
                 self._side_cache = (key, projected, (known_in, tp, fid))  # keeps the keyed tensors alive
         if projected is None:
-            return self.forward_official(inp, self.side_info(known, tp, fid), step_index(t, self.num_steps).to(x.device))
-        return self.forward_official(inp, None, step_index(t, self.num_steps).to(x.device), projected)
+            projected = self._projected_side(self._side_channels_last(known, tp, fid))
+        return self._network(inp, projected, step_index(t, self.num_steps).to(x.device))
 
-    def forward_official(self, inp: Tensor, side: Tensor | None, s: Tensor, projected=None) -> Tensor:
+    def forward_official(self, inp: Tensor, side: Tensor, s: Tensor) -> Tensor:
         """The network on the official inputs: ``inp`` (B, 2, K, L), side info (B, 145, K, L), step
-        indices ``s`` (B,) or (1,); ``projected`` optionally holds each block's projected side info."""
+        indices ``s`` (B,) or (1,)."""
+        return self._network(inp, self._projected_side(side.permute(0, 2, 3, 1)), s)
+
+    def _network(self, inp: Tensor, projected: list[Tensor], s: Tensor) -> Tensor:
         B, _, K, L = inp.shape
-        h = F.relu(self.input_projection(inp.reshape(B, 2, K * L))).reshape(B, -1, K, L)
+        h = F.relu(_pointwise(self.input_projection, inp.permute(0, 2, 3, 1)))     # (B, K, L, C)
         emb = self.step_embedding(s.expand(B) if s.numel() == 1 else s)
-        skips = []
-        for i, block in enumerate(self.blocks):
-            h, skip = block(h, side, emb, None if projected is None else projected[i])
-            skips.append(skip)
-        h = torch.stack(skips).sum(0) / math.sqrt(len(self.blocks))
-        h = F.relu(self.output_projection1(h.reshape(B, -1, K * L)))
-        return self.output_projection2(h).reshape(B, K, L)
+        skips = 0
+        for block, side_projected in zip(self.blocks, projected):
+            h, skip = block(h, side_projected, emb)
+            skips = skips + skip
+        h = F.relu(_pointwise(self.output_projection1, skips / math.sqrt(len(self.blocks))))
+        return _pointwise(self.output_projection2, h)[..., 0]
 
 
 # ---------------------------------------------------------------------------------------------------
