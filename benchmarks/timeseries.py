@@ -217,6 +217,27 @@ def _datamodule(args, ratio: float = 0.1):
                                 mask_strategy="forecast", batch_size=args.batch, seed=1), 7
 
 
+def _step_decay(milestones: list[float], minutes: float, gamma: float = 0.1):
+    """The official CSDI schedule (MultiStepLR, lr × 0.1 at 75 % and 90 % of the epochs) on a wall-clock
+    budget: lr × ``gamma`` once each fraction of ``minutes`` has passed."""
+    import lightning as L
+
+    class StepDecay(L.Callback):
+        def on_train_start(self, trainer, module):
+            self.start, self.passed = time.perf_counter(), 0
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            elapsed = (time.perf_counter() - self.start) / 60 / minutes
+            while self.passed < len(milestones) and elapsed >= milestones[self.passed]:
+                self.passed += 1
+                for opt in trainer.optimizers:
+                    for group in opt.param_groups:
+                        group["lr"] *= gamma
+                print(f"step {trainer.global_step}: lr x {gamma} ({milestones[self.passed - 1]:.0%} of the budget)")
+
+    return StepDecay()
+
+
 def part_train(args):
     """Train through Lightning for a wall-clock budget, save the weights, evaluate on the test split(s).
 
@@ -242,7 +263,8 @@ def part_train(args):
                              lr=args.lr, weight_decay=1e-6, val_num_samples=0, final_num_samples=0, seed=1)
     trainer = L.Trainer(max_time={"minutes": args.minutes}, max_steps=args.max_steps, accelerator="cpu",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        callbacks=[_step_decay(args.lr_milestones, args.minutes)] if args.lr_milestones else None)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     train_s = time.perf_counter() - t0
@@ -335,6 +357,8 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=20)
     p.add_argument("--max_steps", type=int, default=-1)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-milestones", type=float, nargs="*", default=[],
+                   help="fractions of the time budget where lr drops x0.1 (official CSDI: 0.75 0.9)")
     p.add_argument("--windows", type=int, default=16)
     p.add_argument("--window", type=int, default=120)
     p.add_argument("--horizon", type=int, default=24)
