@@ -25,3 +25,8 @@ class Conv1x1(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.matmul(self.weight[:, :, 0], x)
         return y if self.bias is None else y + self.bias[:, None]
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer on a channels-last tensor (..., cin) → (..., cout), for networks that keep
+        their activations channels-last to avoid layout copies."""
+        return torch.nn.functional.linear(x, self.weight[:, :, 0], self.bias)

@@ -85,15 +85,10 @@ class StepEmbedding(nn.Module):
         return F.silu(self.proj2(F.silu(self.proj1(self.table[s]))))
 
 
-def _conv1x1(cin: int, cout: int) -> nn.Conv1d:
+def _conv1x1(cin: int, cout: int) -> Conv1x1:
     layer = Conv1x1(cin, cout)
     nn.init.kaiming_normal_(layer.weight)  # official Conv1d_with_init
     return layer
-
-
-def _pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
-    """A 1×1 convolution applied to a channels-last tensor (..., C_in) → (..., C_out)."""
-    return F.linear(x, conv.weight[:, :, 0], conv.bias)
 
 
 class ResidualBlock(nn.Module):
@@ -127,9 +122,9 @@ class ResidualBlock(nn.Module):
         if K > 1:  # attention over features, at every time
             y = y.transpose(1, 2).reshape(B * L, K, C)
             y = self.feature_transformer(y).reshape(B, L, K, C).transpose(1, 2)
-        y = _pointwise(self.mid_projection, y) + side_projected
+        y = self.mid_projection.channels_last(y) + side_projected
         gate, filt = y.chunk(2, dim=-1)
-        y = _pointwise(self.output_projection, torch.sigmoid(gate) * torch.tanh(filt))
+        y = self.output_projection.channels_last(torch.sigmoid(gate) * torch.tanh(filt))
         residual, skip = y.chunk(2, dim=-1)
         return (x + residual) / math.sqrt(2.0), skip
 
@@ -186,7 +181,7 @@ class CSDIBackbone(nn.Module):
 
     def _projected_side(self, side: Tensor) -> list[Tensor]:
         """Each block's 1×1 projection of the channels-last side information."""
-        return [_pointwise(blk.cond_projection, side) for blk in self.blocks]
+        return [blk.cond_projection.channels_last(side) for blk in self.blocks]
 
     def check_features(self, x: Tensor) -> None:
         if x.ndim != 3:
@@ -205,18 +200,18 @@ class CSDIBackbone(nn.Module):
         kf = known.to(x.dtype)
         inp = torch.stack([kf * observed, (1 - kf) * x], 1)                       # (B, 2, K, L)
         tp, fid = cond.get("timepoints"), cond.get("feature_id")
+        # sampling calls the network T times with the same masks: project the side information once
+        cacheable = not torch.is_grad_enabled() and known_in is not None
         projected = None
-        if not torch.is_grad_enabled() and known_in is not None:
-            # sampling calls the network T times with the same masks: project the side information once
+        if cacheable:
             key = tuple((id(v), v._version) if v is not None else None for v in (known_in, tp, fid))
             cached = getattr(self, "_side_cache", None)
             if cached is not None and cached[0] == key and cached[1][0].shape[0] == x.shape[0]:
                 projected = cached[1]
-            else:
-                projected = self._projected_side(self._side_channels_last(known, tp, fid))
-                self._side_cache = (key, projected, (known_in, tp, fid))  # keeps the keyed tensors alive
         if projected is None:
             projected = self._projected_side(self._side_channels_last(known, tp, fid))
+            if cacheable:
+                self._side_cache = (key, projected, (known_in, tp, fid))  # keeps the keyed tensors alive
         return self._network(inp, projected, step_index(t, self.num_steps).to(x.device))
 
     def forward_official(self, inp: Tensor, side: Tensor, s: Tensor) -> Tensor:
@@ -226,14 +221,14 @@ class CSDIBackbone(nn.Module):
 
     def _network(self, inp: Tensor, projected: list[Tensor], s: Tensor) -> Tensor:
         B, _, K, L = inp.shape
-        h = F.relu(_pointwise(self.input_projection, inp.permute(0, 2, 3, 1)))     # (B, K, L, C)
+        h = F.relu(self.input_projection.channels_last(inp.permute(0, 2, 3, 1)))     # (B, K, L, C)
         emb = self.step_embedding(s.expand(B) if s.numel() == 1 else s)
         skips = 0
         for block, side_projected in zip(self.blocks, projected):
             h, skip = block(h, side_projected, emb)
             skips = skips + skip
-        h = F.relu(_pointwise(self.output_projection1, skips / math.sqrt(len(self.blocks))))
-        return _pointwise(self.output_projection2, h)[..., 0]
+        h = F.relu(self.output_projection1.channels_last(skips / math.sqrt(len(self.blocks))))
+        return self.output_projection2.channels_last(h)[..., 0]
 
 
 # ---------------------------------------------------------------------------------------------------

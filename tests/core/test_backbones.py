@@ -473,5 +473,8 @@ def test_conv1x1_equals_conv1d_and_loads_its_state_dict():
     g_ref = torch.autograd.grad(ref(x).square().sum(), (x, ref.weight))
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b)
+    x_last = torch.randn(3, 4, 11, 5)  # channels-last: (..., cin)
+    torch.testing.assert_close(fast.channels_last(x_last), ref(x_last.reshape(-1, 11, 5).transpose(1, 2))
+                               .transpose(1, 2).reshape(3, 4, 11, 7))
     with pytest.raises(ConfigError, match="kernel size 1"):
         Conv1x1(5, 7, 3)
