@@ -276,9 +276,14 @@ def phase_report(args) -> None:
         print(row(k, v))
 
 
-def core_normalize(x: np.ndarray, q: float = 0.005) -> np.ndarray:
-    """shape_bbox computed on the per-axis [q, 1 − q] quantile box instead of the extreme points."""
-    lo, hi = np.quantile(x, [q, 1 - q], axis=1)
+def quantile_box(x: np.ndarray, q: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+    """Per-shape, per-axis [q, 1 − q] quantiles of clouds (batch, N, 3): the box of the central points."""
+    return tuple(np.quantile(x, [q, 1 - q], axis=1))
+
+
+def core_normalize(x: np.ndarray) -> np.ndarray:
+    """shape_bbox computed on the quantile box instead of the extreme points."""
+    lo, hi = quantile_box(x)
     return (x - ((lo + hi) / 2)[:, None]) / ((hi - lo).max(-1) / 2)[:, None, None]
 
 
@@ -300,7 +305,7 @@ def phase_outliers(args) -> None:
     test = load_procedural(args.category, "test", ROOT).astype(np.float64)
 
     def inflation(x):  # bbox extent / extent of the 0.5–99.5 % quantile box, mean over shapes, per axis
-        lo, hi = np.quantile(x, [0.005, 0.995], axis=1)
+        lo, hi = quantile_box(x)
         return ((x.max(1) - x.min(1)) / (hi - lo)).mean(0)
 
     print("\n| set | bbox / 99 % core extent (x, y, z) |\n|---|---|")
