@@ -201,7 +201,7 @@ def _test_batch(dm, n_windows: int, seed: int):
     batch = [ds[int(i)] for i in idx]
     x = torch.stack([b["x"] for b in batch])
     known = torch.stack([b["known"] for b in batch])
-    ev = torch.stack([b["presence"] for b in batch]) & ~known
+    ev = ~torch.stack([b["missing"] for b in batch]) & ~known
     return x, known, ev
 
 

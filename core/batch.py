@@ -7,9 +7,14 @@ A batch is a mapping with
                (atoms, residues, tokens, points of variable-size items);
 * ``known``    optional bool mask broadcastable to x: entries that are observed and conditioned on,
                never generated (imputation, inpainting, completion, partial diffusion);
+* ``missing``  optional bool mask broadcastable to x: entries that exist but whose value was never
+               measured (missing data: the gaps of a clinical time series). Unlike padding they are
+               part of the state — noised in training and generated when sampling, like any other
+               unknown entry — but with no value to regress they are left out of the loss, as in
+               CSDI (Tashiro et al. 2021, §4.3 and App. B: observed_mask vs cond_mask);
 * ``cond``     optional mapping of tensors handed to the backbone (labels, embeddings, spectrograms).
 
-Losses count only entries that are present and not known (:func:`target_mask`). The denoiser sees
+Losses count only entries that are present, not known and not missing (:func:`target_mask`). The denoiser sees
 the known values through ``cond["observed"]`` and the masks through ``cond["known"]`` and
 ``cond["presence"]`` (:func:`backbone_cond`).
 """
@@ -32,16 +37,19 @@ def unpack(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor | None, Tensor | No
     if not isinstance(batch, Mapping) or "x" not in batch:
         got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
         raise ShapeError(f"a batch must be a mapping with key 'x' (and optional presence/known/cond); got {got}")
-    unknown = set(batch) - {"x", "presence", "known", "cond"}
+    unknown = set(batch) - {"x", "presence", "known", "missing", "cond"}
     if unknown:
-        raise ShapeError(f"batch has unknown key(s) {sorted(unknown)}; expected x, presence, known, cond")
+        raise ShapeError(f"batch has unknown key(s) {sorted(unknown)}; expected x, presence, known, missing, cond")
     x = batch["x"]
     if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 2:
         raise ShapeError(f"batch['x'] must be a float tensor of shape (batch, ...); got {getattr(x, 'shape', type(x))}")
     presence = check_mask(batch.get("presence"), x, "batch['presence']")
     known = check_mask(batch.get("known"), x, "batch['known']")
+    missing = check_mask(batch.get("missing"), x, "batch['missing']")
+    if known is not None and missing is not None and (known & missing).any():
+        raise ShapeError("batch['known'] and batch['missing'] overlap: a missing value cannot be conditioned on")
     # NaN is allowed only where an entry is absent or missing (not present / not a target).
-    finite_needed = target_mask(x, presence, known).bool() | (known.expand_as(x) if known is not None else False)
+    finite_needed = target_mask(x, presence, known, missing).bool() | (known.expand_as(x) if known is not None else False)
     if not torch.isfinite(x[finite_needed]).all():
         check_finite(x[finite_needed], "batch['x'] (present entries)")
     cond = dict(batch.get("cond") or {})
@@ -51,13 +59,12 @@ def unpack(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor | None, Tensor | No
     return x, presence, known, cond
 
 
-def target_mask(x: Tensor, presence: Tensor | None, known: Tensor | None) -> Tensor:
-    """Float mask of the entries a loss counts: present and not known, expanded to x's shape."""
+def target_mask(x: Tensor, presence: Tensor | None, known: Tensor | None, missing: Tensor | None = None) -> Tensor:
+    """Float mask of the entries a loss counts: present, not known and not missing, expanded to x's shape."""
     m = torch.ones_like(x, dtype=torch.bool)
-    if presence is not None:
-        m = m & presence
-    if known is not None:
-        m = m & ~known
+    for mask, keep in ((presence, True), (known, False), (missing, False)):
+        if mask is not None:
+            m = m & (mask if keep else ~mask)
     return m.to(x.dtype)
 
 

@@ -6,8 +6,8 @@ weight w(t):
 
     L = Σ_b w(t_b) Σ_i m_bi (ŷ_bi − y_bi)² / Σ_b Σ_i m_bi,
 
-where m is the batch's :func:`polydiff.batch.target_mask` (present and not known entries), so padding
-and observed entries contribute neither value nor gradient. Normalising by the count of target entries
+where m is the batch's :func:`polydiff.batch.target_mask` (present, not known, not missing entries), so
+padding, observed and missing entries contribute neither value nor gradient. Normalising by the count of target entries
 of the whole batch (not per item) follows CSDI (Tashiro et al. 2021, App. B, ``loss = Σ residual² /
 num_eval``): every target entry weighs the same whatever the size of its item.
 
@@ -51,7 +51,7 @@ from typing import Mapping
 import torch
 
 from .batch import backbone_cond, target_mask, unpack
-from .checks import expand_like
+from .checks import check_mask, expand_like
 from .errors import ConfigError
 from .likelihood import ddpm_coefficients, ddpm_vlb_term, rng_device
 from .parameterization import PARAMETERIZATIONS, target_for
@@ -229,8 +229,8 @@ class DiffusionLoss:
         kind = self.parameterization or getattr(denoiser, "parameterization", None) or "eps"
         space = space or Euclidean()
         x, presence, known, cond = unpack(batch)
-        mask = target_mask(x, presence, known)
-        x0 = torch.nan_to_num(x) if not torch.isfinite(x).all() else x  # NaN only where absent
+        mask = target_mask(x, presence, known, check_mask(batch.get("missing"), x, "batch['missing']"))
+        x0 = torch.nan_to_num(x) if not torch.isfinite(x).all() else x  # NaN only where absent or missing
         x0 = space.project(x0, presence)  # padding → 0; wrapped / centred like every state of the space
         n = x0.shape[0]
 

@@ -44,15 +44,15 @@ def polydiff_register(registry) -> None:
 
 
 def _read_csv(path):
-    """A series file as a batch of one: x (1, K, T) with 0 where missing, presence = observed."""
+    """A series file as a batch of one: x (1, K, T) with 0 where missing, and the ``missing`` mask."""
     import numpy as np
     import torch
 
     from polydiff.datasets.csv_series import load_table
 
     table = load_table(path)
-    obs = torch.as_tensor(table.observed_mask.T[None])
-    return {"x": torch.as_tensor(np.nan_to_num(table.values).T[None], dtype=torch.float32), "presence": obs}
+    missing = ~torch.as_tensor(table.observed_mask.T[None], dtype=torch.bool)
+    return {"x": torch.as_tensor(np.nan_to_num(table.values).T[None], dtype=torch.float32), "missing": missing}
 
 
 @hookimpl

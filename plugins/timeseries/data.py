@@ -3,7 +3,10 @@
 Every item is one window in polydiff's batch contract with x of shape (K features, L steps):
 
 * ``x``        float32, standardised values, 0 where not observed (NaN → 0);
-* ``presence`` bool, observed in the raw data — entries missing in the raw data are never targets;
+* ``missing``  bool, not observed in the raw data: never conditioned on and never a target, but noised
+               and generated like the targets (official CSDI: its ``observed_mask``, whose complement
+               enters the noisy input and leaves the loss), so a model trained on gappy windows sees
+               the same input when it imputes the real gaps;
 * ``known``    bool, the conditioning mask: drawn afresh for every training batch by the mask strategy
                (:mod:`.masks`: CSDI random / historical / mix, SSSD rm / mnr / bm, forecast), fixed for
                validation and test (the dataset's evaluation mask: CSDI's ``gt_mask``).
@@ -37,7 +40,7 @@ class WindowDataset(Dataset):
     def __init__(self, values: np.ndarray, observed: np.ndarray, known: np.ndarray | None = None,
                  pattern: np.ndarray | None = None):
         self.x = torch.as_tensor(np.where(observed, np.nan_to_num(values), 0.0), dtype=torch.float32)
-        self.presence = torch.as_tensor(observed, dtype=torch.bool)
+        self.missing = torch.as_tensor(~np.asarray(observed, dtype=bool))
         self.known = None if known is None else torch.as_tensor(known & observed, dtype=torch.bool)
         self.pattern = None if pattern is None else torch.as_tensor(pattern, dtype=torch.bool)
 
@@ -45,7 +48,7 @@ class WindowDataset(Dataset):
         return self.x.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        item = {"x": self.x[i], "presence": self.presence[i], "_index": torch.tensor(i)}
+        item = {"x": self.x[i], "missing": self.missing[i], "_index": torch.tensor(i)}
         if self.known is not None:
             item["known"] = self.known[i]
         if self.pattern is not None:
@@ -67,7 +70,7 @@ class MaskCollate:
         pattern = batch.pop("_pattern", None)
         if "known" not in batch:
             g = torch.Generator().manual_seed(int(self.seed * 1_000_003 + int((idx * 7919 + 1).sum()) + len(idx)))
-            batch["known"] = masks.training_mask(self.strategy, batch["presence"], generator=g, pattern=pattern,
+            batch["known"] = masks.training_mask(self.strategy, ~batch["missing"], generator=g, pattern=pattern,
                                                  ratio=self.ratio, horizon=self.horizon)
         return batch
 
@@ -134,7 +137,7 @@ class TimeSeriesDataModule(DiffusionDataModule):
         ``known`` mask and observed values."""
         ds = self._require("val_set")
         batch = _strip([ds[i % len(ds)] for i in range(n)])
-        return {"presence": batch["presence"], "known": batch["known"], "x_known": batch["x"]}
+        return {"known": batch["known"], "x_known": batch["x"]}
 
     def decode(self, x: Tensor) -> Tensor:
         if self.mean is None:

@@ -13,18 +13,18 @@ from . import metrics
 def _reference(datamodule, n: int) -> dict[str, Any]:
     ds = datamodule._require("val_set")
     items = [ds[i % len(ds)] for i in range(n)]
-    return {"x": torch.stack([it["x"] for it in items]), "presence": torch.stack([it["presence"] for it in items])}
+    return {"x": torch.stack([it["x"] for it in items]), "missing": torch.stack([it["missing"] for it in items])}
 
 
 def evaluate_samples(samples: Mapping[str, Any], datamodule) -> dict[str, float] | None:
     """MAE/RMSE (standardised units) of one sample per validation window on its evaluation targets
-    (present and not known). The samples are those of ``DiffusionDataModule.sample_inputs``: window i is
+    (observed and not known). The samples are those of ``DiffusionDataModule.sample_inputs``: window i is
     validation window i (cycled)."""
     if datamodule is None or "known" not in samples:
         return None
     x = samples["x"].float()
     ref = _reference(datamodule, x.shape[0])
-    ev = ref["presence"] & ~samples["known"].bool()
+    ev = ~ref["missing"] & ~samples["known"].bool()
     if not ev.any():
         return None
     return {"mae": metrics.mae(ref["x"], x, ev), "rmse": metrics.rmse(ref["x"], x, ev)}

@@ -183,6 +183,31 @@ def test_known_entries_are_noised_and_observed_through_cond():
     assert torch.equal(bb.seen["cond"]["known"], known)
 
 
+def test_missing_entries_are_noised_like_targets_but_left_out_of_the_loss():
+    """Missing data (CSDI's unobserved entries): x_t there is pure σ·ε (x_0 := 0), unlike padding, which
+    stays 0, and neither their (NaN) values nor the network's output there reach the loss."""
+    proc = VP("linear")
+    bb = ParamBackbone((3, 4))
+    x = torch.randn(3, 4, dtype=F64)
+    missing = torch.zeros(3, 4, dtype=torch.bool)
+    missing[:, 3] = True
+    known = torch.zeros(3, 4, dtype=torch.bool)
+    known[:, 0] = True
+    x[missing] = float("nan")
+    loss = DiffusionLoss()(Denoiser(bb, proc), {"x": x, "known": known, "missing": missing},
+                           generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    t = proc.sample_time(3, generator=g)
+    eps = torch.randn(3, 4, generator=g, dtype=F64)
+    a, s = proc.alpha_sigma(t)
+    torch.testing.assert_close(bb.seen["x"], a[:, None] * torch.nan_to_num(x) + s[:, None] * eps)
+    assert (bb.seen["x"][missing] != 0).all()
+    target = ~known & ~missing
+    torch.testing.assert_close(loss, ((bb.param - eps)[target] ** 2).mean())
+    with pytest.raises(ShapeError, match="known.*missing"):
+        DiffusionLoss()(Denoiser(bb, proc), {"x": x, "known": missing, "missing": missing})
+
+
 def _gaussian_irreducible(proc, s2, kind, weight_fn, n=20001):
     """∫ w(t) E‖y* − y‖² dt / (1 − t_min) for 1-D data N(m, s2) by the trapezoid rule: Var[ε|x_t] =
     α² s2/(α² s2 + σ²), Var[x0|x_t] = s2 σ²/(α² s2 + σ²)."""

@@ -21,14 +21,14 @@ def test_physionet_datamodule_batches(shared_data):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (8, 35, 48) and batch["x"].dtype == torch.float32
-    assert not (batch["known"] & ~batch["presence"]).any()           # never conditions on a missing value
-    assert (batch["x"][~batch["presence"]] == 0).all()
+    assert not (batch["known"] & batch["missing"]).any()             # never conditions on a missing value
+    assert (batch["x"][batch["missing"]] == 0).all()
     again = next(iter(dm.train_dataloader()))                          # deterministic masks
     assert torch.equal(again["known"], batch["known"])
     d = dm.prepared
     val = next(iter(dm.val_dataloader()))
     np.testing.assert_array_equal(val["known"].numpy(), np.swapaxes(d.gt_mask[d.valid], 1, 2)[: len(val["x"])])
-    np.testing.assert_array_equal(val["presence"].numpy(), np.swapaxes(d.observed_mask[d.valid], 1, 2)[: len(val["x"])])
+    np.testing.assert_array_equal(~val["missing"].numpy(), np.swapaxes(d.observed_mask[d.valid], 1, 2)[: len(val["x"])])
 
 
 def test_aqi36_datamodule_historical_patterns(shared_data):
@@ -37,12 +37,12 @@ def test_aqi36_datamodule_historical_patterns(shared_data):
     dm.setup("fit")
     b = next(iter(dm.train_dataloader()))
     assert b["x"].shape == (4, 36, 36)
-    assert not (b["known"] & ~b["presence"]).any()
+    assert not (b["known"] & b["missing"]).any()
     # the test windows' known masks hide exactly the evaluation targets
     te = dm.test_windows
     ev = torch.as_tensor(np.swapaxes(te.eval_mask, 1, 2))
     t0 = dm.test_set[0]
-    assert torch.equal(t0["presence"] & ~t0["known"], ev[0])
+    assert torch.equal(~t0["missing"] & ~t0["known"], ev[0])
 
 
 @pytest.mark.parametrize("kind", ["csdi", "sssd"])
