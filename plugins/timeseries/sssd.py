@@ -12,16 +12,20 @@ A_LegS = A_N − P Pᵀ with A_N normal, eigenvalues −½ + iω), B the LegS in
 eigenbasis, zero-order hold Ā = exp(ΔA), B̄ = (Ā − 1)/A · B, K_l = 2 Re(Σ_n C_n B̄_n Ā_n^l) over the
 N/2 conjugate-pair representatives. This drops the low-rank term of the full DPLR S4 (a choice the S4D
 paper shows loses nothing on long-range benchmarks) and needs no Cauchy kernel or custom extension.
-Δ is learned per channel, log-uniform in [1e-3, 1e-1] at initialisation (S4 App. C).
-**Bidirectional** (SSSD uses ``bidirectional=True``): one kernel runs forward, a second one backward
-(on the reversed sequence); their outputs add. Then GELU, dropout, a position-wise linear layer,
-residual connection and LayerNorm (SSSD's ``S4Layer``).
+Δ is drawn per channel, log-uniform in [1e-3, 1e-1] (S4 App. C); as in SSSD's S4 (``trainable=None``)
+Λ, B and Δ stay fixed and only C, D and the output layer learn.
+**Bidirectional** (SSSD uses ``bidirectional=True``): two output maps C over the same state give a
+causal kernel and a strictly anti-causal one (lags ≥ 1, as in S4's bidirectional convolution); their
+outputs add. Then GELU, dropout, a position-wise linear layer, residual connection and LayerNorm
+(SSSD's ``S4Layer``).
 
 **SSSD^S4 network** (Fig. 2; official defaults in brackets, the CPU configs use fewer): input 1×1
 conv K → C [256] + ReLU; diffusion-step embedding sinusoid(128) → 512 → 512 (SiLU); R residual layers
 [36], each: + Linear(512 → C) of the step embedding, conv(3) C → 2C, S4 layer, + 1×1 conv of the
 conditioning (observed ⊙ mask ‖ mask, 2K channels) to 2C, S4 layer, gated tanh·σ, 1×1 convs to the
-residual and the skip; skips summed · √(1/R), 1×1 conv + ReLU, zero-initialised 1×1 conv to K.
+residual and the skip; skips summed · √(1/R), 1×1 conv + ReLU, zero-initialised 1×1 conv to K. Every conv
+but the last is weight-normalised (Salimans & Kingma 2016) from PyTorch's default initialisation, as in
+the official code (whose ``kaiming_normal_`` after ``weight_norm`` is overwritten by the reparameterisation).
 Diffusion: T = 200, linear β from 1e-4 to 0.02 (§4.1) = ``VP("linear", num_steps=200, beta_min=0.02,
 beta_max=4.0)`` (polydiff's linear schedule holds T·β fixed), ε-parameterisation; the network input
 is the noisy series with the known entries replaced by their clean values (their
@@ -37,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.parametrizations import weight_norm
 
 from polydiff import VP, ConfigError, ShapeError
 from polydiff.backbones import Conv1x1
@@ -74,24 +79,25 @@ def s4d_legs_init(N: int) -> tuple[Tensor, Tensor]:
 
 
 class S4DKernel(nn.Module):
-    """Per-channel diagonal SSM kernels K (channels, L) with learnable Λ (real part kept negative),
-    B, C and log Δ (S4D §3; ZOH discretisation)."""
+    """Diagonal SSM kernels K (kernels, channels, L): ``kernels`` output maps C (learned) over one state
+    per channel — Λ, B and Δ shared by the kernels and kept fixed at their initialisation, as in SSSD's
+    S4 (``trainable=None``: only C, D and the output layer learn). ZOH discretisation (S4D §3)."""
 
-    def __init__(self, channels: int, N: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1,
+    def __init__(self, channels: int, N: int = 64, kernels: int = 1, dt_min: float = 1e-3, dt_max: float = 1e-1,
                  generator: torch.Generator | None = None):
         super().__init__()
         lam, b = s4d_legs_init(N)
         H = channels
-        self.log_neg_re = nn.Parameter(torch.log(-lam.real).float().repeat(H, 1))   # Re Λ = −exp(·)
-        self.im = nn.Parameter(lam.imag.float().repeat(H, 1))
-        self.B = nn.Parameter(torch.view_as_real(b.to(torch.complex64)).repeat(H, 1, 1))
-        c = torch.randn(H, N // 2, 2, generator=generator) * math.sqrt(0.5)
+        self.register_buffer("log_neg_re", torch.log(-lam.real).float().repeat(H, 1))   # Re Λ = −exp(·)
+        self.register_buffer("im", lam.imag.float().repeat(H, 1))
+        self.register_buffer("B", torch.view_as_real(b.to(torch.complex64)).repeat(H, 1, 1))
+        c = torch.randn(kernels, H, N // 2, 2, generator=generator) * math.sqrt(0.5)
         self.C = nn.Parameter(c)
         u = torch.rand(H, generator=generator)
-        self.log_dt = nn.Parameter(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
+        self.register_buffer("log_dt", math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
 
     def discrete(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(ΔΛ, Ā, B̄, C) complex, each (channels, N/2)."""
+        """(ΔΛ, Ā, B̄) complex (channels, N/2) and C (kernels, channels, N/2)."""
         lam = torch.complex(-torch.exp(self.log_neg_re), self.im)
         dt_lam = torch.exp(self.log_dt)[:, None] * lam
         dA = torch.exp(dt_lam)
@@ -104,10 +110,10 @@ class S4DKernel(nn.Module):
         dt_lam, _, dB, C = self.discrete()
         l = torch.arange(L, device=dt_lam.device, dtype=dt_lam.real.dtype)
         mag = torch.exp(dt_lam.real[..., None] * l)                    # |Ā^l|, (H, N/2, L)
-        phase = dt_lam.imag[..., None] * l
+        cos, sin = mag * torch.cos(dt_lam.imag[..., None] * l), mag * torch.sin(dt_lam.imag[..., None] * l)
         w = C * dB
-        # broadcast-and-sum: as an einsum this becomes H tiny matrix products, slow on CPU
-        return 2 * (mag * (w.real[..., None] * torch.cos(phase) - w.imag[..., None] * torch.sin(phase))).sum(1)
+        # broadcast-and-sum: as an einsum this becomes many tiny matrix products, slow on CPU
+        return 2 * (w.real[..., None] * cos - w.imag[..., None] * sin).sum(-2)
 
 
 def fft_conv(u: Tensor, k: Tensor) -> Tensor:
@@ -119,25 +125,26 @@ def fft_conv(u: Tensor, k: Tensor) -> Tensor:
 
 
 class S4(nn.Module):
-    """Bidirectional S4D-LegS block on (B, H, L): y = GELU(K_fwd ∗ u + flip(K_bwd ∗ flip(u)) + D u) →
-    dropout → Linear(H → H)."""
+    """Bidirectional S4D-LegS block on (B, H, L): y = GELU(K_fwd ∗ u + K_bwd ⋆ u + D u) → dropout →
+    Linear(H → H), where the backward kernel looks strictly ahead, (K_bwd ⋆ u)_l = Σ_{m ≥ 0} K_bwd,m u_{l+1+m}
+    (S4's bidirectional kernel: the second half of the channels, flipped and placed after the causal one)."""
 
     def __init__(self, channels: int, N: int = 64, bidirectional: bool = True, dropout: float = 0.0,
                  generator: torch.Generator | None = None):
         super().__init__()
         self.bidirectional = bidirectional
-        self.kernel_fwd = S4DKernel(channels, N, generator=generator)
-        self.kernel_bwd = S4DKernel(channels, N, generator=generator) if bidirectional else None
+        self.kernel = S4DKernel(channels, N, kernels=2 if bidirectional else 1, generator=generator)
         self.D = nn.Parameter(torch.randn(channels, generator=generator))
         self.dropout = nn.Dropout(dropout)
         self.output_linear = Conv1x1(channels, channels)
 
     def ssm(self, u: Tensor) -> Tensor:
         """The linear part K ∗ u + D u (no activation)."""
-        L = u.shape[-1]
-        y = fft_conv(u, self.kernel_fwd(L))
+        k = self.kernel(u.shape[-1])
+        y = fft_conv(u, k[0])
         if self.bidirectional:
-            y = y + fft_conv(u.flip(-1), self.kernel_bwd(L)).flip(-1)
+            ahead = fft_conv(u.flip(-1), k[1]).flip(-1)               # Σ_m k_m u_{l+m}
+            y = y + F.pad(ahead[..., 1:], (0, 1))                      # shifted by one: u_{l+1+m}
         return y + self.D[:, None] * u
 
     def forward(self, u: Tensor) -> Tensor:
@@ -172,14 +179,12 @@ class SSSDResidualBlock(nn.Module):
                  bidirectional: bool):
         super().__init__()
         self.fc_t = nn.Linear(512, channels)
-        self.conv = nn.Conv1d(channels, 2 * channels, 3, padding=1)
+        self.conv = weight_norm(nn.Conv1d(channels, 2 * channels, 3, padding=1))
         self.s4_1 = S4Layer(2 * channels, N, dropout, bidirectional)
-        self.cond_conv = Conv1x1(cond_channels, 2 * channels)
+        self.cond_conv = weight_norm(Conv1x1(cond_channels, 2 * channels))
         self.s4_2 = S4Layer(2 * channels, N, dropout, bidirectional)
-        self.res_conv = Conv1x1(channels, channels)
-        self.skip_conv = Conv1x1(channels, skip_channels)
-        for conv in (self.conv, self.cond_conv, self.res_conv, self.skip_conv):
-            nn.init.kaiming_normal_(conv.weight)
+        self.res_conv = weight_norm(Conv1x1(channels, channels))
+        self.skip_conv = weight_norm(Conv1x1(channels, skip_channels))
 
     def forward(self, h: Tensor, cond: Tensor, emb: Tensor) -> tuple[Tensor, Tensor]:
         y = h + self.fc_t(emb)[:, :, None]
@@ -202,13 +207,13 @@ class SSSDBackbone(nn.Module):
                  state_size: int = 64, num_steps: int = 200, dropout: float = 0.0, bidirectional: bool = True):
         super().__init__()
         self.num_features, self.num_steps = num_features, num_steps
-        self.init_conv = Conv1x1(num_features, channels)
+        self.init_conv = weight_norm(Conv1x1(num_features, channels))
         self.fc_t1, self.fc_t2 = nn.Linear(128, 512), nn.Linear(512, 512)
         self.blocks = nn.ModuleList(
             SSSDResidualBlock(channels, skip_channels, 2 * num_features, state_size, dropout, bidirectional)
             for _ in range(layers)
         )
-        self.final_conv = Conv1x1(skip_channels, skip_channels)
+        self.final_conv = weight_norm(Conv1x1(skip_channels, skip_channels))
         self.out_conv = Conv1x1(skip_channels, num_features)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)

@@ -8,15 +8,15 @@ from polydiff import Denoiser, ShapeError
 from polydiff.plugins.timeseries import sssd
 
 
-def _recurrence(kernel: sssd.S4DKernel, u: torch.Tensor) -> torch.Tensor:
-    """x_l = Ā x_{l−1} + B̄ u_l, y_l = 2 Re(C x_l), per channel, in complex128."""
+def _recurrence(kernel: sssd.S4DKernel, u: torch.Tensor, which: int = 0) -> torch.Tensor:
+    """x_l = Ā x_{l−1} + B̄ u_l, y_l = 2 Re(C x_l), per channel, in complex128, with output map ``which``."""
     _, dA, dB, C = (a.detach().to(torch.complex128) for a in kernel.discrete())
     Bsz, H, L = u.shape
     x = torch.zeros(Bsz, H, dA.shape[1], dtype=torch.complex128)
     ys = []
     for l in range(L):
         x = dA * x + dB * u[:, :, l, None].to(torch.complex128)
-        ys.append(2 * (C * x).sum(-1).real)
+        ys.append(2 * (C[which] * x).sum(-1).real)
     return torch.stack(ys, -1)
 
 
@@ -35,14 +35,31 @@ def test_fft_kernel_equals_recurrence():
     layer = sssd.S4(channels=3, N=16, bidirectional=True, generator=g)
     u = torch.randn(2, 3, 50, generator=g)
     with torch.no_grad():
-        fwd = sssd.fft_conv(u, layer.kernel_fwd(50))
-        torch.testing.assert_close(fwd, _recurrence(layer.kernel_fwd, u).float(), rtol=1e-5, atol=1e-5)
-        # backward direction = recurrence on the reversed sequence, reversed back
-        bwd = sssd.fft_conv(u.flip(-1), layer.kernel_bwd(50)).flip(-1)
-        ref_bwd = _recurrence(layer.kernel_bwd, u.flip(-1)).flip(-1).float()
-        torch.testing.assert_close(bwd, ref_bwd, rtol=1e-5, atol=1e-5)
+        fwd = sssd.fft_conv(u, layer.kernel(50)[0])
+        torch.testing.assert_close(fwd, _recurrence(layer.kernel, u).float(), rtol=1e-5, atol=1e-5)
+        # backward direction: the recurrence run on the reversed sequence, reversed back and shifted so
+        # that position l sees only u_{l+1}, u_{l+2}, … (strictly anti-causal, as S4's bidirectional kernel)
+        ahead = _recurrence(layer.kernel, u.flip(-1), which=1).flip(-1).float()
+        ref_bwd = torch.cat([ahead[..., 1:], torch.zeros_like(ahead[..., :1])], -1)
         ref = fwd + ref_bwd + layer.D[:, None] * u
         torch.testing.assert_close(layer.ssm(u), ref, rtol=1e-5, atol=1e-5)
+        # the value at position l does not depend on u_l through the backward kernel: a unit impulse at
+        # position 10 reaches positions ≤ 10 only through K_bwd (and at 10 only through K_fwd[0] + D)
+        delta = torch.zeros(1, 3, 50)
+        delta[..., 10] = 1
+        k = layer.kernel(50)
+        y = layer.ssm(delta)[0]
+        torch.testing.assert_close(y[:, 10], k[0][:, 0] + layer.D, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(y[:, 9], k[1][:, 0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(y[:, 11], k[0][:, 1], rtol=1e-5, atol=1e-6)
+
+
+def test_only_c_d_and_the_output_layer_of_s4_learn():
+    """SSSD's S4 (``trainable=None``): Λ, B and Δ are fixed buffers, C and D learn."""
+    layer = sssd.S4(channels=4, N=8)
+    names = {n for n, _ in layer.named_parameters()}
+    assert names == {"kernel.C", "D", "output_linear.weight", "output_linear.bias"}
+    assert {"kernel.log_dt", "kernel.B", "kernel.im", "kernel.log_neg_re"} <= set(layer.state_dict())
 
 
 def test_backbone_contract_and_known_entries_enter_clean():
