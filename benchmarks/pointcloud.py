@@ -191,7 +191,9 @@ def phase_train(args) -> None:
         lr = args.lr if frac < 0.5 else args.lr + (args.end_lr - args.lr) * (frac - 0.5) / 0.5  # official: const, then linear
         for gr in opt.param_groups:
             gr["lr"] = lr
-        terms = model.loss_terms(x, generator=gen, x_encoder=x_enc)
+        # bf16 autocast: matmuls on the CPU's bf16 units (AMX/AVX512-BF16), loss and optimiser in fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            terms = model.loss_terms(x, generator=gen, x_encoder=x_enc)
         opt.zero_grad()
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -346,6 +348,7 @@ def main(argv=None) -> None:
     p.add_argument("--cost-small", type=int, default=16)
     p.add_argument("--metrics", nargs="+", default=["cd", "emd"], choices=["cd", "emd"])
     p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
+    p.add_argument("--bf16", action="store_true", help="train under bf16 autocast (mixed precision; not in Luo & Hu)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     {"references": phase_references, "cost": phase_cost, "train": phase_train, "sample": phase_sample,
