@@ -43,8 +43,8 @@ def test_fft_kernel_equals_recurrence():
         ref_bwd = torch.cat([ahead[..., 1:], torch.zeros_like(ahead[..., :1])], -1)
         ref = fwd + ref_bwd + layer.D[:, None] * u
         torch.testing.assert_close(layer.ssm(u), ref, rtol=1e-5, atol=1e-5)
-        # the value at position l does not depend on u_l through the backward kernel: a unit impulse at
-        # position 10 reaches positions ≤ 10 only through K_bwd (and at 10 only through K_fwd[0] + D)
+        # a unit impulse at position 10 reaches earlier positions only through K_bwd, later ones only
+        # through K_fwd, and position 10 itself only through K_fwd[0] + D (the backward kernel skips lag 0)
         delta = torch.zeros(1, 3, 50)
         delta[..., 10] = 1
         k = layer.kernel(50)
