@@ -9,7 +9,9 @@ Each part prints a markdown table and the command that made it; the tables go in
   speed       training steps/s through Lightning vs a plain PyTorch loop; imputation of n samples in one
               batched pass vs one sample at a time (the official loop)
   train       train a model (csdi | sssd) on physionet | aqi36 | etth1 for a wall-clock budget through
-              Lightning, then evaluate MAE / CRPS (CRPS-sum for forecasting) on a seeded test subset
+              Lightning, save the weights, then evaluate MAE / CRPS (CRPS-sum for forecasting) on a
+              seeded test subset
+  evaluate    the evaluation of ``train`` again on the saved weights (pass the same model options)
   toy         how fast CSDI and SSSD learn the highest-noise step on i.i.d. Gaussian series
 
 Usage (from the repository root):
@@ -238,18 +240,10 @@ def _step_decay(milestones: list[float], minutes: float, gamma: float = 0.1):
     return StepDecay()
 
 
-def part_train(args):
-    """Train through Lightning for a wall-clock budget, save the weights, evaluate on the test split(s).
-
-    PhysioNet's training windows and random training masks do not depend on the evaluation missing
-    ratio (it only chooses which observed entries of the validation/test patients are hidden, as in the
-    official code), so one model is evaluated at every ratio in ``--ratios``."""
-    import lightning as L
-
+def _module(args, K: int):
+    """The DiffusionModule that ``train`` fits and ``evaluate`` reloads (same seed, same architecture)."""
     from polydiff.training import DiffusionModule
 
-    dm, K = _datamodule(args, args.ratios[0])
-    dm.setup("fit")
     torch.manual_seed(1)
     if args.model == "csdi":
         backbone = csdi.CSDIBackbone(K, channels=args.channels, layers=args.layers, heads=args.heads,
@@ -259,8 +253,21 @@ def part_train(args):
         backbone = sssd.SSSDBackbone(K, channels=args.channels, skip_channels=args.channels, layers=args.layers,
                                      state_size=32, dropout=args.dropout)
         process = sssd.sssd_process()
-    module = DiffusionModule(backbone=backbone, process=process, parameterization="eps", ema_decay=args.ema,
-                             lr=args.lr, weight_decay=1e-6, val_num_samples=0, final_num_samples=0, seed=1)
+    return DiffusionModule(backbone=backbone, process=process, parameterization="eps", ema_decay=args.ema,
+                           lr=args.lr, weight_decay=1e-6, val_num_samples=0, final_num_samples=0, seed=1)
+
+
+def part_train(args):
+    """Train through Lightning for a wall-clock budget, save the weights, evaluate on the test split(s).
+
+    PhysioNet's training windows and random training masks do not depend on the evaluation missing
+    ratio (it only chooses which observed entries of the validation/test patients are hidden, as in the
+    official code), so one model is evaluated at every ratio in ``--ratios``."""
+    import lightning as L
+
+    dm, K = _datamodule(args, args.ratios[0])
+    dm.setup("fit")
+    module = _module(args, K)
     trainer = L.Trainer(max_time={"minutes": args.minutes}, max_steps=args.max_steps, accelerator="cpu",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
@@ -275,6 +282,21 @@ def part_train(args):
     torch.save({"state_dict": module.state_dict(), "steps": steps, "seconds": train_s,
                 "args": {k: v for k, v in vars(args).items()}}, tmp)
     os.replace(tmp, ckpt)
+    _evaluate(args, module, dm, steps, train_s)
+
+
+def part_evaluate(args):
+    """Re-evaluate the weights ``train`` saved (same model options), e.g. with more samples or at more
+    missing ratios, without training again."""
+    ckpt = torch.load(OUT / f"{args.model}_{args.data}.pt", map_location="cpu", weights_only=True)
+    dm, K = _datamodule(args, args.ratios[0])
+    dm.setup("fit")
+    module = _module(args, K)
+    module.load_state_dict(ckpt["state_dict"])
+    _evaluate(args, module, dm, ckpt["steps"], ckpt["seconds"])
+
+
+def _evaluate(args, module, dm, steps: int, train_s: float):
     den = module.sampling_model(use_ema=True).eval()
     for ratio in args.ratios:
         if ratio != args.ratios[0]:
@@ -338,7 +360,7 @@ def part_toy(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["checkpoint", "speed", "train", "toy"])
+    p.add_argument("part", choices=["checkpoint", "speed", "train", "evaluate", "toy"])
     p.add_argument("--patients", type=int, default=6)
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -365,7 +387,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    {"checkpoint": part_checkpoint, "speed": part_speed, "train": part_train, "toy": part_toy}[args.part](args)
+    {"checkpoint": part_checkpoint, "speed": part_speed, "train": part_train, "evaluate": part_evaluate, "toy": part_toy}[args.part](args)
 
 
 if __name__ == "__main__":
