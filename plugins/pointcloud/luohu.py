@@ -20,7 +20,9 @@ every point, conditioned on z (their Eq. 2–4, Fig. 2):
   the auto-encoder mode drops the prior terms and uses z = μ_φ(X) (``models/autoencoder.py``).
 * **Sampling** (their Alg. 2): ancestral DDPM steps x_{t−1} = (x_t − (1−α_t)/√(1−ᾱ_t) ε_θ)/√α_t + σ_t ε,
   σ_t² = (1 − flexibility)·β̃_t + flexibility·β_t (``flexibility = 0`` is the posterior variance β̃_t,
-  the default of ``test_gen.py``), latent w drawn from a normal truncated at 2σ (``truncate_std = 2``).
+  the default of ``test_gen.py``), latent w ~ N(0, I) untruncated: ``test_gen.py`` and the evaluation in
+  ``train_gen.py`` draw ``torch.randn`` and never pass the declared ``--truncate_std 2.0`` (the call that
+  would use it is commented out). Truncation (``truncate_std``) remains an option.
 
 The decoder is an ordinary polydiff backbone (``backbone(x, t, cond)``): ``cond["latent"]`` carries z
 and the optional ``cond["embedding"]`` a text/sentence embedding (Point-E-style conditioning, Nichol et
@@ -268,6 +270,21 @@ def gaussian_entropy(logvar: Tensor) -> Tensor:
     return 0.5 * logvar.sum(1) + 0.5 * logvar.shape[1] * (1 + math.log(2 * math.pi))
 
 
+def latent_terms(encoder: PointNetEncoder, flow: LatentFlow, x: Tensor,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """A reparameterised latent z ~ q_φ(z | X) and the prior terms of their Eq. 14, ``entropy`` = −H[q]
+    and ``prior`` = −log p(z) (batch means).
+
+    Under mixed precision (bf16 autocast) the encoder may run in bf16, but z and both log-densities are
+    computed in fp32: they are sums of F ≈ 128–256 terms with totals in the hundreds, where a bf16 result
+    resolves only whole units (measured: the entropy logged as exactly −176.0 for thousands of steps)."""
+    mu, logvar = (t.float() for t in encoder(x))
+    with torch.autocast(x.device.type, enabled=False):
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return z, {"entropy": -gaussian_entropy(logvar).mean(), "prior": -flow.log_prob(z).mean()}
+
+
 def truncated_normal(shape, generator: torch.Generator | None = None, trunc_std: float | None = 2.0,
                      device=None, dtype=None) -> Tensor:
     """N(0, I) draws truncated to |w| < trunc_std by rejection (exact truncated normal; the official code
@@ -338,8 +355,8 @@ class LuoHuDPM(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None, truncate_std: float | None = 2.0) -> Tensor:
-        """z = F⁻¹(w), w ~ truncated N(0, I) (generation mode only)."""
+    def sample_latent(self, n: int, generator: torch.Generator | None = None, truncate_std: float | None = None) -> Tensor:
+        """z = F⁻¹(w), w ~ N(0, I), truncated at ``truncate_std`` σ if given (generation mode only)."""
         if self.flow is None:
             raise ConfigError("sample_latent needs mode='gen' (the auto-encoder has no latent prior)")
         p = next(self.parameters())
@@ -361,10 +378,7 @@ class LuoHuDPM(nn.Module):
             z = self.encode(x_enc)
             terms = {}
         else:
-            mu, logvar = self.encoder(x_enc)
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            z = mu + torch.exp(0.5 * logvar) * eps
-            terms = {"entropy": -gaussian_entropy(logvar).mean(), "prior": -self.flow.log_prob(z).mean()}
+            z, terms = latent_terms(self.encoder, self.flow, x_enc, generator)
         cond = {"latent": z}
         if embedding is not None:
             cond["embedding"] = embedding
@@ -422,7 +436,7 @@ class LuoHuDPM(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, num_points: int = 2048, generator: torch.Generator | None = None,
-                 truncate_std: float | None = 2.0, flexibility: float = 0.0,
+                 truncate_std: float | None = None, flexibility: float = 0.0,
                  embedding: Tensor | None = None) -> Tensor:
         """n new shapes (n, num_points, 3): z from the flow prior, then reverse diffusion."""
         z = self.sample_latent(n, generator, truncate_std)

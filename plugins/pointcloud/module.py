@@ -15,7 +15,7 @@ import torch
 from polydiff.errors import ConfigError
 from polydiff.training import DiffusionModule
 
-from .luohu import LatentFlow, PointNetEncoder, gaussian_entropy, truncated_normal
+from .luohu import LatentFlow, PointNetEncoder, latent_terms, truncated_normal
 
 Tensor = torch.Tensor
 
@@ -26,7 +26,7 @@ class LuoHuModule(DiffusionModule):
         num_steps, beta_1, beta_T: T = 100, β 1e-4 … 0.02.  flow_depth, flow_hidden: 14, 256.
         kl_weight: 0.001.  hidden: PointwiseNet widths (128, 256, 512, 256, 128).
         embedding_dim: optional text/condition vector ``cond["embedding"]`` (0 = off).
-        truncate_std: truncation of the prior draw w (2.0).  lr: 2e-3 (Adam, no weight decay).
+        truncate_std: truncation of the prior draw w in σ (None: untruncated, as ``test_gen.py``).  lr: 2e-3 (Adam, no weight decay).
         sampler, sample_steps: engine sampler for generation (ancestral ``ddpm`` over all T steps with
             the posterior variance β̃ = their ``flexibility = 0``).
         encoder_keep: if set (e.g. 0.75), the encoder sees only a random partial view of each training
@@ -42,7 +42,7 @@ class LuoHuModule(DiffusionModule):
     def __init__(self, latent_dim: int = 256, mode: str = "gen", num_steps: int = 100, beta_1: float = 1e-4,
                  beta_T: float = 0.02, flow_depth: int = 14, flow_hidden: int = 256, kl_weight: float = 0.001,
                  hidden: tuple[int, ...] = (128, 256, 512, 256, 128), embedding_dim: int = 0,
-                 truncate_std: float | None = 2.0, lr: float = 2e-3, ema_decay: float = 0.0,
+                 truncate_std: float | None = None, lr: float = 2e-3, ema_decay: float = 0.0,
                  sampler: str = "ddpm", sample_steps: int | None = None, val_num_samples: int = 16,
                  final_num_samples: int = 16, seed: int = 0, encoder_keep: float | None = None,
                  weight_decay: float = 0.0, ema_warmup: bool = True, warmup_steps: int = 0,
@@ -78,15 +78,12 @@ class LuoHuModule(DiffusionModule):
         x = batch["x"]
         h = self.hparams
         cond = dict(batch.get("cond") or {})
-        mu, logvar = self.encoder(self.crop(x, generator) if h.encoder_keep else x)
+        x_enc = self.crop(x, generator) if h.encoder_keep else x
         terms: dict[str, Tensor] = {}
         if h.mode == "gen":
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            z = mu + torch.exp(0.5 * logvar) * eps
-            terms["entropy"] = -gaussian_entropy(logvar).mean()
-            terms["prior"] = -self.flow.log_prob(z).mean()
+            z, terms = latent_terms(self.encoder, self.flow, x_enc, generator)
         else:
-            z = mu
+            z = self.encoder(x_enc)[0]
         cond["latent"] = z
         terms["recons"] = self.loss_fn(self.denoiser, {**batch, "cond": cond}, generator=generator, space=self.space)
         loss = terms["recons"]
@@ -140,7 +137,7 @@ class LuoHuModule(DiffusionModule):
     def sample(self, n: int, generator: torch.Generator | None = None, cond: Mapping[str, Tensor] | None = None,
                **kw) -> dict[str, Tensor]:
         """As :meth:`DiffusionModule.sample`; the shape latent ``cond["latent"]`` is drawn from the flow prior
-        (truncated at ``truncate_std``) unless given. The latent is returned in ``cond``."""
+        (truncated at ``truncate_std`` if set) unless given. The latent is returned in ``cond``."""
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed)
         cond = dict(cond or {})
