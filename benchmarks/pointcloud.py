@@ -239,7 +239,7 @@ def phase_sample(args) -> None:
     t0 = time.perf_counter()
     out = []
     for i in range(0, n, args.sample_batch):
-        out.append(model.generate(min(args.sample_batch, n - i), 2048, generator=gen, truncate_std=2.0))
+        out.append(model.generate(min(args.sample_batch, n - i), 2048, generator=gen, truncate_std=args.truncate_std))
         log(f"generated {i + len(out[-1])}/{n}")
     x = torch.cat(out).numpy()
     np.save(OUT / f"samples_{args.category}.npy", x)
@@ -345,6 +345,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--resume", action="store_true", help="continue the saved run of this category")
     p.add_argument("--sample-batch", type=int, default=16)
+    p.add_argument("--truncate-std", type=float, default=None,
+                   help="truncate the prior draw w at this many σ (default: none, as Luo & Hu's test_gen.py)")
     p.add_argument("--cost-small", type=int, default=16)
     p.add_argument("--metrics", nargs="+", default=["cd", "emd"], choices=["cd", "emd"])
     p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
