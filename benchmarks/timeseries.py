@@ -11,7 +11,7 @@ Each part prints a markdown table and the command that made it; the tables go in
   train       train a model (csdi | sssd) on physionet | aqi36 | etth1 for a wall-clock budget through
               Lightning, save the weights, then evaluate MAE / CRPS (CRPS-sum for forecasting) on a
               seeded test subset
-  evaluate    the evaluation of ``train`` again on the saved weights (pass the same model options)
+  evaluate    the evaluation of ``train`` again on the saved weights (model options from the checkpoint)
   toy         how fast CSDI and SSSD learn the highest-noise step on i.i.d. Gaussian series
 
 Usage (from the repository root):
@@ -286,9 +286,12 @@ def part_train(args):
 
 
 def part_evaluate(args):
-    """Re-evaluate the weights ``train`` saved (same model options), e.g. with more samples or at more
-    missing ratios, without training again."""
+    """Re-evaluate the weights ``train`` saved, e.g. with more samples or at more missing ratios, without
+    training again. The model options come from the checkpoint: a different ``--heads`` or ``--ema`` would
+    load the same tensors into a different model without an error."""
     ckpt = torch.load(OUT / f"{args.model}_{args.data}.pt", map_location="cpu", weights_only=True)
+    saved = {k: ckpt["args"][k] for k in ("channels", "layers", "heads", "dropout", "ema", "batch", "lr")}
+    args = argparse.Namespace(**{**vars(args), **saved})
     dm, K = _datamodule(args, args.ratios[0])
     dm.setup("fit")
     module = _module(args, K)
@@ -387,7 +390,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    {"checkpoint": part_checkpoint, "speed": part_speed, "train": part_train, "evaluate": part_evaluate, "toy": part_toy}[args.part](args)
+    parts = {"checkpoint": part_checkpoint, "speed": part_speed, "train": part_train, "evaluate": part_evaluate,
+             "toy": part_toy}
+    parts[args.part](args)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ class LuoHuModule(DiffusionModule):
         num_steps, beta_1, beta_T: T = 100, β 1e-4 … 0.02.  flow_depth, flow_hidden: 14, 256.
         kl_weight: 0.001.  hidden: PointwiseNet widths (128, 256, 512, 256, 128).
         embedding_dim: optional text/condition vector ``cond["embedding"]`` (0 = off).
-        truncate_std: truncation of the prior draw w in σ (None: untruncated, as ``test_gen.py``).  lr: 2e-3 (Adam, no weight decay).
+        truncate_std: truncation of the prior draw w in σ (None: untruncated, as ``test_gen.py``).
+        lr: 2e-3 (Adam, no weight decay).
         sampler, sample_steps: engine sampler for generation (ancestral ``ddpm`` over all T steps with
             the posterior variance β̃ = their ``flexibility = 0``).
         encoder_keep: if set (e.g. 0.75), the encoder sees only a random partial view of each training
