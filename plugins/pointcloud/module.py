@@ -27,7 +27,17 @@ class LuoHuModule(DiffusionModule):
         kl_weight: 0.001.  hidden: PointwiseNet widths (128, 256, 512, 256, 128).
         embedding_dim: optional text/condition vector ``cond["embedding"]`` (0 = off).
         truncate_std: truncation of the prior draw w in σ (None: untruncated, as ``test_gen.py``).
-        lr: 2e-3 (Adam, no weight decay).
+        lr, end_lr, sched_start, sched_end: Adam at 2e-3 (no weight decay), held until step 200 000 and then
+            decayed linearly to 1e-4 at step 400 000 (``train_gen.py``'s ``get_linear_scheduler``, stepped
+            every iteration).
+        train_points: if set, every training step hands the model a fresh random subset of this many points
+            of each shape (drawn from the module's training generator, which checkpoints store, so resumed
+            runs draw the same subsets), as PointFlow's ``random_subsample``. ``None`` = every point the data
+            module hands over (Luo & Hu: all 2048). Give the data module the whole shapes
+            (``num_points: 2048``) and set this to train on a CPU with small point counts.
+        encoder_points: if set, the encoder sees only this many of the step's points (a random subset). On a
+            CPU the PointNet encoder at 128 points costs about as much as the decoder at 256, so a smaller
+            encoder view buys steps; ``None`` = the paper's (the encoder sees what the decoder sees).
         sampler, sample_steps: engine sampler for generation (ancestral ``ddpm`` over all T steps with
             the posterior variance β̃ = their ``flexibility = 0``).
         encoder_keep: if set (e.g. 0.75), the encoder sees only a random partial view of each training
@@ -43,7 +53,9 @@ class LuoHuModule(DiffusionModule):
     def __init__(self, latent_dim: int = 256, mode: str = "gen", num_steps: int = 100, beta_1: float = 1e-4,
                  beta_T: float = 0.02, flow_depth: int = 14, flow_hidden: int = 256, kl_weight: float = 0.001,
                  hidden: tuple[int, ...] = (128, 256, 512, 256, 128), embedding_dim: int = 0,
-                 truncate_std: float | None = None, lr: float = 2e-3, ema_decay: float = 0.0,
+                 truncate_std: float | None = None, lr: float = 2e-3, end_lr: float = 1e-4,
+                 sched_start: int = 200_000, sched_end: int = 400_000, train_points: int | None = None,
+                 encoder_points: int | None = None, ema_decay: float = 0.0,
                  sampler: str = "ddpm", sample_steps: int | None = None, val_num_samples: int = 16,
                  final_num_samples: int = 16, seed: int = 0, encoder_keep: float | None = None,
                  weight_decay: float = 0.0, ema_warmup: bool = True, warmup_steps: int = 0,
@@ -56,6 +68,12 @@ class LuoHuModule(DiffusionModule):
             raise ConfigError(f"mode must be 'gen' or 'ae'; got {mode!r}")
         if encoder_keep is not None and not 0.0 < encoder_keep <= 1.0:
             raise ConfigError(f"encoder_keep must be in (0, 1] or None, got {encoder_keep}")
+        if not 0 <= sched_start <= sched_end:
+            raise ConfigError(f"need 0 <= sched_start <= sched_end; got sched_start={sched_start}, "
+                              f"sched_end={sched_end}")
+        for name, k in (("train_points", train_points), ("encoder_points", encoder_points)):
+            if k is not None and k < 2:
+                raise ConfigError(f"{name} must be >= 2 or None, got {k}")
         # backbone, process, parameterization, learned_variance, conditioner, loss and num_classes are fixed
         # by the method; they are accepted (and ignored) because a checkpoint's hyper-parameters hold them.
         backbone = {"class_path": "polydiff.plugins.pointcloud.luohu.PointwiseNet",
@@ -76,10 +94,18 @@ class LuoHuModule(DiffusionModule):
 
     # -- objective ------------------------------------------------------------------------------------------
     def luohu_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None) -> dict[str, Tensor]:
-        x = batch["x"]
         h = self.hparams
+        x = batch["x"]
+        if self.training and h.train_points:
+            masks = {"presence", "known", "missing"} & set(batch)
+            if masks:
+                raise ConfigError(f"train_points subsamples whole clouds; this batch also carries per-point "
+                                  f"masks {sorted(masks)}: set train_points: null")
+            x = self.random_points(x, h.train_points, generator)
+            batch = {**batch, "x": x}
         cond = dict(batch.get("cond") or {})
-        x_enc = self.crop(x, generator) if h.encoder_keep else x
+        x_enc = self.random_points(x, h.encoder_points, generator) if self.training and h.encoder_points else x
+        x_enc = self.crop(x_enc, generator) if h.encoder_keep else x_enc
         terms: dict[str, Tensor] = {}
         if h.mode == "gen":
             z, terms = latent_terms(self.encoder, self.flow, x_enc, generator)
@@ -92,6 +118,14 @@ class LuoHuModule(DiffusionModule):
             loss = loss + h.kl_weight * (terms["entropy"] + terms["prior"])
         terms["loss"] = loss
         return terms
+
+    @staticmethod
+    def random_points(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+        """A uniformly random subset of ``k`` distinct points of every cloud in ``x`` (B, N, 3)."""
+        if k > x.shape[1]:
+            raise ConfigError(f"asked for {k} random points per cloud, but the batch's clouds have {x.shape[1]}")
+        order = torch.rand(x.shape[:2], generator=generator, device=x.device).argsort(dim=1)[:, :k]
+        return torch.gather(x, 1, order[..., None].expand(-1, -1, x.shape[2]))
 
     def crop(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Half-space partial views: per shape, the ``encoder_keep`` fraction of points furthest along a
@@ -122,7 +156,22 @@ class LuoHuModule(DiffusionModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        return torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """lr(step) / lr: 1 until ``sched_start``, linear to ``end_lr`` at ``sched_end``, then held (Luo & Hu's
+        ``get_linear_scheduler``), times the optional linear warm-up of ``warmup_steps``."""
+        h = self.hparams
+        if step <= h.sched_start:
+            lr = h.lr
+        elif step >= h.sched_end:
+            lr = h.end_lr
+        else:
+            lr = h.lr + (h.end_lr - h.lr) * (step - h.sched_start) / (h.sched_end - h.sched_start)
+        warm = min(1.0, (step + 1) / h.warmup_steps) if h.warmup_steps else 1.0
+        return lr / h.lr * warm
 
     # -- sampling -------------------------------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:

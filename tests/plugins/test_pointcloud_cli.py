@@ -24,7 +24,7 @@ def fitted(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "configs" / "pointcloud" / "dpm_chair.yaml").read_text())
     cfg["trainer"].update(max_steps=3, accelerator="cpu", enable_progress_bar=False, default_root_dir=str(work / "runs"))
     cfg["model"]["init_args"].update(latent_dim=8, flow_depth=2, flow_hidden=16, hidden=[16, 16], num_steps=10,
-                                     val_num_samples=0, final_num_samples=3)
+                                     val_num_samples=0, final_num_samples=3, train_points=32, encoder_points=16)
     cfg["data"] = {"class_path": "FixturePointClouds",
                    "init_args": {"path": str(fixture), "num_points": 64, "batch_size": 3, "seed": 2020}}
     path = work / "tiny.yaml"

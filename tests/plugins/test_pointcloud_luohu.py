@@ -155,3 +155,60 @@ def test_bad_model_config():
         LuoHuDPM(mode="vae")
     with pytest.raises(ShapeError, match="expected \\(batch, points, 3\\)"):
         LuoHuDPM(**SMALL).loss_terms(torch.zeros(2, 5))
+
+
+TINY_MODULE = dict(latent_dim=8, flow_depth=2, flow_hidden=16, hidden=(16, 16), num_steps=10)
+
+
+def test_module_lr_follows_the_official_linear_decay():
+    from polydiff.plugins.pointcloud.module import LuoHuModule
+
+    default = LuoHuModule(**TINY_MODULE)  # train_gen.py: 2e-3 held to 200k iterations, linear to 1e-4 at 400k
+    assert [default.lr_factor(s) * 2e-3 for s in (0, 200_000, 300_000, 400_000, 10**6)] == pytest.approx(
+        [2e-3, 2e-3, 1.05e-3, 1e-4, 1e-4])
+    module = LuoHuModule(**TINY_MODULE, sched_start=2, sched_end=6)
+    cfg = module.configure_optimizers()
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    assert cfg["lr_scheduler"]["interval"] == "step"
+    seen = []
+    for _ in range(8):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    step = (1e-4 - 2e-3) / 4
+    assert seen == pytest.approx([2e-3, 2e-3, 2e-3, 2e-3 + step, 2e-3 + 2 * step, 2e-3 + 3 * step, 1e-4, 1e-4])
+    with pytest.raises(ConfigError, match="sched_start"):
+        LuoHuModule(**TINY_MODULE, sched_start=5, sched_end=4)
+
+
+def test_module_trains_on_fresh_random_point_subsets(one_thread):
+    from polydiff.plugins.pointcloud.module import LuoHuModule
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 40, 3)
+    sub = LuoHuModule.random_points(x, 7, torch.Generator().manual_seed(1))
+    again = LuoHuModule.random_points(x, 7, torch.Generator().manual_seed(1))
+    other = LuoHuModule.random_points(x, 7, torch.Generator().manual_seed(2))
+    assert sub.shape == (3, 7, 3) and torch.equal(sub, again) and not torch.equal(sub, other)
+    for b in range(3):  # every drawn point is a point of its own cloud, none drawn twice
+        rows = (sub[b][:, None] == x[b][None]).all(-1).float().argmax(1)
+        assert torch.equal(x[b][rows], sub[b]) and len(set(rows.tolist())) == 7
+
+    module = LuoHuModule(**TINY_MODULE, train_points=12, encoder_points=5)
+    seen = {}
+    module.encoder.register_forward_pre_hook(lambda m, a: seen.__setitem__("encoder", a[0].shape[1]))
+    module.denoiser.register_forward_pre_hook(lambda m, a: seen.__setitem__("decoder", a[0].shape[1]))
+    g = torch.Generator().manual_seed(0)
+    module.train()
+    assert torch.isfinite(module.luohu_loss({"x": x}, g)["loss"])
+    assert seen == {"encoder": 5, "decoder": 12}
+    module.eval()  # validation and evaluation use every point handed over
+    module.luohu_loss({"x": x}, g)
+    assert seen == {"encoder": 40, "decoder": 40}
+    module.train()
+    with pytest.raises(ConfigError, match="masks"):
+        module.luohu_loss({"x": x, "known": torch.zeros_like(x, dtype=torch.bool)}, g)
+    with pytest.raises(ConfigError, match="41 random points"):
+        LuoHuModule.random_points(x, 41, g)
+    with pytest.raises(ConfigError, match="train_points"):
+        LuoHuModule(**TINY_MODULE, train_points=1)
