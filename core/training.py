@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -209,6 +210,9 @@ class DiffusionModule(L.LightningModule):
         ema_decay, ema_warmup: see :class:`EMA`.
         lr, weight_decay, betas: AdamW (Loshchilov & Hutter 2019); lr 2e-4 as Ho et al. 2020.
         warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000).
+        lr_decay_at, lr_decay_gamma: step decay: the lr is multiplied by ``lr_decay_gamma`` at each of these
+            fractions of the run's optimiser steps (``trainer.estimated_stepping_batches``); CSDI's
+            official training uses ``[0.75, 0.9]`` and 0.1 (Tashiro et al. 2021, App. E.1).
         sampler, sample_steps, guidance_scale, sampler_kwargs: defaults of :meth:`sample`.
         val_num_samples: samples drawn at validation for the artifact and metric hooks (0 = none).
         val_sample_every_n_epochs: how often validation draws them.
@@ -241,6 +245,8 @@ class DiffusionModule(L.LightningModule):
         val_sample_every_n_epochs: int = 1,
         final_num_samples: int = 64,
         seed: int = 0,
+        lr_decay_at: list[float] | None = None,
+        lr_decay_gamma: float = 0.1,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -249,6 +255,8 @@ class DiffusionModule(L.LightningModule):
             raise ConfigError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
         if not 0.0 <= cond_drop_prob < 1.0:
             raise ConfigError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        if lr_decay_at is not None and not all(0.0 < f < 1.0 for f in lr_decay_at):
+            raise ConfigError(f"lr_decay_at holds fractions of the training run in (0, 1); got {lr_decay_at}")
         backbone = instantiate(backbone, "backbone")
         if not isinstance(backbone, nn.Module):
             raise ConfigError(f"backbone must be an nn.Module, a registered name or a class_path spec; got {backbone!r}")
@@ -400,11 +408,22 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         opt = torch.optim.AdamW(self.denoiser.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas))
-        if h.warmup_steps and h.warmup_steps > 0:
-            w = int(h.warmup_steps)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / w))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        return opt
+        warmup = int(h.get("warmup_steps") or 0)
+        decay_at = h.get("lr_decay_at") or []
+        if warmup <= 0 and not decay_at:
+            return opt
+        total = self.trainer.estimated_stepping_batches if decay_at else 0
+        if decay_at and not math.isfinite(total):
+            raise ConfigError("lr_decay_at needs a finite run: set trainer.max_steps or trainer.max_epochs")
+        milestones = [int(f * total) for f in decay_at]
+        gamma = float(h.get("lr_decay_gamma", 0.1))
+
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+            return warm * gamma ** sum(step >= m for m in milestones)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoint --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -117,6 +117,23 @@ def test_bad_arguments_raise_config_errors():
         DiffusionModule(backbone=MLP, process="vpp")
     with pytest.raises(ConfigError, match="cond_drop_prob"):
         DiffusionModule(backbone=MLP, cond_drop_prob=1.0)
+    with pytest.raises(ConfigError, match="lr_decay_at"):
+        DiffusionModule(backbone=MLP, lr_decay_at=[0.75, 1.5])
+
+
+def test_step_decay_multiplies_the_lr_at_fractions_of_the_run(tmp_path):
+    # CSDI's official schedule: lr x 0.1 at 75 % and 90 % of training; 20 steps -> milestones at 15 and 18
+    seen = []
+
+    class Lrs(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    dm = MixtureDataModule(n_train=64, n_val=16, batch_size=16, seed=0)
+    module = DiffusionModule(backbone=MLP, lr=1e-3, lr_decay_at=[0.75, 0.9], ema_decay=0.0,
+                             val_num_samples=0, final_num_samples=0)
+    _trainer(tmp_path, 20, callbacks=[Lrs()], limit_val_batches=0).fit(module, dm)
+    assert seen == pytest.approx([1e-3] * 15 + [1e-4] * 3 + [1e-5] * 2)
 
 
 def test_guidance_scale_zero_and_one_are_the_unconditional_and_conditional_models():
