@@ -2,12 +2,14 @@
 forecasting configs, then `polydiff impute --horizon` appends the forecast rows to a user's CSV."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import polydiff.configs
 from polydiff.cli import main
 from polydiff.datasets import ett
 from polydiff.plugins.timeseries.data import ETTDataModule
@@ -38,9 +40,6 @@ def test_ett_forecast_windows_hide_exactly_the_horizon():
 
 @pytest.mark.parametrize("config", sorted(TINY))
 def test_fit_then_forecast_a_csv(config, tmp_path):
-    import polydiff.configs
-    from pathlib import Path
-
     root = require_shared("timeseries", "ett_small")
     path = Path(polydiff.configs.__file__).parent / "timeseries" / config
     cwd = os.getcwd()
