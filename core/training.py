@@ -408,15 +408,15 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         opt = torch.optim.AdamW(self.denoiser.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas))
-        warmup = int(h.get("warmup_steps") or 0)
-        decay_at = h.get("lr_decay_at") or []
+        warmup = int(h.warmup_steps or 0)
+        decay_at = h.lr_decay_at or []
         if warmup <= 0 and not decay_at:
             return opt
         total = self.trainer.estimated_stepping_batches if decay_at else 0
         if decay_at and not math.isfinite(total):
             raise ConfigError("lr_decay_at needs a finite run: set trainer.max_steps or trainer.max_epochs")
         milestones = [int(f * total) for f in decay_at]
-        gamma = float(h.get("lr_decay_gamma", 0.1))
+        gamma = float(h.lr_decay_gamma)
 
         def factor(step: int) -> float:
             warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
