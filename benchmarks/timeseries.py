@@ -328,8 +328,9 @@ def _evaluate(args, module, dm, steps: int, train_s: float):
               f"{r['crps_sum']:.3f} |")
         for k, v in base.items():
             print(f"| {k} (same subset) | {v:.3f} | | | |")
-        for k in [k for k in base if k == "linear" or k.startswith("seasonal")]:
-            print(f"\nMAE vs {k}: {100 * (r['mae'] / base[k] - 1):+.1f} %")
+        for k, v in base.items():
+            if k == "linear" or k.startswith("seasonal"):
+                print(f"\nMAE vs {k}: {100 * (r['mae'] / v - 1):+.1f} %")
         print(f"\nimputation {eval_s:.0f} s. Command: `{command()}`")
 
 
