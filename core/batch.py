@@ -2,7 +2,8 @@
 
 A batch is a mapping with
 
-* ``x``        (batch, ...) float tensor: the clean data x_0;
+* ``x``        (batch, ...) float tensor: the clean data x_0 — or, for a discrete process
+               (:mod:`polydiff.discrete`), an integer tensor of class/token ids;
 * ``presence`` optional bool mask broadcastable to x: True for real entries, False for padding
                (atoms, residues, tokens, points of variable-size items);
 * ``known``    optional bool mask broadcastable to x: entries that are observed and conditioned on,
@@ -32,8 +33,11 @@ Tensor = torch.Tensor
 RESERVED_COND_KEYS = ("presence", "known", "observed")
 
 
-def unpack(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor | None, Tensor | None, dict]:
-    """Validate a batch and return (x, presence, known, cond)."""
+def unpack(batch: Mapping[str, Any], integer: bool | None = False) -> tuple[Tensor, Tensor | None, Tensor | None, dict]:
+    """Validate a batch and return (x, presence, known, cond).
+
+    ``integer``: False (Gaussian processes) requires float x, True (discrete processes) integer ids, None
+    accepts either (data modules and plugin checks, which do not know the model's process)."""
     if not isinstance(batch, Mapping) or "x" not in batch:
         got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
         raise ShapeError(f"a batch must be a mapping with key 'x' (and optional presence/known/cond); got {got}")
@@ -41,8 +45,13 @@ def unpack(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor | None, Tensor | No
     if unknown:
         raise ShapeError(f"batch has unknown key(s) {sorted(unknown)}; expected x, presence, known, missing, cond")
     x = batch["x"]
-    if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 2:
-        raise ShapeError(f"batch['x'] must be a float tensor of shape (batch, ...); got {getattr(x, 'shape', type(x))}")
+    is_int = torch.is_tensor(x) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    ok = torch.is_tensor(x) and x.ndim >= 2 and (x.is_floating_point() if integer is False else
+                                                  is_int if integer else x.is_floating_point() or is_int)
+    if not ok:
+        want = {False: "a float tensor", True: "an integer tensor of ids", None: "a float or integer tensor"}[integer]
+        raise ShapeError(f"batch['x'] must be {want} of shape (batch, ...); got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
     presence = check_mask(batch.get("presence"), x, "batch['presence']")
     known = check_mask(batch.get("known"), x, "batch['known']")
     missing = check_mask(batch.get("missing"), x, "batch['missing']")

@@ -230,7 +230,7 @@ class DiffusionDataModule(L.LightningDataModule):
 
     def check_batch(self, batch: Mapping[str, Any], expected_shape: tuple[int, ...] | None = None) -> None:
         """Raise :class:`ShapeError` unless ``batch`` follows the contract and its items have ``expected_shape``."""
-        x, _, _, _ = unpack(batch)
+        x, _, _, _ = unpack(batch, integer=None)  # the module checks the dtype its process needs
         if expected_shape is not None and tuple(x.shape[1:]) != tuple(expected_shape):
             raise ShapeError(
                 f"{type(self).__name__} yields batch['x'] of shape {tuple(x.shape)}; the model was built for "

@@ -37,9 +37,10 @@ losses count only present, unknown entries.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
+from torch import nn
 
 from .batch import RESERVED_COND_KEYS
 from .checks import check_mask
@@ -48,7 +49,7 @@ from .processes import _ddt
 
 __all__ = [
     "DiscreteProcess", "D3PMLoss", "MDLMLoss", "d3pm_vlb", "x0_probs", "sample_categorical", "unpack_tokens",
-    "categorical_kl", "TRANSITIONS", "SCHEDULES",
+    "categorical_kl", "TRANSITIONS", "SCHEDULES", "DiscreteDenoiser", "LogitGuidance",
 ]
 
 Tensor = torch.Tensor
@@ -355,6 +356,12 @@ def _valid(x0: Tensor, presence: Tensor | None) -> Tensor:
     return x0 if presence is None else torch.where(presence.expand_as(x0), x0, torch.zeros_like(x0))
 
 
+def _bound(loss) -> DiscreteProcess:
+    if loss.process is None:
+        raise ConfigError(f"{type(loss).__name__} has no process: pass one or call .bind(process)")
+    return loss.process
+
+
 class D3PMLoss:
     """Hybrid loss L_vb + λ·E[−log p̃_θ(x_0|x_t)] (Austin et al. 2021, Eq. 5, λ = 0.01), in bits per target
     entry as in their release, which also estimates L_vb by the single term L_{t−1} of a uniformly drawn
@@ -362,19 +369,28 @@ class D3PMLoss:
     default, ``d3pm`` = their Eq. 4). Called ``loss(model, batch, generator=None)`` with a token batch
     (:func:`unpack_tokens`); ``return_components=True`` adds ``vb`` and ``ce`` for logging."""
 
-    def __init__(self, process: DiscreteProcess, hybrid_weight: float = 0.01, carry_over: bool = True,
+    def __init__(self, process: DiscreteProcess | None = None, hybrid_weight: float = 0.01, carry_over: bool = True,
                  reverse: str = "bayes"):
         if reverse not in ("bayes", "d3pm"):
             raise ConfigError(f"unknown reverse form {reverse!r}; expected 'bayes' or 'd3pm'")
-        if process.num_steps is None:
-            raise ConfigError("D3PMLoss needs a discrete chain (num_steps=T); use MDLMLoss for continuous time")
         if not hybrid_weight >= 0:
             raise ConfigError(f"hybrid_weight must be >= 0, got {hybrid_weight}")
-        self.process, self.hybrid_weight, self.carry_over = process, float(hybrid_weight), carry_over
-        self.reverse = reverse
+        self.hybrid_weight, self.carry_over, self.reverse = float(hybrid_weight), carry_over, reverse
+        self.process = None
+        if process is not None:
+            self.bind(process)
+
+    def bind(self, process: DiscreteProcess) -> "D3PMLoss":
+        """Use ``process`` (a :class:`DiffusionModule` binds its own when the loss is configured without one)."""
+        if not isinstance(process, DiscreteProcess):
+            raise ConfigError(f"D3PMLoss needs a DiscreteProcess; got {process!r}")
+        if process.num_steps is None:
+            raise ConfigError("D3PMLoss needs a discrete chain (num_steps=T); use MDLMLoss for continuous time")
+        self.process = process
+        return self
 
     def __call__(self, model, batch, generator: torch.Generator | None = None, return_components: bool = False):
-        proc = self.process
+        proc = _bound(self)
         x0, presence, known, cond, target = unpack_tokens(batch, proc)
         x0c = _valid(x0, presence)
         n = x0.shape[0]
@@ -400,15 +416,23 @@ class MDLMLoss:
     1 − t_min). With the exact denoiser its expectation times the number of tokens is −log p(x) minus the
     (tiny) part of the integral below t_min. t_min = 1e-3 as MDLM's ``sampling_eps``."""
 
-    def __init__(self, process: DiscreteProcess, t_min: float = 1e-3, antithetic: bool = False):
-        if process.transition != "absorbing":
-            raise ConfigError("MDLMLoss needs the absorbing (masked) transition")
+    def __init__(self, process: DiscreteProcess | None = None, t_min: float = 1e-3, antithetic: bool = False):
         if not 0 <= t_min < 1:
             raise ConfigError(f"t_min must lie in [0, 1), got {t_min}")
-        self.process, self.t_min, self.antithetic = process, float(t_min), antithetic
+        self.t_min, self.antithetic = float(t_min), antithetic
+        self.process = None
+        if process is not None:
+            self.bind(process)
+
+    def bind(self, process: DiscreteProcess) -> "MDLMLoss":
+        """Use ``process`` (a :class:`DiffusionModule` binds its own when the loss is configured without one)."""
+        if not isinstance(process, DiscreteProcess) or process.transition != "absorbing":
+            raise ConfigError(f"MDLMLoss needs a DiscreteProcess with the absorbing (masked) transition; got {process!r}")
+        self.process = process
+        return self
 
     def __call__(self, model, batch, generator: torch.Generator | None = None, return_components: bool = False):
-        proc = self.process
+        proc = _bound(self)
         x0, presence, known, cond, target = unpack_tokens(batch, proc)
         x0c = _valid(x0, presence)
         n = x0.shape[0]
@@ -456,3 +480,57 @@ def d3pm_vlb(model, process: DiscreteProcess, batch, generator: torch.Generator 
     nll = terms.sum(1)
     tokens = w.flatten(1).sum(1)
     return {"nll": nll, "bits_per_token": nll / (tokens.clamp_min(1) * LOG2), "terms": terms, "tokens": tokens}
+
+
+class DiscreteDenoiser(nn.Module):
+    """The discrete counterpart of :class:`polydiff.Denoiser`: ``denoiser(x_t, t, cond) -> logits`` of
+    p̃_θ(x_0 | x_t), shape (batch, ..., K), from a backbone with the same call (x_0-parameterisation, Austin
+    et al. 2021 §3.3; there is nothing to convert). It carries ``process`` as the Gaussian denoiser does and
+    hands the backbone t in the dtype of its parameters (the engine keeps times in float64)."""
+
+    def __init__(self, net: nn.Module, process: DiscreteProcess):
+        super().__init__()
+        if not isinstance(process, DiscreteProcess):
+            raise ConfigError(f"DiscreteDenoiser needs a DiscreteProcess; got {process!r}")
+        self.net, self.process = net, process
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Mapping | None = None) -> Tensor:
+        dtype = next((p.dtype for p in self.net.parameters() if p.is_floating_point()), torch.float32)
+        t = torch.as_tensor(t, device=x_t.device).to(dtype).expand(x_t.shape[0])
+        return self.net(x_t, t, dict(cond or {}))
+
+
+class LogitGuidance(nn.Module):
+    """Classifier-free guidance on the x_0 logits of a discrete model:
+
+        log p̃_w(x_0 | x_t, c) = log p̃(x_0 | x_t, ∅) + w (log p̃(x_0 | x_t, c) − log p̃(x_0 | x_t, ∅)) + const,
+
+    i.e. p̃_w ∝ p̃(·|c)^w p̃(·|∅)^{1−w}, renormalised over the K classes (the softmax of the returned logits).
+    This is Ho & Salimans' (2022, Eq. 6) guidance written for a categorical output, the geometric tilt that
+    Nisonoff et al. 2024 ("Unlocking Guidance for Discrete State-Space Diffusion and Flow Models", Eq. 7)
+    apply to transition rates and Schiff et al. 2024 ("Simple Guidance Mechanisms for Discrete Diffusion
+    Models", §3.1, D-CFG) to the reverse kernel p(z_s|z_t); here it tilts the denoiser p̃_θ(x_0|x_t), which
+    every discrete sampler then turns into its reverse kernel. For the masked process the two differ only in
+    the unmasking rate: a token leaving [MASK] picks its class from the same tilted law. w = 1 is the
+    conditional model, w = 0 the unconditional one.
+
+    Args:
+        model: the conditional discrete denoiser (trained with condition dropout).
+        scale: w.
+        null_cond: ``cond -> cond`` with the null condition (mask keys untouched).
+    """
+
+    def __init__(self, model: nn.Module, scale: float, null_cond: Callable[[Mapping], Mapping]):
+        super().__init__()
+        self.model, self.scale, self.null_cond = model, float(scale), null_cond
+
+    @property
+    def process(self):
+        return self.model.process
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Mapping | None = None) -> Tensor:
+        cond = dict(cond or {})
+        ucond = {**cond, **self.null_cond(cond)}
+        lc = torch.log_softmax(self.model(x_t, t, cond).to(F64), dim=-1)
+        lu = torch.log_softmax(self.model(x_t, t, ucond).to(F64), dim=-1)
+        return lu + self.scale * (lc - lu)

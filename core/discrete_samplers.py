@@ -1,8 +1,9 @@
 """Samplers for the discrete family (:mod:`polydiff.discrete`).
 
 * ``ancestral`` — D3PM ancestral sampling x_s ~ p_θ(x_s|x_t) (Austin et al. 2021, §3; the kernel of
-  :meth:`~polydiff.discrete.DiscreteProcess.reverse`) on a grid of ``steps`` times t_j = j/steps (any
-  number of steps: the closed-form Q̄_{t|s} skips steps), and x_0 ~ p̃_θ(x_0|x_{t_1}) at the last step.
+  :meth:`~polydiff.discrete.DiscreteProcess.reverse`) on a grid of ``steps`` times t_j = j/steps, or any
+  decreasing grid ``times`` from 1 to 0 (any number of steps: the closed-form Q̄_{t|s} skips steps), and
+  x_0 ~ p̃_θ(x_0|x_{t_1}) at the last step.
 * ``mdlm`` — the same reverse kernel for the absorbing (masked) process, which MDLM writes as
   "unmasked tokens stay; a masked token becomes x ~ p̃_θ with probability (ᾱ_s − ᾱ_t)/(1 − ᾱ_t) and
   stays masked otherwise" (Sahoo et al. 2024, the SUBS-parameterised reverse process), plus their
@@ -48,13 +49,17 @@ def sample_discrete(
     reverse: str = "bayes",
     device=None,
     return_info: bool = False,
+    times=None,
 ):
     """Draw integer samples of ``shape`` (batch, ...) from an x_0-parameterised discrete model.
 
     Args:
         model: ``model(x_t, t, cond) -> logits`` (batch, ..., K), t of shape (batch,) in [0, 1].
         process: the :class:`~polydiff.discrete.DiscreteProcess` the model was trained for.
-        steps: number of reverse steps (default ``process.num_steps``; required in continuous time).
+        steps: number of reverse steps on the uniform grid t_j = j/steps (default ``process.num_steps``;
+            required in continuous time unless ``times`` is given).
+        times: the time grid instead: decreasing times from 1 to 0 (``steps`` + 1 values, e.g. denser near
+            t = 0, where most tokens of a masked process are revealed under a cosine schedule).
         sampler: ``ancestral`` (uniform or absorbing) or ``mdlm`` (absorbing; caching on by default).
         cache: reuse the model output when nothing changed (``mdlm`` only; exact for t-independent models).
         reverse: the reverse kernel from p̃_θ, ``bayes`` or ``d3pm`` (:meth:`DiscreteProcess.reverse`).
@@ -72,10 +77,19 @@ def sample_discrete(
         cache = sampler == "mdlm"
     if cache and sampler != "mdlm":
         raise ConfigError("cache=True is exact only for the mdlm sampler of a masked process")
-    steps = steps if steps is not None else process.num_steps
-    if steps is None or int(steps) < 1:
-        raise ConfigError(f"steps must be a positive integer (no default in continuous time), got {steps}")
-    steps = int(steps)
+    if times is not None:
+        grid = torch.as_tensor(times, dtype=F64).flatten().cpu()
+        if grid.numel() < 2 or grid[0] != 1 or grid[-1] != 0 or not bool((grid[1:] < grid[:-1]).all()):
+            raise ConfigError(f"times must decrease strictly from 1 to 0; got {grid.tolist()}")
+        if steps is not None and int(steps) != grid.numel() - 1:
+            raise ConfigError(f"steps={steps} but times has {grid.numel() - 1} steps; give one of them")
+        steps = grid.numel() - 1
+    else:
+        steps = steps if steps is not None else process.num_steps
+        if steps is None or int(steps) < 1:
+            raise ConfigError(f"steps must be a positive integer (no default in continuous time), got {steps}")
+        steps = int(steps)
+        grid = torch.arange(steps, -1, -1, dtype=F64) / steps
     shape = tuple(shape)
     if device is None:  # the device of the masks / known values, else of the generator
         refs = [r for r in (x_known, presence, known) if torch.is_tensor(r)]
@@ -114,11 +128,11 @@ def sample_discrete(
     n = shape[0]
     calls, evaluations, p0 = 0, 0, None
     stale = torch.ones(n, dtype=torch.bool, device=x.device)  # rows whose model output must be recomputed
-    for j in range(steps, 0, -1):
-        t, s = torch.tensor(j / steps, dtype=F64), torch.tensor((j - 1) / steps, dtype=F64)
+    for j in range(steps):
+        t, s = grid[j], grid[j + 1]
         rows = stale if cache else torch.ones_like(stale)
         if rows.any():
-            t_rows = torch.full((int(rows.sum()),), j / steps, dtype=F64, device=x.device)
+            t_rows = torch.full((int(rows.sum()),), float(t), dtype=F64, device=x.device)
             if rows.all():
                 fresh = x0_probs(model, process, x, t_rows, model_cond, carry_over)
             else:

@@ -39,7 +39,7 @@ COMPONENT_KINDS = (
     "backbone",     # nn.Module called backbone(x, t, cond)
     "conditioner",  # nn.Module turning raw conditions into backbone cond tensors
     "module",       # DiffusionModule subclasses (special training logic)
-    "process",      # GaussianProcess subclasses
+    "process",      # GaussianProcess or DiscreteProcess subclasses
     "space",        # Space subclasses
     "noise",        # NoiseField subclasses
     "metric",       # callables or torchmetrics classes

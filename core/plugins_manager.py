@@ -301,7 +301,9 @@ def _register_core(registry: Registry) -> None:
     """The engine's own components, registered under the plugin name ``polydiff``."""
     from . import processes, spaces
 
-    for cls in (processes.VP, processes.VE, processes.SubVP, processes.EDM, processes.RectifiedFlow):
+    from .discrete import DiscreteProcess
+
+    for cls in (processes.VP, processes.VE, processes.SubVP, processes.EDM, processes.RectifiedFlow, DiscreteProcess):
         registry.add("process", cls)
     for cls in (spaces.Euclidean, spaces.Torus, spaces.ZeroCenterOfMass):
         registry.add("space", cls)

@@ -148,12 +148,12 @@ def sliced_wasserstein(a: Tensor, b: Tensor, n_projections: int = 256, generator
 # Plugin-author tools (framework): a toy data module and a conformance check for plugins.
 # --------------------------------------------------------------------------------------------------------
 def __getattr__(name: str):
-    """``MixtureDataModule`` lives in :mod:`polydiff.testing_data` so that importing this module does not import
+    """``MixtureDataModule`` and ``CategoricalDataModule`` live in :mod:`polydiff.testing_data` so that importing this module does not import
     Lightning (samplers' and losses' tests only need the mixture)."""
-    if name == "MixtureDataModule":
-        from .testing_data import MixtureDataModule
+    if name in ("MixtureDataModule", "CategoricalDataModule"):
+        from . import testing_data
 
-        return MixtureDataModule
+        return getattr(testing_data, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -171,11 +171,11 @@ def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None
     * it imports and registers without error, every ``polydiff_*`` function is a known hook with valid
       argument names, and registered components are of the right kind (data modules subclass
       :class:`~polydiff.data.DiffusionDataModule` and set ``domain``, backbones are ``nn.Module``\\ s, modules
-      subclass :class:`~polydiff.training.DiffusionModule`, processes/spaces/noise fields subclass the engine's
-      base classes, tasks are YAML files whose component names resolve);
+      subclass :class:`~polydiff.training.DiffusionModule`, processes subclass ``GaussianProcess`` or
+      ``DiscreteProcess``, spaces/noise fields subclass the engine's base classes, tasks are YAML files whose component names resolve);
     * each data module (all of them, or those named in ``datamodules``; constructor arguments from
-      ``datamodule_kwargs[name]``) yields batches that follow :mod:`polydiff.batch` with items of
-      ``sample_shape``, and its ``example_cond``/``sample_inputs``/``reference_data`` have the right types;
+      ``datamodule_kwargs[name]``) yields batches that follow :mod:`polydiff.batch` (float data, or integer
+      ids for a discrete model) with items of ``sample_shape``, and its ``example_cond``/``sample_inputs``/``reference_data`` have the right types;
     * the artifact hook returns existing files for the data module's domain and ``None`` for another domain;
       the evaluation hook returns ``{str: finite float}`` for its domain and ``None`` for another;
     * file formats are :class:`~polydiff.hookspecs.FileFormat` objects; commands are
@@ -197,6 +197,7 @@ def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None
     from .batch import unpack
     from .data import DiffusionDataModule
     from .plugins_manager import PolydiffPluginManager, _register_core, resolve_config_names
+    from .discrete import DiscreteProcess as _DP
     from .processes import GaussianProcess as _GP
     from .spaces import NoiseField, Space
     from .training import DiffusionModule
@@ -220,12 +221,13 @@ def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None
     report: dict = {"components": info.components, "datamodules": {}, "artifacts": [], "metrics": {}}
 
     bases = {"datamodule": DiffusionDataModule, "backbone": nn.Module, "conditioner": nn.Module,
-             "module": DiffusionModule, "process": _GP, "space": Space, "noise": NoiseField}
+             "module": DiffusionModule, "process": (_GP, _DP), "space": Space, "noise": NoiseField}
     for entry in info.components:
         kind, cname = entry.split(":", 1)
         obj = reg.get(kind, cname)
         if kind in bases and not (isinstance(obj, type) and issubclass(obj, bases[kind])):
-            problems.append(f"{kind} {cname!r} is {obj!r}; expected a subclass of {bases[kind].__name__}")
+            want = " or ".join(b.__name__ for b in (bases[kind] if isinstance(bases[kind], tuple) else (bases[kind],)))
+            problems.append(f"{kind} {cname!r} is {obj!r}; expected a subclass of {want}")
         if kind == "datamodule" and isinstance(obj, type) and getattr(obj, "domain", "generic") == "generic":
             problems.append(f"datamodule {cname!r} does not set the class attribute 'domain'")
         if kind == "task":
@@ -267,7 +269,7 @@ def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None
             dm.prepare_data()
             dm.setup("fit")
             batch = next(iter(dm.train_dataloader()))
-            x, presence, known, cond = unpack(batch)
+            x, presence, known, cond = unpack(batch, integer=None)  # float data or integer ids (discrete)
             shape = tuple(dm.sample_shape)
             if tuple(x.shape[1:]) != shape:
                 problems.append(f"{dm_name}: batch x has shape {tuple(x.shape)}, sample_shape is {shape}")

@@ -1,13 +1,21 @@
-"""A toy data module for tests and examples: points of :meth:`polydiff.testing.GaussianMixture.grid`.
+"""Toy data modules for tests and examples, each with an exactly known data distribution:
 
-Importable as ``polydiff.testing.MixtureDataModule`` (loaded lazily, since it needs Lightning).
+* :class:`MixtureDataModule` — points of :meth:`polydiff.testing.GaussianMixture.grid`;
+* :class:`CategoricalDataModule` — integer token sequences with i.i.d. tokens from a fixed categorical law
+  (optionally one law per class label, variable lengths, a known prefix), for the discrete family.
+
+Importable as ``polydiff.testing.MixtureDataModule`` / ``polydiff.testing.CategoricalDataModule`` (loaded
+lazily, since they need Lightning).
 """
 
 from __future__ import annotations
 
 import torch
 
+from torch.utils.data import Dataset
+
 from .data import DiffusionDataModule, TensorItemDataset
+from .errors import ConfigError
 from .testing import F64, GaussianMixture
 
 Tensor = torch.Tensor
@@ -51,3 +59,117 @@ class MixtureDataModule(DiffusionDataModule):
         if not self.conditional:
             return None
         return {"label": torch.arange(n) % self.num_classes}
+
+
+class _ItemsDataset(Dataset):
+    """Map-style dataset over precomputed batch-contract fields (first dim = item)."""
+
+    def __init__(self, **fields):
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return next(iter(self.fields.values())).shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        item = {k: v[i] for k, v in self.fields.items() if k != "label"}
+        if "label" in self.fields:
+            item["cond"] = {"label": self.fields["label"][i]}
+        return item
+
+
+class CategoricalDataModule(DiffusionDataModule):
+    """Sequences of ``length`` integer tokens in [0, K), each drawn independently from ``probs`` — a source
+    whose exact negative log-likelihood is known: −log p(x) = −Σ_ℓ log probs[x_ℓ], so the expected NLL per
+    token is the entropy H(probs) (:meth:`entropy`). Domain ``"tokens"`` (no plugin handles it: samples are
+    written as ``samples.pt``).
+
+    Args:
+        probs: the categorical law (K,) (normalised here); with ``conditional`` a (C, K) table, one law per
+            class label ``cond["label"]`` ∈ [0, C) (drawn uniformly). Default: (0.5, 0.25, 0.15, 0.1), and its
+            reverse for label 1 when conditional.
+        length: positions per sequence (``sample_shape`` = (length,)).
+        min_length: if set, each sequence has a uniform length in [min_length, length]; ``presence`` marks
+            the real tokens, padding holds the id −100 (never read).
+        known_prefix: the first ``known_prefix`` tokens are ``known`` (a clean source, as DiffuSeq's): the
+            loss skips them and ``sample_inputs`` hands them to the sampler as ``x_known``.
+        n_train, n_val, batch_size, num_workers, seed: sizes, loader settings and the seed of the draws.
+    """
+
+    domain = "tokens"
+
+    def __init__(self, probs: list | None = None, length: int = 8, conditional: bool = False,
+                 min_length: int | None = None, known_prefix: int = 0, n_train: int = 2048, n_val: int = 256,
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if probs is None:
+            base = [0.5, 0.25, 0.15, 0.1]
+            probs = [base, base[::-1]] if conditional else base
+        p = torch.as_tensor(probs, dtype=F64)
+        if p.ndim == 1:
+            p = p[None]
+        if p.ndim != 2 or p.shape[1] < 2 or (p < 0).any() or (p.sum(1) <= 0).any():
+            raise ConfigError(f"probs must be a (K,) or (C, K) table of non-negative weights, K >= 2; got {probs}")
+        if p.shape[0] > 1 and not conditional:
+            raise ConfigError(f"probs has {p.shape[0]} laws: give a (C, K) table with conditional=True")
+        if length < 1 or not 0 <= known_prefix < length:
+            raise ConfigError(f"need length >= 1 and 0 <= known_prefix < length; got {length}, {known_prefix}")
+        if min_length is not None and not known_prefix < min_length <= length:
+            raise ConfigError(f"min_length must lie in (known_prefix, length]; got {min_length}")
+        self.probs = p / p.sum(1, keepdim=True)
+        self.num_classes = self.probs.shape[1]
+        self.num_labels = self.probs.shape[0] if conditional else None
+        self.length, self.conditional, self.min_length, self.known_prefix = length, conditional, min_length, known_prefix
+        self.n_train, self.n_val = n_train, n_val
+
+    def entropy(self, label: int | None = None) -> float:
+        """Exact entropy per token in nats: of the law of ``label``, or averaged over the uniform labels."""
+        h = -(torch.special.xlogy(self.probs, self.probs)).sum(1)
+        return float(h.mean() if label is None else h[label])
+
+    def _draw(self, n: int, seed: int) -> _ItemsDataset:
+        g = torch.Generator().manual_seed(seed)
+        label = torch.randint(0, self.probs.shape[0], (n,), generator=g)
+        x = torch.multinomial(self.probs[label], self.length, replacement=True, generator=g)
+        fields = {"x": x}
+        if self.conditional:
+            fields["label"] = label
+        if self.min_length is not None:
+            lengths = torch.randint(self.min_length, self.length + 1, (n,), generator=g)
+            presence = torch.arange(self.length)[None] < lengths[:, None]
+            fields["x"] = torch.where(presence, x, torch.full_like(x, -100))
+            fields["presence"] = presence
+        if self.known_prefix:
+            fields["known"] = (torch.arange(self.length) < self.known_prefix).expand(n, -1).clone()
+        return _ItemsDataset(**fields)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._draw(self.n_train, self.seed)
+            self.val_set = self._draw(self.n_val, self.seed + 1)
+
+    def example_cond(self, n, generator=None):
+        return {"label": torch.arange(n) % self.num_labels} if self.conditional else None
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict:
+        """Labels cycling through the classes; with variable lengths, the validation items' presence masks;
+        with a known prefix, their prefixes as ``x_known`` (cycling through the validation set)."""
+        out = super().sample_inputs(n, generator)
+        if self.min_length is None and not self.known_prefix:
+            return out
+        ds = self.require_set("val_set")
+        idx = torch.arange(n) % len(ds)
+        if self.min_length is not None:
+            out["presence"] = ds.fields["presence"][idx]
+        if self.known_prefix:
+            out["known"] = ds.fields["known"][idx]
+            out["x_known"] = ds.fields["x"][idx].clamp_min(0)
+        return out
+
+    def nll(self, x: Tensor, label: Tensor | None = None, presence: Tensor | None = None) -> Tensor:
+        """Exact −log p(x) in nats per sequence (present, unknown tokens), shape (batch,)."""
+        laws = self.probs[label if label is not None else torch.zeros(x.shape[0], dtype=torch.long)]
+        logp = torch.log(torch.gather(laws, 1, x.clamp_min(0)))
+        w = torch.ones_like(logp) if presence is None else presence.to(F64)
+        if self.known_prefix:
+            w[:, :self.known_prefix] = 0
+        return -(logp * w).sum(1)

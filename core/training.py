@@ -32,6 +32,7 @@ from torch import nn
 from .batch import unpack
 from .checkpointing import atomic_torch_save, install as _install_atomic_io
 from .errors import ConfigError, ShapeError
+from .discrete import D3PMLoss, DiscreteDenoiser, DiscreteProcess, LogitGuidance, MDLMLoss, unpack_tokens
 from .losses import DiffusionLoss
 from .parameterization import PARAMETERIZATIONS, Denoiser
 from .processes import GaussianProcess, get_process
@@ -199,10 +200,18 @@ class DiffusionModule(L.LightningModule):
 
     Args:
         backbone: network called ``backbone(x, t, cond)`` (object, short name or class_path spec).
-        process: forward process (object, spec or :func:`polydiff.get_process` name such as ``"vp"``).
-        space: state space (default Euclidean).
-        parameterization: what the backbone predicts: eps | x0 | v | score | flow | edm.
+        process: forward process (object, spec or :func:`polydiff.get_process` name such as ``"vp"``): a
+            Gaussian process, or a :class:`polydiff.discrete.DiscreteProcess` for categorical data — then
+            ``batch["x"]`` holds integer ids (batch, ...), the backbone returns x_0 logits (batch, ..., K)
+            (e.g. :class:`~polydiff.backbones.TokenTransformer`) and sampling uses
+            :func:`polydiff.discrete_samplers.sample_discrete`.
+        space: state space (default Euclidean; Gaussian processes only).
+        parameterization: what the backbone predicts: eps | x0 | v | score | flow | edm (a discrete model
+            always predicts x_0 logits; leave the default or say ``x0``).
         loss: a :class:`polydiff.losses.DiffusionLoss`; default uniform weighting of the parameterisation.
+            Discrete: :class:`~polydiff.discrete.D3PMLoss` (default for a chain with ``num_steps``) or
+            :class:`~polydiff.discrete.MDLMLoss` (default in continuous time), given without a process: the
+            module binds its own.
         learned_variance: the backbone also outputs the variance interpolation (Nichol & Dhariwal 2021).
         conditioner: optional module mapping raw ``cond`` to backbone conditions.
         num_classes: number of classes of ``cond["label"]``; index ``num_classes`` is the null label.
@@ -213,7 +222,8 @@ class DiffusionModule(L.LightningModule):
         lr_decay_at, lr_decay_gamma: step decay: the lr is multiplied by ``lr_decay_gamma`` at each of these
             fractions of the run's optimiser steps (``trainer.estimated_stepping_batches``); CSDI's
             official training uses ``[0.75, 0.9]`` and 0.1 (Tashiro et al. 2021, App. E.1).
-        sampler, sample_steps, guidance_scale, sampler_kwargs: defaults of :meth:`sample`.
+        sampler, sample_steps, guidance_scale, sampler_kwargs: defaults of :meth:`sample` (sampler: ``ddim``
+            for a Gaussian process; ``mdlm`` for an absorbing discrete one, ``ancestral`` for uniform).
         val_num_samples: samples drawn at validation for the artifact and metric hooks (0 = none).
         val_sample_every_n_epochs: how often validation draws them.
         final_num_samples: samples written through the artifact hook when ``fit`` ends (0 = none).
@@ -223,10 +233,10 @@ class DiffusionModule(L.LightningModule):
     def __init__(
         self,
         backbone: nn.Module,
-        process: GaussianProcess | str = "vp",
+        process: GaussianProcess | DiscreteProcess | str = "vp",
         space: Space | None = None,
         parameterization: str = "eps",
-        loss: DiffusionLoss | None = None,
+        loss: DiffusionLoss | D3PMLoss | MDLMLoss | None = None,
         learned_variance: bool = False,
         conditioner: nn.Module | None = None,
         num_classes: int | None = None,
@@ -237,7 +247,7 @@ class DiffusionModule(L.LightningModule):
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0,
-        sampler: str = "ddim",
+        sampler: str | None = None,
         sample_steps: int = 50,
         guidance_scale: float = 1.0,
         sampler_kwargs: dict | None = None,
@@ -264,9 +274,19 @@ class DiffusionModule(L.LightningModule):
         if isinstance(process, str) and "." not in process and process[:1].islower():
             process = get_process(process)
         process = instantiate(process, "process")
-        if not isinstance(process, GaussianProcess):
-            raise ConfigError(f"process must be a GaussianProcess or a process name; got {process!r}")
+        if not isinstance(process, (GaussianProcess, DiscreteProcess)):
+            raise ConfigError(f"process must be a GaussianProcess, a DiscreteProcess, a process name or a "
+                              f"{{class_path, init_args}} spec; got {process!r}")
+        self.is_discrete = isinstance(process, DiscreteProcess)
         self.space = instantiate(space, "space") or Euclidean()
+        if self.is_discrete:
+            bad = [f"{k}={v!r}" for k, v, ok in (
+                ("space", space, space is None or type(self.space) is Euclidean),
+                ("parameterization", parameterization, parameterization in ("eps", "x0")),
+                ("learned_variance", learned_variance, not learned_variance)) if not ok]
+            if bad:
+                raise ConfigError(f"a DiscreteProcess model predicts x_0 logits in a categorical space; "
+                                  f"{', '.join(bad)} do not apply (leave them at their defaults)")
         self.process = process
         if "_instantiator" not in self.hparams:  # store resolved full class paths, not short names
             for key, obj in (("backbone", backbone), ("conditioner", conditioner), ("process", process),
@@ -274,8 +294,15 @@ class DiffusionModule(L.LightningModule):
                 if getattr(obj, "_polydiff_spec", None) is not None and isinstance(self.hparams.get(key), Mapping):
                     self.hparams[key] = obj._polydiff_spec
         net = backbone if conditioner is None else _Conditioned(backbone, conditioner)
-        self.denoiser = Denoiser(net, process, parameterization, learned_variance=learned_variance)
-        self.loss_fn = instantiate(loss, "loss") if loss is not None else DiffusionLoss(parameterization)
+        if self.is_discrete:
+            self.denoiser = DiscreteDenoiser(net, process)
+            self.loss_fn = self._discrete_loss(loss, process)
+        else:
+            self.denoiser = Denoiser(net, process, parameterization, learned_variance=learned_variance)
+            self.loss_fn = instantiate(loss, "loss") if loss is not None else DiffusionLoss(parameterization)
+            if not isinstance(self.loss_fn, DiffusionLoss) and hasattr(self.loss_fn, "bind"):
+                raise ConfigError(f"loss {type(self.loss_fn).__name__} is a discrete loss; the process is "
+                                  f"{type(process).__name__}")
         self.ema = EMA(self.denoiser, ema_decay, ema_warmup) if ema_decay > 0 else None
         self._train_gen: torch.Generator | None = None
         self._gen_seed_offset = 0
@@ -284,6 +311,21 @@ class DiffusionModule(L.LightningModule):
         self._sample_shape: tuple[int, ...] | None = None
         self._domain: str | None = None
         self._datamodule = None
+
+    @staticmethod
+    def _discrete_loss(loss, process: DiscreteProcess):
+        """The discrete loss, bound to the module's process (D3PM on a chain, MDLM in continuous time)."""
+        if loss is None:
+            return D3PMLoss(process) if process.num_steps is not None else MDLMLoss(process)
+        loss = instantiate(loss, "loss")
+        if not isinstance(loss, (D3PMLoss, MDLMLoss)):
+            raise ConfigError(f"a DiscreteProcess model trains with D3PMLoss or MDLMLoss; got {loss!r}")
+        if loss.process is None:
+            return loss.bind(process)
+        if repr(loss.process) != repr(process):
+            raise ConfigError(f"the loss has its own process {loss.process!r}, not the module's {process!r}; "
+                              "give the loss without a process")
+        return loss.bind(process)
 
     def _plain_hparams(self) -> None:
         """Hyper-parameters given as objects are replaced by their class_path specs (weights_only checkpoints)."""
@@ -336,7 +378,10 @@ class DiffusionModule(L.LightningModule):
         dm = self.datamodule
         if dm is not None and hasattr(dm, "check_batch"):
             dm.check_batch(batch, self.sample_shape)
-        unpack(batch)
+        if self.is_discrete:
+            unpack_tokens(batch, self.process)
+        else:
+            unpack(batch)
 
     def _check_first_batch(self, batch) -> None:
         if not self._checked_shape:
@@ -361,6 +406,9 @@ class DiffusionModule(L.LightningModule):
         every random draw comes from ``generator``. Every entry besides ``loss`` is logged as
         ``<stage>/<name>``."""
         model = self.denoiser if model is None else model
+        if self.is_discrete:  # D3PM: hybrid loss with its vb/ce parts (bits); MDLM: the NELBO (nats/token)
+            loss, parts = self.loss_fn(model, batch, generator=generator, return_components=True)
+            return {"loss": loss, **{k: v for k, v in parts.items() if k in ("vb", "ce")}}
         loss, parts = self.loss_fn(model, batch, generator=generator, space=self.space, return_components=True)
         terms = {"loss": loss}
         if "vlb" in parts:
@@ -541,16 +589,21 @@ class DiffusionModule(L.LightningModule):
         shape: tuple[int, ...] | None = None,
         **kw,
     ) -> dict[str, Tensor]:
-        """Draw ``n`` samples with :func:`polydiff.samplers.sample`; returns a batch-contract dict
-        (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device.
+        """Draw ``n`` samples with :func:`polydiff.samplers.sample` (or, for a discrete process,
+        :func:`polydiff.discrete_samplers.sample_discrete`); returns a batch-contract dict (``x`` plus the
+        ``cond``/``presence``/``known`` used) on the module's device.
 
         ``guidance_scale`` w ≠ 1 with a condition applies classifier-free guidance
-        ε̃ = ε(x, ∅) + w (ε(x, c) − ε(x, ∅)) (Ho & Salimans 2022, Eq. 6).
+        ε̃ = ε(x, ∅) + w (ε(x, c) − ε(x, ∅)) (Ho & Salimans 2022, Eq. 6); for a discrete process the same
+        guidance on the x_0 logits (:class:`polydiff.discrete.LogitGuidance`). ``known``/``x_known`` fix
+        entries (inpainting; for tokens, partial diffusion with a clean source as DiffuSeq), ``presence``
+        marks per-sample lengths (padding is never generated). Extra keywords go to the sampler (for the
+        discrete samplers e.g. ``times``, the grid of times from 1 to 0, and ``cache``).
         """
         from . import samplers
 
         h = self.hparams
-        sampler = sampler or h.sampler
+        sampler = sampler or h.sampler or self.default_sampler
         steps = int(steps or h.sample_steps)
         guidance_scale = h.guidance_scale if guidance_scale is None else guidance_scale
         shape = (int(n), *(shape or self.sample_shape))
@@ -561,6 +614,12 @@ class DiffusionModule(L.LightningModule):
         presence = presence.to(self.device) if presence is not None else None
         known = known.to(self.device) if known is not None else None
         x_known = x_known.to(self.device) if x_known is not None else None
+        kwargs = dict(h.sampler_kwargs or {})
+        kwargs.update(kw)
+        if self.is_discrete:
+            x0 = self._sample_discrete(model, shape, sampler, steps, guidance_scale, generator, cond, presence,
+                                       known, x_known, kwargs)
+            return _sample_batch(x0, cond, presence, known)
         if cond and guidance_scale != 1.0:
             from .guidance import ClassifierFreeGuidance
 
@@ -577,18 +636,31 @@ class DiffusionModule(L.LightningModule):
                 raise ConfigError(f"unknown sampler {sampler!r}; built-in: {sorted(samplers.SAMPLERS)}, "
                                   f"registered by plugins: {get_plugin_manager().registry.names('sampler')}")
             sampler = hit[1]
-        kwargs = dict(h.sampler_kwargs or {})
-        kwargs.update(kw)
         x0 = samplers.sample(model, x_T, steps=steps, sampler=sampler, generator=generator, space=self.space,
                              cond=cond or None, presence=presence, known=known, x_known=x_known, **kwargs)
-        out: dict[str, Any] = {"x": x0}
-        if cond:
-            out["cond"] = cond
-        if presence is not None:
-            out["presence"] = presence
-        if known is not None:
-            out["known"] = known
-        return out
+        return _sample_batch(x0, cond, presence, known)
+
+    @property
+    def default_sampler(self) -> str:
+        """The sampler used when none is configured: ``ddim``; discrete: ``mdlm`` (absorbing) or ``ancestral``."""
+        if not self.is_discrete:
+            return "ddim"
+        return "mdlm" if self.process.transition == "absorbing" else "ancestral"
+
+    def _sample_discrete(self, model, shape, sampler, steps, guidance_scale, generator, cond, presence, known,
+                         x_known, kwargs) -> Tensor:
+        from .discrete_samplers import DISCRETE_SAMPLERS, sample_discrete
+
+        if sampler not in DISCRETE_SAMPLERS:
+            raise ConfigError(f"a DiscreteProcess model samples with one of {DISCRETE_SAMPLERS}; got sampler {sampler!r}")
+        if cond and guidance_scale != 1.0:
+            num_classes = self.hparams.num_classes
+            model = LogitGuidance(model, guidance_scale, null_cond=lambda c: null_conditions(c, num_classes))
+        if kwargs.get("times") is not None:
+            steps = None  # the grid gives the number of steps
+        return sample_discrete(model, self.process, shape, steps=steps, sampler=sampler, generator=generator,
+                               cond=cond or None, presence=presence, known=known, x_known=x_known,
+                               device=self.device, **kwargs)
 
     def generate(self, n: int, seed: int | None = None, **kw) -> dict[str, Tensor]:
         """``n`` samples (CPU) conditioned on the datamodule's ``sample_inputs`` — what validation, the end of
@@ -656,6 +728,17 @@ class DiffusionModule(L.LightningModule):
         if not paths:
             paths = [atomic_torch_save({"samples": samples, "domain": self.domain}, out_dir / f"{prefix}.pt")]
         return paths
+
+
+def _sample_batch(x0: Tensor, cond: Mapping, presence: Tensor | None, known: Tensor | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"x": x0}
+    if cond:
+        out["cond"] = cond
+    if presence is not None:
+        out["presence"] = presence
+    if known is not None:
+        out["known"] = known
+    return out
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:

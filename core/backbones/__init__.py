@@ -3,6 +3,7 @@
 * :class:`UNet`  — ADM-style U-Net for (batch, C, L), (batch, C, H, W) and (batch, C, D, H, W) data.
 * :class:`DiT`   — Diffusion Transformer with adaLN-Zero for images, signals and token sets.
 * :class:`MLP`   — residual MLP for vectors (batch, d).
+* :class:`TokenTransformer` — bidirectional transformer from categorical states to x_0 logits (discrete family).
 * :class:`SinusoidalTimeEmbedding`, :class:`GaussianFourierEmbedding` — time embeddings;
   :class:`ConditionEmbedding` — time + class label + vector condition, shared by all three;
   :class:`Conv1x1` — ``nn.Conv1d(cin, cout, 1)`` as a matrix product (fast on CPU).
@@ -24,13 +25,14 @@ from .embeddings import (
 )
 from .mlp import MLP
 from .pointwise import Conv1x1
+from .tokens import TokenTransformer
 from .unet import UNet, norm_groups
 
-BACKBONES = (UNet, DiT, MLP)  # the networks, as opposed to the embedding modules also exported here
+BACKBONES = (UNet, DiT, MLP, TokenTransformer)  # the networks, as opposed to the embedding modules also exported here
 
 __all__ = [
     "BACKBONES",
-    "UNet", "DiT", "MLP",
+    "UNet", "DiT", "MLP", "TokenTransformer",
     "SinusoidalTimeEmbedding", "GaussianFourierEmbedding", "ConditionEmbedding", "make_time_embedding",
     "concat_conditions",
     "norm_groups", "Conv1x1",
