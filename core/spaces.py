@@ -148,11 +148,13 @@ class Torus(Space):
       p(x_t | x_0) = WN(x_t; α x_0, σ²) (Jing et al. 2022, §4.2 and App. B), expressed in ε-units as
       ε_wrapped = −σ ∇ log p(x_t | x_0), so that every parameterization (ε, score, x_0, v, …) regresses the same
       quantity and the loss weightings keep their meaning (the ``uniform`` weighting on ε is the σ²-weighted
-      score loss). It reduces to the plain ε where σ ≪ π. For a VE-type process (α = 1: ``VE``, ``EDM``) this
-      is exactly torsional diffusion's forward process and the learned score is the score of the wrapped
-      marginal p_t, which the reverse SDE / probability-flow samplers integrate with wrapping after each step.
-      For a VP process (α < 1) the state α x_0 depends on the chart x_0 ∈ [−π, π): the "wrapped VP" of
-      FoldingDiff (Wu et al. 2024, §3.2) is not a diffusion on the torus, and its target here is the
+      score loss; torsional diffusion instead divides by E‖∇ log p_σ‖², a weighting not offered here).
+      ε_wrapped = E[ε | x_t, x_0] (the noise averaged over the images of x_t), so it has the same minimiser
+      as ε, namely ε* = −σ ∇ log p_t(x_t), with a smaller variance once σ is comparable to π; it equals ε where
+      σ ≪ π. For a VE-type process (α = 1: ``VE``, ``EDM``) this is torsional diffusion's forward process and
+      the learned score is that of the wrapped marginal p_t, which the reverse SDE / probability-flow samplers
+      integrate. For a VP process (α < 1) the state α x_0 depends on the chart x_0 ∈ [−π, π): the "wrapped VP"
+      of FoldingDiff (Wu et al. 2024, §3.2) is not a diffusion on the torus, and the target here is the
       conditional score of that chart-dependent process.
     * ``eps`` — the drawn noise ε itself (FoldingDiff's target; combine it with
       ``DiffusionLoss(residual="wrapped_smooth_l1")`` for their wrapped smooth-L1 loss).
