@@ -58,7 +58,7 @@ from .parameterization import PARAMETERIZATIONS, coefficients, target_for
 from .processes import VP, GaussianProcess, _ddt
 from .spaces import Euclidean, Space, Torus
 
-__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS"]
+__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS", "RESIDUALS"]
 
 Tensor = torch.Tensor
 F64 = torch.float64
