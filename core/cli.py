@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import re
 import sys
 import tempfile
@@ -313,17 +312,11 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(".metrics.json")
     record = {"checkpoint": str(args.ckpt), "domain": module.domain, "num": args.num, "seed": args.seed,
               **{k: v for k, v in _sample_kw(args).items()}, "metrics": metrics}
+    from .io import atomic_write_text
+
     atomic_write_text(out, json.dumps(record, indent=2))
     print(f"metrics written to {out}")
     return 0
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 # -- plugins / datasets ---------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def polydiff_write_artifacts(domain: str, samples: Mapping[str, Any], out_dir: P
         domain: the data module's domain; return ``None`` unless it is this plugin's domain.
         samples: batch-contract mapping of CPU tensors (``x`` in the data module's normalised
             representation, optional ``presence``/``known``/``cond``).
-        out_dir: an existing directory to write into; write atomically (tmp file, then ``os.replace``).
+        out_dir: an existing directory to write into; write atomically (:func:`polydiff.io.atomic_write`).
         context: extra information, keys may be absent: ``datamodule`` (the DiffusionDataModule, to
             undo normalisation), ``module`` (the DiffusionModule), ``stage`` (``"fit"``, ``"val"``,
             ``"sample"``), ``step`` (global step), ``prefix`` (file name prefix), ``reference``
