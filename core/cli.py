@@ -43,7 +43,11 @@ def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {path} not found")
+        task = registry.items("task").get(path)
+        if task is None:
+            raise ConfigError(f"config file {path} not found, and no plugin registers a task of that name; "
+                              f"registered tasks: {registry.names('task') or 'none'}")
+        p = path = Path(task)
     try:
         cfg = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
@@ -56,7 +60,7 @@ def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
 
     resolved = resolve_config_names(cfg, registry)
     if resolved == cfg:
-        return path
+        return str(path)
     out = tmpdir / f"{len(list(tmpdir.iterdir()))}_{p.name}"
     out.write_text(yaml.safe_dump(resolved, sort_keys=False))
     return str(out)
@@ -105,14 +109,34 @@ def _kinds_for(key: str):
 
 
 # -- Lightning commands ---------------------------------------------------------------------------------
+DEFAULT_ROOT = "runs"
+_DEFAULT_LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger": "polydiff",
+                    "lightning.pytorch.loggers.CSVLogger": "polydiff_csv"}
+
+
 def _trainer_defaults() -> dict[str, Any]:
     loggers = []
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        loggers.append({"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": "runs", "name": "polydiff"}})
-    loggers.append({"class_path": "lightning.pytorch.loggers.CSVLogger",
-                    "init_args": {"save_dir": "runs", "name": "polydiff_csv"}})
-    return {"default_root_dir": "runs", "logger": loggers}
+    for cls, name in _DEFAULT_LOGGERS.items():
+        if cls.endswith("TensorBoardLogger") and not (importlib.util.find_spec("tensorboard")
+                                                      or importlib.util.find_spec("tensorboardX")):
+            continue
+        loggers.append({"class_path": cls, "init_args": {"save_dir": DEFAULT_ROOT, "name": name}})
+    return {"default_root_dir": DEFAULT_ROOT, "logger": loggers}
+
+
+def _follow_default_root_dir(trainer_cfg) -> None:
+    """``--trainer.default_root_dir DIR`` moves everything: the default loggers (which Lightning would otherwise
+    keep under ``runs/``) write under DIR, and with them the checkpoints and samples (both live in the first
+    logger's folder). Loggers the user configured keep their own ``save_dir``."""
+    root = trainer_cfg.get("default_root_dir")
+    loggers = trainer_cfg.get("logger")
+    if not root or str(root) == DEFAULT_ROOT or not isinstance(loggers, list):
+        return
+    for lg in loggers:
+        init = getattr(lg, "init_args", None)
+        if (getattr(lg, "class_path", None) in _DEFAULT_LOGGERS and init is not None
+                and init.get("save_dir") == DEFAULT_ROOT and init.get("name") == _DEFAULT_LOGGERS[lg.class_path]):
+            init["save_dir"] = str(root)
 
 
 def _make_cli_class():
@@ -126,6 +150,10 @@ def _make_cli_class():
             from .checkpointing import PolydiffCheckpoint
 
             parser.add_lightning_class_args(PolydiffCheckpoint, "checkpoint")
+
+        def before_instantiate_classes(self) -> None:
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
+            _follow_default_root_dir(cfg["trainer"])
 
     return PolydiffCLI
 

@@ -241,6 +241,28 @@ class PolydiffPluginManager(pluggy.PluginManager):
         return metrics
 
 
+def register_task_configs(registry: Registry, package: str, folder: str = "configs",
+                          prefix: str | None = None) -> dict[str, Path]:
+    """Register every ``*.yaml`` in ``folder`` of the installed ``package`` as a task named ``<prefix>/<stem>``.
+
+    Call it from ``polydiff_register``; ``prefix`` defaults to the plugin's entry-point name. Ship the folder
+    as package data (setuptools: ``[tool.setuptools.package-data] mypkg = ["configs/*.yaml"]``) so that the
+    tasks exist in a wheel, not only in a source checkout. ``polydiff fit --config <prefix>/<stem>`` then
+    finds the YAML by task name. Returns ``{task name: path}``.
+    """
+    import importlib.resources
+
+    root = Path(str(importlib.resources.files(package) / folder))
+    if not root.is_dir():
+        raise PluginError(f"plugin {registry.current_plugin!r}: package {package!r} has no folder {folder!r} "
+                          f"of task configs (looked in {root}); is it declared as package data?")
+    prefix = prefix or registry.current_plugin
+    tasks = {f"{prefix}/{p.stem}": p for p in sorted(root.glob("*.yaml"))}
+    for name, path in tasks.items():
+        registry.add("task", path, name=name)
+    return tasks
+
+
 def _entry_points(group: str):
     return list(md.entry_points(group=group))
 
