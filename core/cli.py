@@ -7,6 +7,7 @@
 * ``evaluate`` — draw samples and print the domain's metrics (rich table) and write them as JSON.
 * ``plugins`` — every plugin with its version, status, components and the pip command for missing extras.
 * ``datasets list | download | verify`` — the dataset registry of :mod:`polydiff.datasets`.
+* ``new-plugin NAME`` — write a ready third-party plugin package (:mod:`polydiff.scaffold`).
 * plus the subcommands plugins add through ``polydiff_commands``.
 
 Errors the user can fix (unknown config keys, unknown component names, wrong data shapes, missing files) are
@@ -30,7 +31,7 @@ from .errors import ConfigError, PolydiffError
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # main() passes LightningCLI the preprocessed argv explicitly, which differs from sys.argv on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets")
+BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets", "new-plugin")
 
 
 class CLIError(PolydiffError):
@@ -435,6 +436,16 @@ def cmd_datasets_verify(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin, plugin_names
+
+    root = new_plugin(args.name, args.dest, force=args.force)
+    n = plugin_names(args.name)
+    print(f"plugin package written to {root}")
+    print(f"  pip install -e \"{root.resolve()}[{n['name']},test]\" && pytest {root.resolve() / 'tests'} && polydiff plugins")
+    return 0
+
+
 # -- entry point ----------------------------------------------------------------------------------------
 def build_parser(plugin_commands: dict) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -466,6 +477,12 @@ def build_parser(plugin_commands: dict) -> argparse.ArgumentParser:
         q.add_argument("--file", default=None, help="only this file of the dataset")
         q.add_argument("--root", default=None, help="folder holding the files (default: the cache)")
         q.set_defaults(func=func)
+    p = sub.add_parser("new-plugin", help="write a ready third-party plugin package (entry point, data module, "
+                       "backbone, task YAML, conformance test)")
+    p.add_argument("name", help="plugin, domain and entry-point name (lower case, e.g. 'seismic')")
+    p.add_argument("--dest", default=".", help="folder in which polydiff-NAME/ is created")
+    p.add_argument("--force", action="store_true", help="overwrite the files of an existing folder")
+    p.set_defaults(func=cmd_new_plugin)
     for name, (helptext, add_arguments, run) in plugin_commands.items():
         if name in BUILTIN_COMMANDS:
             continue
