@@ -377,29 +377,30 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def _datasets_module():
-    import importlib
+def _datasets() -> dict:
+    """The datasets every plugin declares through the ``polydiff_datasets`` hook."""
+    from .plugins_manager import get_plugin_manager
 
-    return importlib.import_module("polydiff.datasets")
+    return get_plugin_manager().datasets()
 
 
 def cmd_datasets_list(args) -> int:
     from rich.table import Table
 
-    ds = _datasets_module()
-    reg = ds.load_all()
     table = Table(title="polydiff datasets")
     for col in ("name", "domain", "files", "licence", "description"):
         table.add_column(col, overflow="fold")
-    for name, info in sorted(reg.items()):
+    for name, info in sorted(_datasets().items()):
         table.add_row(name, info.domain, str(len(info.files)), info.licence, info.description)
     _console().print(table)
     return 0
 
 
-def _dataset_files(ds, name: str, only: str | None):
-    ds.load_all()
-    info = ds.get_info(name)
+def _dataset_files(name: str, only: str | None):
+    known = _datasets()
+    if name not in known:
+        raise CLIError(f"unknown dataset {name!r}; declared by the installed plugins: {sorted(known)}")
+    info = known[name]
     files = [f for f in info.files if only is None or f.name == only]
     if not files:
         raise CLIError(f"dataset {name!r} has no file {only!r}; files: {[f.name for f in info.files]}")
@@ -407,11 +408,10 @@ def _dataset_files(ds, name: str, only: str | None):
 
 
 def cmd_datasets_download(args) -> int:
-    ds = _datasets_module()
-    _, files = _dataset_files(ds, args.name, args.file)
+    info, files = _dataset_files(args.name, args.file)
     for f in files:
         try:
-            path = ds.fetch(args.name, f.name, root=args.root)
+            path = info.fetch(f.name, root=args.root)
         except PolydiffError:
             raise
         except Exception as exc:  # noqa: BLE001 - network/HTTP errors of pooch/requests become one line
@@ -422,14 +422,12 @@ def cmd_datasets_download(args) -> int:
 
 
 def cmd_datasets_verify(args) -> int:
-    ds = _datasets_module()
-    info, files = _dataset_files(ds, args.name, args.file)
-    root = Path(args.root) if args.root else ds.cache_dir() / info.name
+    info, files = _dataset_files(args.name, args.file)
     bad = 0
     for f in files:
         try:
-            ds.verify_file(root / f.name, f.sha256)
-            print(f"ok       {root / f.name}" + ("" if f.sha256 else " (no published sha256)"))
+            path = info.verify(f.name, root=args.root)
+            print(f"ok       {path}" + ("" if f.sha256 else " (no published sha256)"))
         except PolydiffError as exc:
             bad += 1
             print(f"FAILED   {exc}")
@@ -439,10 +437,10 @@ def cmd_datasets_verify(args) -> int:
 def cmd_new_plugin(args) -> int:
     from .scaffold import new_plugin, plugin_names
 
-    root = new_plugin(args.name, args.dest, force=args.force)
+    root = new_plugin(args.name, args.dest, force=args.force).resolve()
     n = plugin_names(args.name)
     print(f"plugin package written to {root}")
-    print(f"  pip install -e \"{root.resolve()}[{n['name']},test]\" && pytest {root.resolve() / 'tests'} && polydiff plugins")
+    print(f"  pip install -e \"{root}[{n['name']},test]\" && pytest {root / 'tests'} && polydiff plugins")
     return 0
 
 

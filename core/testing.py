@@ -281,8 +281,12 @@ def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None
 
 def _call_hook(pm, hook: str, fail, **kwargs) -> list:
     """The results of every implementation of ``hook``; an exception is a ``[hook-raises]`` problem."""
+    caller = getattr(pm.hook, hook)
     try:
-        return [r for r in getattr(pm.hook, hook)(**kwargs) if r is not None]
+        result = caller(**kwargs)
+        if caller.spec is not None and caller.spec.opts.get("firstresult"):
+            result = [result]
+        return [r for r in result if r is not None]
     except Exception as exc:  # noqa: BLE001
         fail("hook-raises", f"{hook}({', '.join(f'{k}=...' for k in kwargs)}) raised {type(exc).__name__}: {exc}")
         return []
