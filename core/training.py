@@ -464,7 +464,7 @@ class DiffusionModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """Samples conditioned on the batch's cond/presence/known (known entries taken from batch['x'])."""
-        x, presence, known, cond = unpack(batch)
+        x, presence, known, cond = unpack(batch, integer=self.is_discrete)
         g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
         x_known = x if known is not None else None
         out = _to_cpu(self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known,

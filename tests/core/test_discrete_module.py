@@ -219,6 +219,11 @@ def test_discrete_module_configuration_errors_and_batches():
         gaussian.check_batch(batch)
     out = module.sample(3, shape=(L,), steps=5)
     assert out["x"].shape == (3, L) and out["x"].dtype == torch.long
+    known = torch.zeros(3, L, dtype=torch.bool)
+    known[:, -2:] = True
+    source = torch.randint(0, K, (3, L))
+    pred = module.predict_step({"x": source, "known": known}, 0)  # `polydiff predict`: known tokens from x
+    assert torch.equal(pred["x"][:, -2:], source[:, -2:]) and torch.equal(pred["known"], known)
 
 
 def test_check_plugin_accepts_an_integer_batch_plugin(tmp_path):
