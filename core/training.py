@@ -468,7 +468,7 @@ class DiffusionModule(L.LightningModule):
         g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
         x_known = x if known is not None else None
         out = _to_cpu(self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known,
-                                  x_known=x_known))
+                                  x_known=x_known, shape=tuple(x.shape[1:])))
         if self._trainer is not None:  # written through the plugin like every other sample
             from .plugins_manager import get_plugin_manager
 
