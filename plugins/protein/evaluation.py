@@ -50,8 +50,8 @@ def uniform_dihedrals(lengths: Sequence[int], rows: np.ndarray, generator: torch
 
 def evaluate_samples(samples: Mapping[str, Any], datamodule, context: Mapping[str, Any] | None = None,
                      baselines: bool = True) -> dict[str, float]:
-    """Metrics of generated backbones (``protein/<metric>``) beside the training set (``protein/train/…``;
-    its max-TM leaves each chain itself out, and its angle divergences are 0 as it is the reference),
+    """Metrics of generated backbones (``protein/<metric>``) beside as many training chains
+    (``protein/train/…``; its max-TM leaves each chain itself out, and its angle divergences are 0 as it is the reference),
     chains of i.i.d. training angle rows (``protein/random_rows/…``) and of uniform random dihedrals
     (``protein/uniform/…``), at the lengths of the samples."""
     if datamodule is None or not getattr(datamodule, "train_chains", None):
@@ -65,9 +65,11 @@ def evaluate_samples(samples: Mapping[str, Any], datamodule, context: Mapping[st
     out = {f"protein/{k}": v for k, v in structure_table(angles, rebuild(angles), ref_rows, train_ca).items()}
     if baselines:
         lengths = [a.shape[0] for a in angles]
-        t_angles = [c.angles for c in train]
+        # as many training chains as samples (all of them if fewer), cropped like the samples
+        pick = torch.randperm(len(train), generator=gen)[:len(angles)].sort().values.tolist()
+        t_angles = [train[i].angles[:datamodule.max_length] for i in pick]
         rows = {
-            "train": (t_angles, list(range(len(train)))),
+            "train": (t_angles, pick),
             "random_rows": (random_rows(lengths, ref_rows, gen), None),
             "uniform": (uniform_dihedrals(lengths, ref_rows, gen), None),
         }
