@@ -30,11 +30,6 @@ c_score = α²/σ⁴, c_flow = (α' − σ' α/σ)², c_x0 = 1), which is exact 
 * ``edm``         w_x0 = (σ̃² + σ_d²)/(σ̃ σ_d)², σ̃ = σ/α, σ_d = 0.5, with ln σ̃ ~ N(−1.2, 1.2²)
                   (Karras et al. 2022, Eq. 2, Table 1 "loss weighting" and "noise distribution").
 
-The per-entry error is the square by default; ``error="smooth_l1"`` uses the Huber/smooth-L1 form
-(½ d²/β for |d| < β, else |d| − ½β; Girshick 2015, Eq. 3), and ``wrap_error=True`` wraps d = ŷ − y to
-[−π, π) first, so that errors on angles are measured along the circle — FoldingDiff's radian smooth-L1 loss
-on ε (Wu et al. 2024, §3.3, β = 0.1π).
-
 Learned variance (``hybrid_vlb_weight`` > 0 and a denoiser that returns ``var_interp``) adds λ·L_vlb,
 λ = 0.001 (Nichol & Dhariwal 2021, "Improved DDPM", §3.1): L_vlb ≈ T·L_{t−1} for the drawn step, in
 bits per target entry as in their released code, where L_{t−1} = KL(q(x_{t−1}|x_t,x_0) ‖ p_θ) for t > 1
@@ -61,14 +56,14 @@ from .errors import ConfigError
 from .likelihood import ddpm_coefficients, ddpm_vlb_term, rng_device
 from .parameterization import PARAMETERIZATIONS, target_for
 from .processes import VP, GaussianProcess, _ddt
-from .spaces import Euclidean, Space
+from .spaces import Euclidean, Space, Torus
 
-__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS", "ERRORS"]
+__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS"]
 
 Tensor = torch.Tensor
 F64 = torch.float64
 WEIGHTINGS = ("uniform", "snr", "min_snr", "likelihood", "edm")
-ERRORS = ("mse", "smooth_l1")
+RESIDUALS = ("squared", "wrapped_smooth_l1")
 
 
 def x0_error_scale(kind: str, t: Tensor, process: GaussianProcess) -> Tensor:
@@ -131,12 +126,12 @@ class DiffusionLoss:
         sigma_data: σ_d of the EDM weighting (Karras et al. 2022, Table 1: 0.5).
         importance_sampling: with ``likelihood`` weighting, draw t ∝ g²/σ² (uniform in log-SNR).
         edm_p_mean, edm_p_std: log-normal noise distribution of the EDM weighting (Table 1: −1.2, 1.2).
-        error: ``mse`` (squared error) or ``smooth_l1`` (Huber form with ``smooth_l1_beta``).
-        smooth_l1_beta: β of the smooth-L1 error (FoldingDiff: 0.1π).
-        wrap_error: wrap ŷ − y to [−π, π) before the error (targets on a torus, e.g. angles).
         vlb_num_bins, vlb_data_range: discretised decoder of L_vlb at t = 1 (Ho et al. 2020, §3.3:
             256 bins on [−1, 1]); ``vlb_num_bins=None`` uses a continuous Gaussian decoder instead,
             for data that is not 8-bit.
+        residual: ``squared`` (the MSE above) or ``wrapped_smooth_l1``: smooth-L1 with threshold β on the
+            wrapped residual wrap(ŷ − y) ∈ [−π, π) (Wu et al. 2024, FoldingDiff, §3.3: β = 0.1π), for angles.
+        smooth_l1_beta: β of ``wrapped_smooth_l1``.
 
     ``process`` is ``denoiser.process``. Call with ``return_components=True`` to also get a dict of
     detached parts (``mse``, ``vlb``, ``weight_mean``, ``num_targets``) for logging.
@@ -154,9 +149,8 @@ class DiffusionLoss:
         edm_p_std: float = 1.2,
         vlb_num_bins: int | None = 256,
         vlb_data_range: tuple[float, float] = (-1.0, 1.0),
-        error: str = "mse",
+        residual: str = "squared",
         smooth_l1_beta: float = 0.1 * math.pi,
-        wrap_error: bool = False,
     ):
         if parameterization is not None and parameterization not in PARAMETERIZATIONS:
             raise ConfigError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
@@ -168,13 +162,12 @@ class DiffusionLoss:
             raise ConfigError(f"hybrid_vlb_weight must be >= 0, got {hybrid_vlb_weight}")
         if not sigma_data > 0 or not edm_p_std > 0:
             raise ConfigError(f"sigma_data and edm_p_std must be > 0, got {sigma_data}, {edm_p_std}")
-        if importance_sampling and weighting != "likelihood":
-            raise ConfigError("importance_sampling applies only to weighting='likelihood'")
-        if error not in ERRORS:
-            raise ConfigError(f"unknown error {error!r}; expected one of {ERRORS}")
+        if residual not in RESIDUALS:
+            raise ConfigError(f"unknown residual {residual!r}; expected one of {RESIDUALS}")
         if not smooth_l1_beta > 0:
             raise ConfigError(f"smooth_l1_beta must be > 0, got {smooth_l1_beta}")
-        self.error, self.smooth_l1_beta, self.wrap_error = error, float(smooth_l1_beta), bool(wrap_error)
+        if importance_sampling and weighting != "likelihood":
+            raise ConfigError("importance_sampling applies only to weighting='likelihood'")
         self.parameterization = parameterization
         self.weighting = weighting
         self.min_snr_gamma = float(min_snr_gamma)
@@ -184,12 +177,12 @@ class DiffusionLoss:
         self.edm_p_mean, self.edm_p_std = float(edm_p_mean), float(edm_p_std)
         self.vlb_num_bins = vlb_num_bins
         self.vlb_data_range = vlb_data_range
+        self.residual, self.smooth_l1_beta = residual, float(smooth_l1_beta)
 
     def __repr__(self):
         return (
             f"DiffusionLoss(parameterization={self.parameterization!r}, weighting={self.weighting!r}, "
-            f"min_snr_gamma={self.min_snr_gamma}, hybrid_vlb_weight={self.hybrid_vlb_weight}, error={self.error!r}, "
-            f"wrap_error={self.wrap_error})"
+            f"min_snr_gamma={self.min_snr_gamma}, hybrid_vlb_weight={self.hybrid_vlb_weight})"
         )
 
     # -- time sampling ---------------------------------------------------------------------------
@@ -267,7 +260,11 @@ class DiffusionLoss:
         target = target_for(kind, x0, noise, t, process)
         estimate = target_for(kind, pred.x0, pred.eps, t, process)
         count = mask.sum()
-        sq = self.entry_error(estimate - target) * mask
+        if self.residual == "squared":
+            sq = (estimate - target) ** 2 * mask
+        else:
+            r, beta = Torus.wrap(estimate - target).abs(), self.smooth_l1_beta
+            sq = torch.where(r < beta, 0.5 * r * r / beta, r - 0.5 * beta) * mask
         per_sample = sq.flatten(1).sum(1)
         mse = (expand_like(w, per_sample) * per_sample).sum() / count.clamp_min(1)
         total = mse
@@ -278,16 +275,6 @@ class DiffusionLoss:
             total = total + self.hybrid_vlb_weight * process.num_steps * vlb
             parts["vlb"] = vlb.detach()
         return (total, parts) if return_components else total
-
-    def entry_error(self, d: Tensor) -> Tensor:
-        """Per-entry error of the difference d = ŷ − y (see the module docstring)."""
-        if self.wrap_error:
-            d = torch.remainder(d + math.pi, 2 * math.pi) - math.pi
-        if self.error == "smooth_l1":
-            b = self.smooth_l1_beta
-            a = d.abs()
-            return torch.where(a < b, 0.5 * d * d / b, a - 0.5 * b)
-        return d * d
 
     def _vlb(self, process, x0, x_t, t, pred, mask):
         """Mean over target entries of L_{t−1} (bits), model mean detached (Nichol & Dhariwal 2021, §3.1)."""

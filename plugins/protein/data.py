@@ -236,7 +236,10 @@ def angles_of_samples(samples: dict, datamodule) -> list[np.ndarray]:
     x = samples["x"]
     lengths = lengths_of(samples["presence"]) if samples.get("presence") is not None else torch.full(
         (x.shape[0],), x.shape[1])
-    raw = datamodule.decode(x) if datamodule is not None else wrap(x.double())
+    if datamodule is None or getattr(datamodule, "angle_mean", None) is None:
+        raise ConfigError("protein samples are angles centred on the training means: turning them into "
+                          "structures needs the training data module (pass --config with its data: section)")
+    raw = datamodule.decode(x)
     return [raw[b, :int(lengths[b])].numpy() for b in range(x.shape[0])]
 
 

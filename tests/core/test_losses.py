@@ -349,7 +349,7 @@ def test_all_known_batch_gives_zero_loss_with_zero_gradient():
 
 
 def test_smooth_l1_on_wrapped_differences_equals_manual_computation():
-    """error='smooth_l1' with wrap_error: FoldingDiff's radian smooth-L1 (Wu et al. 2024, §3.3)."""
+    """residual='wrapped_smooth_l1': FoldingDiff's radian smooth-L1 (Wu et al. 2024, §3.3)."""
     from polydiff.spaces import Torus
 
     proc = VP("cosine", num_steps=1000)
@@ -359,7 +359,7 @@ def test_smooth_l1_on_wrapped_differences_equals_manual_computation():
     den = Denoiser(bb, proc, "eps")
     x = torch.rand(6, 4, dtype=F64) * 6 - 3
     beta = 0.1 * math.pi
-    loss = DiffusionLoss("eps", error="smooth_l1", smooth_l1_beta=beta, wrap_error=True)(
+    loss = DiffusionLoss("eps", residual="wrapped_smooth_l1", smooth_l1_beta=beta)(
         den, {"x": x}, generator=torch.Generator().manual_seed(7), space=Torus())
     g = torch.Generator().manual_seed(7)
     t = proc.sample_time(6, generator=g)
@@ -369,9 +369,11 @@ def test_smooth_l1_on_wrapped_differences_equals_manual_computation():
     d = torch.remainder(bb.param - eps + math.pi, 2 * math.pi) - math.pi
     manual = torch.where(d.abs() < beta, 0.5 * d**2 / beta, d.abs() - 0.5 * beta).mean()
     torch.testing.assert_close(loss, manual)
-    # a prediction off by exactly 2π is perfect on the circle, and the unwrapped error is not
-    lf = DiffusionLoss("eps", error="smooth_l1", wrap_error=True)
-    assert lf.entry_error(torch.tensor([2 * math.pi, -4 * math.pi], dtype=F64)).abs().max() < 1e-12
-    assert DiffusionLoss("eps", error="smooth_l1").entry_error(torch.tensor([2 * math.pi])) > 6
-    with pytest.raises(ConfigError, match="unknown error"):
-        DiffusionLoss(error="l3")
+    # a prediction off by exactly 2π is perfect on the circle
+    with torch.no_grad():
+        bb.param.copy_(eps + 2 * math.pi)
+    loss2 = DiffusionLoss("eps", residual="wrapped_smooth_l1")(den, {"x": x}, generator=torch.Generator().manual_seed(7),
+                                                               space=Torus())
+    assert float(loss2) < 1e-12
+    with pytest.raises(ConfigError, match="unknown residual"):
+        DiffusionLoss(residual="l3")
