@@ -54,11 +54,11 @@ from .batch import backbone_cond, target_mask, unpack
 from .checks import check_mask, expand_like
 from .errors import ConfigError
 from .likelihood import ddpm_coefficients, ddpm_vlb_term, rng_device
-from .parameterization import PARAMETERIZATIONS, target_for
+from .parameterization import PARAMETERIZATIONS, coefficients, target_for
 from .processes import VP, GaussianProcess, _ddt
 from .spaces import Euclidean, Space, Torus
 
-__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS"]
+__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS", "RESIDUALS"]
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -130,8 +130,12 @@ class DiffusionLoss:
             256 bins on [−1, 1]); ``vlb_num_bins=None`` uses a continuous Gaussian decoder instead,
             for data that is not 8-bit.
         residual: ``squared`` (the MSE above) or ``wrapped_smooth_l1``: smooth-L1 with threshold β on the
-            wrapped residual wrap(ŷ − y) ∈ [−π, π) (Wu et al. 2024, FoldingDiff, §3.3: β = 0.1π), for angles.
+            wrapped residual wrap(ŷ − y) (Wu et al. 2024, FoldingDiff, §3.3: β = 0.1π), for angles.
         smooth_l1_beta: β of ``wrapped_smooth_l1``.
+
+    The target is built from the space's :meth:`~polydiff.spaces.Space.denoising_target` (the drawn noise,
+    or on a :class:`~polydiff.spaces.Torus` the ε-equivalent of the wrapped-normal score), so a space selects
+    its own target for every parameterization.
 
     ``process`` is ``denoiser.process``. Call with ``return_components=True`` to also get a dict of
     detached parts (``mse``, ``vlb``, ``weight_mean``, ``num_targets``) for logging.
@@ -257,7 +261,10 @@ class DiffusionLoss:
         if not torch.isfinite(w).all():
             raise ConfigError(f"loss weight is not finite at t={t[~torch.isfinite(w)].tolist()}; raise process.t_min")
 
-        target = target_for(kind, x0, noise, t, process)
+        a, s = coefficients(process, t, x0)
+        eps_target = space.denoising_target(x_t, x0, noise, a, s)
+        x0_target = x0 if eps_target is noise else (x_t - s * eps_target) / a
+        target = target_for(kind, x0_target, eps_target, t, process)
         estimate = target_for(kind, pred.x0, pred.eps, t, process)
         count = mask.sum()
         if self.residual == "squared":

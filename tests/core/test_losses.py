@@ -346,34 +346,3 @@ def test_all_known_batch_gives_zero_loss_with_zero_gradient():
     loss = DiffusionLoss()(Denoiser(bb, VP("linear")), {"x": x, "known": torch.ones(2, 3, dtype=torch.bool)})
     loss.backward()
     assert loss.item() == 0.0 and (bb.param.grad == 0).all()
-
-
-def test_smooth_l1_on_wrapped_differences_equals_manual_computation():
-    """residual='wrapped_smooth_l1': FoldingDiff's radian smooth-L1 (Wu et al. 2024, §3.3)."""
-    from polydiff.spaces import Torus
-
-    proc = VP("cosine", num_steps=1000)
-    bb = ParamBackbone((6, 4))
-    with torch.no_grad():
-        bb.param.mul_(4.0)  # errors beyond ±π, so wrapping matters
-    den = Denoiser(bb, proc, "eps")
-    x = torch.rand(6, 4, dtype=F64) * 6 - 3
-    beta = 0.1 * math.pi
-    loss = DiffusionLoss("eps", residual="wrapped_smooth_l1", smooth_l1_beta=beta)(
-        den, {"x": x}, generator=torch.Generator().manual_seed(7), space=Torus())
-    g = torch.Generator().manual_seed(7)
-    t = proc.sample_time(6, generator=g)
-    eps = torch.randn(6, 4, generator=g, dtype=F64)
-    a, s = proc.alpha_sigma(t)
-    torch.testing.assert_close(bb.seen["x"], Torus.wrap(a[:, None] * x + s[:, None] * eps))
-    d = torch.remainder(bb.param - eps + math.pi, 2 * math.pi) - math.pi
-    manual = torch.where(d.abs() < beta, 0.5 * d**2 / beta, d.abs() - 0.5 * beta).mean()
-    torch.testing.assert_close(loss, manual)
-    # a prediction off by exactly 2π is perfect on the circle
-    with torch.no_grad():
-        bb.param.copy_(eps + 2 * math.pi)
-    loss2 = DiffusionLoss("eps", residual="wrapped_smooth_l1")(den, {"x": x}, generator=torch.Generator().manual_seed(7),
-                                                               space=Torus())
-    assert float(loss2) < 1e-12
-    with pytest.raises(ConfigError, match="unknown residual"):
-        DiffusionLoss(residual="l3")

@@ -38,7 +38,7 @@ def setup():
     dm.setup("fit")
     spy = Spy(FoldingDiffBERT(hidden=32, layers=2, heads=4, ffn=64))
     module = DiffusionModule(spy, process=VP("cosine", num_steps=1000, s=0.008), space=Torus(),
-                             loss=DiffusionLoss(error="smooth_l1", wrap_error=True), sampler="ddpm",
+                             loss=DiffusionLoss(residual="wrapped_smooth_l1"), sampler="ddpm",
                              sample_steps=20, ema_decay=0.0)
     module.attach_datamodule(dm)
     return dm, module, spy
