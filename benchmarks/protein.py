@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=os.environ.get("POLYDIFF_BENCH_OUT", "/tmp/polydiff_protein_bench"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target", choices=("eps", "wrapped_score"), default="eps",
+                   help="Torus training target: FoldingDiff's drawn noise, or the engine's wrapped-normal score")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     import lightning as L
@@ -70,7 +72,8 @@ def main(argv=None) -> int:
     dm.setup("fit")
     log(f"{len(dm.train_chains)} training chains; " + dm.report[-1])
     backbone = FoldingDiffBERT(hidden=args.hidden, layers=args.layers, heads=args.heads, ffn=2 * args.hidden)
-    module = DiffusionModule(backbone, process=VP("cosine", num_steps=1000, s=0.008), space=Torus(),
+    space = Torus(target=args.target, lifted=False)
+    module = DiffusionModule(backbone, process=VP("cosine", num_steps=1000, s=0.008), space=space,
                              loss=DiffusionLoss(residual="wrapped_smooth_l1"), lr=args.lr, ema_decay=0.999,
                              sampler="ddpm", sample_steps=args.sample_steps, val_num_samples=0,
                              final_num_samples=0, seed=args.seed)
@@ -95,9 +98,9 @@ def main(argv=None) -> int:
     metrics = evaluate_samples(samples, dm, {"seed": args.seed})
     log(f"evaluated in {time.time() - t0:.0f} s")
 
-    rows = {"FoldingDiff (ours)": "protein/", "training set": "protein/train/",
+    rows = {f"FoldingDiff (ours, target {args.target})": "protein/", "training set": "protein/train/",
             "i.i.d. training angle rows": "protein/random_rows/", "uniform random dihedrals": "protein/uniform/"}
-    cmd = f"{CMD} --minutes {args.minutes:g} --num {args.num}"
+    cmd = f"{CMD} --minutes {args.minutes:g} --num {args.num} --target {args.target}"
     print(f"\nCommand: `{cmd}` — {trainer.global_step} steps ({train_s / 60:.1f} min, {args.threads} threads), "
           f"{args.num} samples of lengths {args.min_len}–{args.max_len}, {args.sample_steps} ancestral steps\n")
     print("| set | " + " | ".join(COLUMNS) + " |")

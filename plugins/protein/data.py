@@ -173,17 +173,17 @@ class ProteinAngles(DiffusionDataModule):
     # -- representation ----------------------------------------------------------------------------
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space angles (..., 6) -> raw angles in [−π, π) (undo the centring)."""
-        self._require("train_set")
+        self.require_set("train_set")
         return wrap(x.double() + torch.as_tensor(self.angle_mean))
 
     def encode(self, angles: np.ndarray) -> dict[str, torch.Tensor]:
         """Raw (L, 6) angles of one chain -> a batch-contract item (centred, padded, masked)."""
-        self._require("train_set")
+        self.require_set("train_set")
         return make_item(angles, self.angle_mean, self.max_length)
 
     def length_histogram(self) -> np.ndarray:
         """Counts of training chain lengths (after cropping to max_length), index = length."""
-        self._require("train_set")
+        self.require_set("train_set")
         lengths = [min(len(c), self.max_length) for c in self.train_chains]
         return np.bincount(lengths, minlength=self.max_length + 1)
 

@@ -37,7 +37,7 @@ def setup():
                               str(require_shared("protein", "fixtures"))], batch_size=4)
     dm.setup("fit")
     spy = Spy(FoldingDiffBERT(hidden=32, layers=2, heads=4, ffn=64))
-    module = DiffusionModule(spy, process=VP("cosine", num_steps=1000, s=0.008), space=Torus(),
+    module = DiffusionModule(spy, process=VP("cosine", num_steps=1000, s=0.008), space=Torus(target="eps", lifted=False),
                              loss=DiffusionLoss(residual="wrapped_smooth_l1"), sampler="ddpm",
                              sample_steps=20, ema_decay=0.0)
     module.attach_datamodule(dm)
