@@ -9,19 +9,13 @@ entry-point group; Biopython, pydssp, tmtools and matplotlib load only inside th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from polydiff.hookspecs import FileFormat, hookimpl
+from polydiff.plugins_manager import register_task_configs
 
 DOMAIN = "protein"
 
 __all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts",
            "polydiff_evaluate", "polydiff_commands"]
-
-
-def _task_configs() -> dict[str, Path]:
-    folder = Path(__file__).parent / "configs"
-    return {f"protein/{p.stem}": p for p in sorted(folder.glob("*.yaml"))}
 
 
 @hookimpl
@@ -32,8 +26,7 @@ def polydiff_register(registry) -> None:
     registry.add("datamodule", ProteinAngles)
     registry.add("datamodule", CATHAngles)
     registry.add("backbone", FoldingDiffBERT)
-    for name, path in _task_configs().items():
-        registry.add("task", path, name=name)
+    register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 
 
 def _read(path):

@@ -87,7 +87,7 @@ def ramachandran_png(generated: Sequence[np.ndarray], reference: Sequence[np.nda
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write_bytes
+    from polydiff.io import atomic_write_bytes
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), sharex=True, sharey=True)
     for ax, chains, name in ((axes[0], generated, title), (axes[1], reference, "reference (training set)")):

@@ -2,43 +2,23 @@
 
 Records follow the wwPDB format v3.3 (ATOM columns 1–80; occupancy 1.00; the B-factor column carries a
 per-residue value such as a confidence, a kept/generated flag or a per-residue metric) and the PDBx/mmCIF
-``_atom_site`` category, so PyMOL, ChimeraX and Biopython read them. Files are written atomically: a
-temporary file in the same folder, then ``os.replace``.
+``_atom_site`` category, so PyMOL, ChimeraX and Biopython read them. Files are written atomically
+(:func:`polydiff.io.atomic_write_text`: a temporary file in the same folder, then ``os.replace``).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from polydiff import ShapeError
+from polydiff.io import atomic_write_text
 
 from .geometry import add_oxygens
 
 ATOMS = (("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode())
 
 
 def _check(coords, bfactors, resnames):
