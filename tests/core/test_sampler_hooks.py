@@ -220,3 +220,38 @@ def test_x_T_with_t_start_starts_there_without_noising():
     out = sample(model, x, steps=10, t_start=0.4, generator=torch.Generator().manual_seed(1))
     ref = SAMPLERS["ddim"](model, x, make_grid(proc, 10, t_start=0.4))
     assert torch.equal(out, ref)
+
+
+# -- PNDM at few steps -----------------------------------------------------------------------------------
+
+
+class Half(torch.nn.Module):
+    def forward(self, x, t, cond=None):
+        return 0.5 * x
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "score", "flow", "edm"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_pndm_never_calls_the_model_at_sigma_zero(parameterization, steps):
+    proc = VP("linear", num_steps=1000)
+    model = Denoiser(Half(), proc, parameterization=parameterization)
+    times = []
+
+    def spy(x, t, cond):
+        times.append(t.clone())
+        return model(x, t, cond)
+
+    spy.process = proc
+    info = {}
+    out = sample(spy, shape=(2, 2), sampler="pndm", steps=steps, generator=torch.Generator().manual_seed(0),
+                 info=info)
+    assert torch.isfinite(out).all()
+    assert all((proc.sigma(t) > 0).all() for t in times)
+    assert info["nfe"] == steps + 3 * min(3, steps - 1)  # docs/samplers.md
+
+
+def test_pndm_prk_on_a_grid_ending_above_zero_noise():
+    proc = VP("linear", num_steps=1000)
+    info = {}
+    sample(ExactDenoiser(MIX, proc), shape=(2, 2), sampler="pndm", steps=2, t_end=0.1, info=info)
+    assert info["nfe"] == 2 + 3 * 2
