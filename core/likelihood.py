@@ -79,7 +79,8 @@ def _probability_flow(denoiser, process, space, presence, cond):
         f = expand_like(process.drift_coef(tt), x)
         g2 = expand_like(process.diffusion_sq(tt), x)
         s = expand_like(process.sigma(tt), x)
-        eps = denoiser(x, tt, cond).eps
+        # a lifted space (the torus) is integrated in its cover; the model sees the projected state
+        eps = denoiser(space.project(x, presence) if getattr(space, "lifted", False) else x, tt, cond).eps
         out = f * x + 0.5 * g2 * eps / s
         return out if presence is None else out * presence
 
