@@ -249,7 +249,8 @@ class DiffusionLoss:
         target = target_for(kind, x0, noise, t, process)
         estimate = target_for(kind, pred.x0, pred.eps, t, process)
         count = mask.sum()
-        sq = (estimate - target) ** 2 * mask
+        entry_w = space.entry_weights(x0)  # per-part loss weights of a structured state (polydiff.structured)
+        sq = (estimate - target) ** 2 * (mask if entry_w is None else mask * entry_w)
         per_sample = sq.flatten(1).sum(1)
         mse = (expand_like(w, per_sample) * per_sample).sum() / count.clamp_min(1)
         total = mse

@@ -58,6 +58,10 @@ class Space:
         """Number of free real coordinates per sample, shape (batch,) (for densities and bits/dim)."""
         return self.presence_weights(x, presence).flatten(1).sum(1)
 
+    def entry_weights(self, x: Tensor) -> Tensor | None:
+        """Loss weights broadcastable to x (a structured state's per-part weights), or None: all equal."""
+        return None
+
     def __repr__(self):
         return f"{type(self).__name__}(noise={self.noise_field!r})"
 
