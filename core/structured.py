@@ -36,7 +36,7 @@ from .checks import check_mask
 from .errors import ConfigError, DataError, ShapeError
 from .spaces import SPACES, Space
 
-__all__ = ["Part", "ProductSpace", "StructuredBackbone", "KINDS"]
+__all__ = ["Part", "ProductSpace", "StructuredBackbone", "ConcatBackbone", "KINDS"]
 
 Tensor = torch.Tensor
 KINDS = ("continuous", "categorical")
@@ -48,7 +48,8 @@ class Part:
 
     Args:
         features: size of the part's last axis (per node); categorical parts hold one id per node (1).
-        space: the part's space: a :class:`polydiff.Space` or a name (``euclidean``, ``torus``, ``zero_com``).
+        space: the part's space: a :class:`polydiff.Space`, ``euclidean``, ``torus``, ``zero_com`` (node axis 1 of
+            the batch), or a registered space name / ``{class_path, init_args}`` spec (e.g. a plugin's noise).
         scale: data units → model units factor (EDM for molecules: 1 for positions, 0.25 for one-hot
             types, 0.1 for charges, Hoogeboom et al. 2022, App. B).
         loss_weight: weight of the part's entries in the loss.
@@ -97,7 +98,7 @@ class Part:
         if unknown:
             raise ConfigError(f"part spec has unknown field(s) {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
         space = spec.get("space", "euclidean")
-        if isinstance(space, Mapping):  # a {class_path, init_args} spec
+        if isinstance(space, Mapping) or (isinstance(space, str) and space not in SPACES):  # registered / class_path
             from .training import instantiate
 
             space = instantiate(space, "space")
@@ -187,6 +188,17 @@ class ProductSpace(Space):
     def unpack(self, x: Tensor) -> dict[str, Tensor]:
         """Packed tensor in model units → continuous parts in data units (each part divided by its scale)."""
         return {k: v / self.parts[k].scale for k, v in self.split(x).items()}
+
+    def packed_shape(self, shape) -> tuple[int, ...]:
+        """One item's packed shape from its parts' shapes (a mapping part → shape, as a data module's
+        ``sample_shape`` gives it); a packed shape (a sequence of ints) is returned as is."""
+        if not isinstance(shape, Mapping):
+            return tuple(shape)
+        missing = [k for k in self.continuous if k not in shape]
+        if missing:
+            raise ShapeError(f"item parts {sorted(shape)} lack the model's part(s) {missing}")
+        lead = tuple(shape[next(iter(self.continuous))])[:-1]
+        return (*lead, self.width)
 
     def node_presence(self, presence: Tensor | None, x: Tensor) -> Tensor | None:
         """A (batch, nodes) per-node mask → (batch, nodes, 1), broadcastable to the packed ``x``."""
@@ -288,3 +300,25 @@ class StructuredBackbone(nn.Module):
             cond["presence"] = presence.squeeze(-1)
         out = self.inner(self.space.split(x), t, cond)
         return self.space.join(out)
+
+
+class ConcatBackbone(nn.Module):
+    """The simplest parts backbone: concatenates the parts' features (in the order given), runs a tensor
+    network ``net(x, t, cond)`` on them (e.g. a permutation-equivariant ``DiT(dims=0, pos_embedding="none")``
+    on (batch, nodes, Σ features)) and splits its output back into parts. A baseline beside domain networks
+    (an EGNN for molecules treats positions and types differently)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        from .training import instantiate
+
+        self.net = instantiate(net, "backbone")
+
+    def forward(self, parts: Mapping[str, Tensor], t: Tensor, cond: Mapping[str, Tensor] | None = None):
+        cond = dict(cond or {})
+        x = torch.cat(list(parts.values()), dim=-1)
+        if cond.get("presence") is not None and cond["presence"].ndim == x.ndim - 1:
+            cond["presence"] = cond["presence"].unsqueeze(-1)
+        out = self.net(x, t, cond)
+        sizes = [v.shape[-1] for v in parts.values()]
+        return dict(zip(parts, out.split(sizes, dim=-1)))

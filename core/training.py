@@ -36,6 +36,7 @@ from .losses import DiffusionLoss
 from .parameterization import PARAMETERIZATIONS, Denoiser
 from .processes import GaussianProcess, get_process
 from .spaces import Euclidean, Space
+from .structured import ProductSpace, StructuredBackbone
 
 Tensor = torch.Tensor
 
@@ -218,6 +219,10 @@ class DiffusionModule(L.LightningModule):
         val_sample_every_n_epochs: how often validation draws them.
         final_num_samples: samples written through the artifact hook when ``fit`` ends (0 = none).
         seed: seed of the training generator (offset by the global rank) and of validation sampling.
+        parts: a state of named parts instead of one tensor, ``{name: {features, space, scale, loss_weight,
+            kind, num_classes}}`` (:class:`polydiff.structured.Part`): batches then hold ``x`` as a mapping of
+            parts, the backbone is called ``backbone(parts, t, cond) -> parts`` (:class:`StructuredBackbone`) and
+            the engine works on the packed tensor (:class:`ProductSpace`). ``space`` must then be None.
     """
 
     def __init__(
@@ -247,6 +252,7 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
         lr_decay_at: list[float] | None = None,
         lr_decay_gamma: float = 0.1,
+        parts: dict[str, dict] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -273,6 +279,12 @@ class DiffusionModule(L.LightningModule):
                              ("space", self.space if space is not None else None)):
                 if getattr(obj, "_polydiff_spec", None) is not None and isinstance(self.hparams.get(key), Mapping):
                     self.hparams[key] = obj._polydiff_spec
+        self.structure: ProductSpace | None = None
+        if parts is not None:  # a state of named parts: the engine sees the packed tensor (polydiff.structured)
+            if space is not None:
+                raise ConfigError("pass either space (one tensor) or parts (each part has its own space), not both")
+            self.structure = self.space = ProductSpace(parts)
+            backbone = StructuredBackbone(backbone, self.structure)
         net = backbone if conditioner is None else _Conditioned(backbone, conditioner)
         self.denoiser = Denoiser(net, process, parameterization, learned_variance=learned_variance)
         self.loss_fn = instantiate(loss, "loss") if loss is not None else DiffusionLoss(parameterization)
@@ -282,6 +294,7 @@ class DiffusionModule(L.LightningModule):
         self._pending_rng: dict | None = None
         self._checked_shape = False
         self._sample_shape: tuple[int, ...] | None = None
+        self._size_histogram: Tensor | None = None
         self._domain: str | None = None
         self._datamodule = None
 
@@ -304,12 +317,32 @@ class DiffusionModule(L.LightningModule):
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample as the engine sees it (the packed tensor for a state of parts); for variable-size
+        data the node axis is the largest training size."""
         dm = self.datamodule
         if dm is not None:
-            return tuple(dm.sample_shape)
+            shape = dm.sample_shape
+            return self.structure.packed_shape(shape) if self.structure is not None else tuple(shape)
         if self._sample_shape is None:
             raise ConfigError("sample_shape is unknown: attach a datamodule or load a checkpoint written by fit")
         return self._sample_shape
+
+    @property
+    def size_histogram(self) -> Tensor | None:
+        """Counts of the training items' node counts (index = size) for variable-size data, else None; from
+        the data module, or from the checkpoint (``checkpoint["polydiff"]["size_histogram"]``)."""
+        dm = self.datamodule
+        if dm is not None and getattr(dm, "variable_size", False):
+            return dm.size_histogram()
+        return self._size_histogram
+
+    def flat_batch(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A batch as the Gaussian engine sees it: a state of parts is packed (:meth:`ProductSpace.flat_batch`);
+        a single-tensor batch is returned unchanged."""
+        if self.structure is None:
+            return batch
+        flat, _ = self.structure.flat_batch(batch)
+        return flat
 
     @property
     def domain(self) -> str:
@@ -330,6 +363,14 @@ class DiffusionModule(L.LightningModule):
     def _check_first_batch(self, batch) -> None:
         if self._checked_shape:
             return
+        if self.structure is not None:
+            batch = self.flat_batch(batch)
+            unpack(batch)
+            if tuple(batch["x"].shape[2:]) != tuple(self.sample_shape[1:]):
+                raise ShapeError(f"batch packs to shape {tuple(batch['x'].shape)}; the model was built for "
+                                 f"(batch, nodes, {', '.join(map(str, self.sample_shape[1:]))})")
+            self._checked_shape = True
+            return
         dm = self.datamodule
         if dm is not None and hasattr(dm, "check_batch"):
             dm.check_batch(batch, self.sample_shape)
@@ -348,7 +389,7 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         self._check_first_batch(batch)
         gen = self._generator()
-        batch = self.prepare_batch(batch, gen)
+        batch = self.prepare_batch(self.flat_batch(batch), gen)
         loss, parts = self.loss_fn(self.denoiser, batch, generator=gen, space=self.space, return_components=True)
         n = batch["x"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
@@ -377,6 +418,7 @@ class DiffusionModule(L.LightningModule):
     def _eval_loss(self, batch, batch_idx, stage: str):
         self._check_first_batch(batch)
         g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + 7919 * (batch_idx + 1))
+        batch = self.flat_batch(batch)
         loss = self.loss_fn(self.sampling_model(), batch, generator=g, space=self.space)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
         return loss
@@ -389,7 +431,7 @@ class DiffusionModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """Samples conditioned on the batch's cond/presence/known (known entries taken from batch['x'])."""
-        x, presence, known, cond = unpack(batch)
+        x, presence, known, cond = unpack(self.flat_batch(batch))
         g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
         x_known = x if known is not None else None
         out = _to_cpu(self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known,
@@ -435,6 +477,9 @@ class DiffusionModule(L.LightningModule):
             extra["sample_shape"] = list(self.sample_shape)
         except ConfigError:
             pass
+        hist = self.size_histogram
+        if hist is not None:
+            extra["size_histogram"] = hist.cpu()
         if self._train_gen is not None:
             extra["train_generator"] = self._train_gen.get_state()
             extra["train_generator_device"] = str(self._train_gen.device)
@@ -445,6 +490,8 @@ class DiffusionModule(L.LightningModule):
         self._domain = extra.get("domain")
         if extra.get("sample_shape") is not None:
             self._sample_shape = tuple(extra["sample_shape"])
+        if extra.get("size_histogram") is not None:
+            self._size_histogram = extra["size_histogram"].cpu()
         rank = self.global_rank if self._trainer is not None else 0
         if rank > 0:
             # the checkpoint holds rank 0's states; other ranks re-seed from (seed, rank, step) so that their
@@ -512,10 +559,17 @@ class DiffusionModule(L.LightningModule):
         x_known: Tensor | None = None,
         use_ema: bool = True,
         shape: tuple[int, ...] | None = None,
+        sizes: Any = None,
         **kw,
     ) -> dict[str, Tensor]:
         """Draw ``n`` samples with :func:`polydiff.samplers.sample`; returns a batch-contract dict
-        (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device.
+        (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device. For a state of parts ``x``
+        is the mapping of parts in data units and ``presence`` is per node, (n, nodes).
+
+        Variable size: without ``presence``, each sample's node count is drawn from the training size histogram
+        (:attr:`size_histogram`), or set by ``sizes`` (see :func:`polydiff.data.draw_sizes`: ``12``, ``"9:29"``
+        = the histogram restricted to [9, 29], or a list); the batch is padded to its largest size and
+        ``presence`` marks each sample's nodes.
 
         ``guidance_scale`` w ≠ 1 with a condition applies classifier-free guidance
         ε̃ = ε(x, ∅) + w (ε(x, c) − ε(x, ∅)) (Ho & Salimans 2022, Eq. 6).
@@ -530,6 +584,13 @@ class DiffusionModule(L.LightningModule):
         model = self.sampling_model(use_ema)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(h.seed)
+        if presence is None and (sizes is not None or self.size_histogram is not None):
+            from .data import draw_sizes
+
+            drawn = draw_sizes(int(n), self.size_histogram, sizes, generator).to(self.device)
+            shape = (int(n), int(drawn.max()), *shape[2:])
+            nodes = torch.arange(shape[1], device=self.device)[None, :] < drawn[:, None]
+            presence = nodes.reshape(*nodes.shape, *([1] * (len(shape) - 2)))
         cond = {k: v.to(self.device) for k, v in dict(cond or {}).items()}
         presence = presence.to(self.device) if presence is not None else None
         known = known.to(self.device) if known is not None else None
@@ -559,6 +620,10 @@ class DiffusionModule(L.LightningModule):
             out["cond"] = cond
         if presence is not None:
             out["presence"] = presence
+        if self.structure is not None:
+            out["x"] = self.structure.unpack(x0)
+            if presence is not None and presence.ndim == x0.ndim:
+                out["presence"] = presence.squeeze(-1)
         if known is not None:
             out["known"] = known
         return out
