@@ -36,7 +36,7 @@ from .checks import check_mask
 from .errors import ConfigError, DataError, ShapeError
 from .spaces import SPACES, Space
 
-__all__ = ["Part", "ProductSpace", "StructuredBackbone", "ConcatBackbone", "KINDS"]
+__all__ = ["Part", "ProductSpace", "StructuredBackbone", "ConcatBackbone", "CategoricalSession", "find_structured", "KINDS"]
 
 Tensor = torch.Tensor
 KINDS = ("continuous", "categorical")
@@ -284,7 +284,12 @@ class ProductSpace(Space):
 class StructuredBackbone(nn.Module):
     """Adapter: the engine calls ``backbone(x_packed, t, cond)``; the wrapped ``inner`` network is called as
     ``inner(parts, t, cond)`` with ``parts`` the dict of the continuous parts (model units) and returns a dict
-    with an output for each (same shapes); ``cond["presence"]`` is given per node, (batch, nodes)."""
+    with an output for each (same shapes); ``cond["presence"]`` is given per node, (batch, nodes).
+
+    Categorical parts: ``parts`` also holds their current ids z_t (batch, nodes) (long; [MASK] = K for the
+    absorbing process) and ``inner`` returns their logits (batch, nodes, K) over the K classes. The ids come from
+    the active :class:`CategoricalSession` — in training it corrupts the clean ids at the very t of the Gaussian
+    part (one shared time), in sampling it holds the ids the discrete reverse kernel produced so far."""
 
     def __init__(self, inner: nn.Module, space: ProductSpace):
         super().__init__()
@@ -292,14 +297,153 @@ class StructuredBackbone(nn.Module):
             raise ConfigError(f"StructuredBackbone needs a ProductSpace; got {type(space).__name__}")
         self.inner = inner
         self.space = space
+        self.processes = {k: p.discrete_process() for k, p in space.categorical.items()}
+        self.session: CategoricalSession | None = None
 
     def forward(self, x: Tensor, t: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
         cond = dict(cond or {})
         presence = cond.get("presence")
         if presence is not None and presence.ndim == x.ndim and presence.shape[-1] == 1:
             cond["presence"] = presence.squeeze(-1)
-        out = self.inner(self.space.split(x), t, cond)
+        parts = self.space.split(x)
+        if self.processes:
+            if self.session is None:
+                raise ConfigError("a state with categorical parts is trained and sampled through DiffusionModule "
+                                  "(its loss and sample() open the CategoricalSession that supplies the ids)")
+            parts.update(self.session.inputs(t, x.shape[0]))
+        out = self.inner(parts, t, cond)
+        if self.processes:
+            self.session.record(out, t)
         return self.space.join(out)
+
+
+def find_structured(model: nn.Module) -> StructuredBackbone | None:
+    """The :class:`StructuredBackbone` inside a denoiser (or its EMA copy), if any."""
+    for m in model.modules() if isinstance(model, nn.Module) else ():
+        if isinstance(m, StructuredBackbone):
+            return m
+    return None
+
+
+class CategoricalSession:
+    """The categorical parts' ids for one training step or one sampling run of a :class:`StructuredBackbone`.
+
+    Training (``clean`` given): at every backbone call with times t, z_t ~ q(z_t | z_0) at the same t
+    (present, unknown entries; padding holds the placeholder 0 and known ids stay clean, as in
+    :mod:`polydiff.discrete`); :meth:`loss` is then the categorical term:
+
+    * absorbing: the continuous-time masked-diffusion NELBO weight −ᾱ'(t)/(1 − ᾱ(t)) on −log p̃_θ(z_0 | z_t) over
+      the masked entries (Sahoo et al. 2024, MDLM, Eq. 10 — :class:`polydiff.MDLMLoss`), times (1 − t_min) when
+      t ~ U[t_min, 1] as the Gaussian part's uniform time draw gives;
+    * uniform: the cross-entropy −log p̃_θ(z_0 | z_t) on every target entry (the L_CE term of D3PM's hybrid loss,
+      Austin et al. 2021, Eq. 5; a fixed t of the continuous process has no discrete L_{t−1}).
+
+    Both have the true posterior q(z_0 | z_t) as their optimum. Per target entry, in nats.
+
+    Sampling (``clean`` None): ids start from the prior; :meth:`callback` — the samplers' per-step hook — moves
+    them from the time of the step's first model call to the time the continuous state reached, with the discrete
+    reverse kernel p_θ(z_s | z_t) = Σ q(z_s | z_t, z̃_0) p̃_θ(z̃_0 | z_t) (:meth:`DiscreteProcess.reverse`, ``bayes``;
+    MDLM's unmasking for the absorbing process), and at the last step draws z_0 ~ p̃_θ(z_0 | z_t).
+    """
+
+    def __init__(self, backbone: StructuredBackbone, presence: Tensor | None, generator=None,
+                 clean: Mapping[str, Tensor] | None = None, known: Tensor | None = None,
+                 x_known: Mapping[str, Tensor] | None = None, shape=None, device=None):
+        self.backbone, self.generator = backbone, generator
+        self.processes = backbone.processes
+        self.training = clean is not None
+        ref = next(iter(clean.values())) if clean is not None else None
+        shape = tuple(ref.shape) if ref is not None else tuple(shape)
+        device = ref.device if ref is not None else device
+        present = torch.ones(shape, dtype=torch.bool, device=device) if presence is None else presence.reshape(shape).bool()
+        self.target = present if known is None else present & ~known.reshape(shape).bool()
+        self.fixed = {}
+        self.z = {}
+        for k, proc in self.processes.items():
+            base = torch.zeros(shape, dtype=torch.long, device=device)
+            if clean is not None:
+                base = torch.where(present, clean[k].long(), base)
+            elif x_known is not None and known is not None:
+                base = torch.where(~self.target & present, x_known[k].long().to(device), base)
+            self.fixed[k] = base
+            if clean is None:
+                prior = proc.prior_sample(shape, generator=generator, device=device)
+                self.z[k] = torch.where(self.target, prior, base)
+        self.t: Tensor | None = None
+        self.logits: dict[str, Tensor] = {}
+        self._fresh = True
+
+    def __enter__(self):
+        self.backbone.session = self
+        return self
+
+    def __exit__(self, *exc):
+        self.backbone.session = None
+
+    # -- called by the backbone ------------------------------------------------------------------
+    def inputs(self, t: Tensor, batch: int) -> dict[str, Tensor]:
+        if self.training:
+            self.t = t.to(torch.float64)
+            self.z = {k: torch.where(self.target, proc.q_sample(self.fixed[k], self.t, self.generator), self.fixed[k])
+                      for k, proc in self.processes.items()}
+        z = self.z
+        if next(iter(z.values())).shape[0] != batch:
+            raise ShapeError(f"the model was called on a batch of {batch}; the categorical parts have "
+                             f"{next(iter(z.values())).shape[0]} (guidance with categorical parts is not supported)")
+        return dict(z)
+
+    def record(self, out: Mapping[str, Tensor], t: Tensor) -> None:
+        if not self._fresh:  # keep the step-start call's logits (multi-evaluation samplers call again mid-step)
+            return
+        for k, proc in self.processes.items():
+            want = (*self.z[k].shape, proc.num_classes)
+            if k not in out or tuple(out[k].shape) != want:
+                raise ShapeError(f"the backbone must return logits {want} for categorical part {k!r}; got "
+                                 f"{tuple(getattr(out.get(k), 'shape', ())) if isinstance(out, Mapping) else type(out)}")
+            self.logits[k] = out[k]
+        self.t = t.to(torch.float64)
+        self._fresh = self.training
+
+    # -- training --------------------------------------------------------------------------------
+    def loss(self, t_min: float = 0.0) -> dict[str, Tensor]:
+        """The categorical terms (see the class docstring), {part: scalar}."""
+        from .discrete import x0_probs
+
+        out = {}
+        count = self.target.sum().clamp_min(1)
+        for k, proc in self.processes.items():
+            p0 = x0_probs(lambda *_: self.logits[k], proc, self.z[k], self.t, carry_over=False)
+            logp = torch.log(torch.gather(p0, -1, self.fixed[k].unsqueeze(-1)).squeeze(-1).clamp_min(1e-30))
+            if proc.transition == "absorbing":
+                ab = proc.alpha_bar(self.t)
+                w = (-proc.alpha_bar_derivative(self.t) / (1 - ab).clamp_min(1e-30)) * (1 - t_min)
+                masked = (self.z[k] == proc.mask_id) & self.target
+                per = (-logp * masked).flatten(1).sum(1)
+                out[k] = (w.to(per.dtype) * per).sum() / count
+            else:
+                out[k] = (-logp * self.target).sum() / count
+        return out
+
+    # -- sampling --------------------------------------------------------------------------------
+    def callback(self, info: Mapping[str, Any]) -> None:
+        """The samplers' per-step hook: step the categorical ids to the continuous state's new time."""
+        from .discrete import sample_categorical, x0_probs
+
+        if self.t is None:
+            raise ConfigError("the categorical step found no model call before it")
+        s = info["t"].to(torch.float64).to(self.t.device)
+        last = int(info["i"]) == int(info["steps"]) - 1
+        for k, proc in self.processes.items():
+            z = self.z[k]
+            p0 = x0_probs(lambda *_: self.logits[k], proc, z, self.t, carry_over=True)
+            probs = p0 if last else proc.reverse(z, p0, self.t.view(-1, 1), s.view(-1, 1))
+            new = sample_categorical(probs, self.generator)
+            self.z[k] = torch.where(self.target, new, self.fixed[k])
+        self.t, self._fresh = s, True
+        return None
+
+    def result(self) -> dict[str, Tensor]:
+        return dict(self.z)
 
 
 class ConcatBackbone(nn.Module):

@@ -36,7 +36,7 @@ from .losses import DiffusionLoss
 from .parameterization import PARAMETERIZATIONS, Denoiser
 from .processes import GaussianProcess, get_process
 from .spaces import Euclidean, Space
-from .structured import ProductSpace, StructuredBackbone
+from .structured import CategoricalSession, ProductSpace, StructuredBackbone, find_structured
 
 Tensor = torch.Tensor
 
@@ -389,13 +389,30 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         self._check_first_batch(batch)
         gen = self._generator()
-        batch = self.prepare_batch(self.flat_batch(batch), gen)
-        loss, parts = self.loss_fn(self.denoiser, batch, generator=gen, space=self.space, return_components=True)
-        n = batch["x"].shape[0]
+        batch = self.prepare_batch(batch, gen)
+        loss, parts = self._loss(self.denoiser, batch, gen)
+        n = self.flat_batch(batch)["x"].shape[0] if self.structure is not None else batch["x"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        if "vlb" in parts:
-            self.log("train/vlb", parts["vlb"], batch_size=n)
+        for k in parts:
+            if k == "vlb" or k.endswith("_loss"):
+                self.log(f"train/{k}", parts[k], batch_size=n)
         return loss
+
+    def _loss(self, model, batch, generator):
+        """(loss, components) of a batch; a state of parts is packed, and its categorical parts add their terms
+        at the same diffusion time (:class:`polydiff.structured.CategoricalSession`), times their loss weight."""
+        if self.structure is None:
+            return self.loss_fn(model, batch, generator=generator, space=self.space, return_components=True)
+        flat, tokens = self.structure.flat_batch(batch)
+        if not tokens:
+            return self.loss_fn(model, flat, generator=generator, space=self.space, return_components=True)
+        with CategoricalSession(find_structured(model), flat.get("presence"), generator, clean=tokens,
+                                known=flat.get("known")) as session:
+            loss, parts = self.loss_fn(model, flat, generator=generator, space=self.space, return_components=True)
+        for k, term in session.loss(t_min=self.process.t_min).items():
+            loss = loss + self.structure.parts[k].loss_weight * term
+            parts[f"{k}_loss"] = term.detach()
+        return loss, parts
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimiser step, then the EMA update — before callbacks (checkpoints) see the step."""
@@ -418,9 +435,8 @@ class DiffusionModule(L.LightningModule):
     def _eval_loss(self, batch, batch_idx, stage: str):
         self._check_first_batch(batch)
         g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + 7919 * (batch_idx + 1))
-        batch = self.flat_batch(batch)
-        loss = self.loss_fn(self.sampling_model(), batch, generator=g, space=self.space)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
+        loss, _ = self._loss(self.sampling_model(), batch, g)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=self.flat_batch(batch)["x"].shape[0], sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -613,15 +629,32 @@ class DiffusionModule(L.LightningModule):
             sampler = hit[1]
         kwargs = dict(h.sampler_kwargs or {})
         kwargs.update(kw)
-        x0 = samplers.sample(model, x_T, steps=steps, sampler=sampler, generator=generator, space=self.space,
-                             cond=cond or None, presence=presence, known=known, x_known=x_known, **kwargs)
+        session = None
+        if self.structure is not None and self.structure.categorical:  # stepped on the same grid, per step
+            session = CategoricalSession(find_structured(model), presence, generator, shape=shape[:-1],
+                                         device=self.device)
+            user_callback = kwargs.get("callback")
+
+            def callback(info):
+                session.callback(info)
+                return user_callback(info) if user_callback is not None else None
+
+            kwargs["callback"] = callback
+            session.__enter__()
+        try:
+            x0 = samplers.sample(model, x_T, steps=steps, sampler=sampler, generator=generator, space=self.space,
+                                 cond=cond or None, presence=presence, known=known, x_known=x_known, **kwargs)
+        finally:
+            if session is not None:
+                session.__exit__()
         out: dict[str, Any] = {"x": x0}
         if cond:
             out["cond"] = cond
         if presence is not None:
             out["presence"] = presence
         if self.structure is not None:
-            out["x"] = self.structure.unpack(x0)
+            out["x"] = {**self.structure.unpack(x0), **(session.result() if session is not None else {})}
+            out["x"] = {k: out["x"][k] for k in self.structure.parts}
             if presence is not None and presence.ndim == x0.ndim:
                 out["presence"] = presence.squeeze(-1)
         if known is not None:
