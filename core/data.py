@@ -283,7 +283,9 @@ class DiffusionDataModule(L.LightningDataModule):
         self._size_histogram: Tensor | None = None
 
     # -- loaders ---------------------------------------------------------------------------------
-    def _require(self, name: str) -> Dataset:
+    def require_set(self, name: str) -> Dataset:
+        """The dataset ``self.<name>`` (``"train_set"``, ``"val_set"``, ``"test_set"``), running ``setup("fit")``
+        first if it is not built yet; :class:`DataError` if ``setup`` does not assign it."""
         ds = getattr(self, name, None)
         if ds is None:
             self.setup("fit")
@@ -293,15 +295,15 @@ class DiffusionDataModule(L.LightningDataModule):
         return ds
 
     def train_dataloader(self) -> ResumableLoader:
-        return ResumableLoader(self._require("train_set"), self.batch_size, shuffle=True, seed=self.seed,
+        return ResumableLoader(self.require_set("train_set"), self.batch_size, shuffle=True, seed=self.seed,
                                drop_last=False, num_workers=self.num_workers, collate_fn=self.collate)
 
     def val_dataloader(self) -> ResumableLoader:
-        return ResumableLoader(self._require("val_set"), self.batch_size, num_workers=self.num_workers,
+        return ResumableLoader(self.require_set("val_set"), self.batch_size, num_workers=self.num_workers,
                                collate_fn=self.collate)
 
     def test_dataloader(self) -> ResumableLoader:
-        ds = self.test_set if self.test_set is not None else self._require("val_set")
+        ds = self.test_set if self.test_set is not None else self.require_set("val_set")
         return ResumableLoader(ds, self.batch_size, num_workers=self.num_workers, collate_fn=self.collate)
 
     def predict_dataloader(self) -> ResumableLoader:
@@ -315,7 +317,7 @@ class DiffusionDataModule(L.LightningDataModule):
         """Counts of the training items' sizes, (max_size + 1,) long (index = number of nodes), computed once.
         A subclass that knows its sizes without loading every item may override it."""
         if self._size_histogram is None:
-            ds = self._require("train_set")
+            ds = self.require_set("train_set")
             sizes = torch.tensor([item_size(ds[i]) for i in range(len(ds))], dtype=torch.long)
             if sizes.numel() == 0:
                 raise DataError(f"{type(self).__name__}: the training set is empty; no size histogram")
@@ -327,7 +329,7 @@ class DiffusionDataModule(L.LightningDataModule):
     def sample_shape(self) -> tuple[int, ...]:
         """Shape of one example's ``x`` (without the batch dimension); for variable-size items the node axis is
         the largest training size. For items of named parts, a mapping part → shape."""
-        item = self._require("train_set")[0]
+        item = self.require_set("train_set")[0]
         if not isinstance(item, Mapping) and hasattr(item, "num_nodes"):  # a graph item (polydiff.graphs)
             item = {"x": _first(self.collate([item])["x"])}
         if not isinstance(item, Mapping) or "x" not in item:
@@ -353,7 +355,7 @@ class DiffusionDataModule(L.LightningDataModule):
     def reference_data(self, n: int | None = None) -> dict[str, Any]:
         """Real held-out data in the model's representation (a collated batch-contract mapping) for evaluation;
         the first ``n`` validation items (all if None)."""
-        ds = self._require("val_set")
+        ds = self.require_set("val_set")
         count = len(ds) if n is None else min(n, len(ds))
         return self.collate([ds[i] for i in range(count)])
 

@@ -10,7 +10,8 @@ the parts' features,
     item parts {"pos": (nodes, 3), "types": (nodes, K)}  →  packed (nodes, 3 + K)  (times each part's scale),
 
 with ``noise``/``project`` applying each part's own space to its slice (``ZeroCenterOfMass`` centres only
-the positions' slice over the node axis; ``Torus`` wraps only its slice, in data units) and per-entry
+the positions' slice over the node axis; ``Torus`` wraps only its slice and regresses its wrapped-normal
+target there — every :class:`polydiff.Space` hook is applied per part) and per-entry
 loss weights (:meth:`ProductSpace.entry_weights`, used by :class:`polydiff.losses.DiffusionLoss`). Every
 Gaussian process, sampler and loss works on the packed tensor unchanged; :class:`StructuredBackbone` lets
 the network take and return a dict of parts while the engine sees the packed tensor.
@@ -87,6 +88,8 @@ class Part:
             self.space = SPACES[self.space]()
         if not isinstance(self.space, Space):
             raise ConfigError(f"part space must be a polydiff Space or a name; got {type(self.space).__name__}")
+        if self.scale != 1 and getattr(self.space, "lifted", False):
+            raise ConfigError(f"a {type(self.space).__name__} part keeps scale 1 (its period is in data units)")
 
     @classmethod
     def build(cls, spec: Part | Mapping[str, Any]) -> Part:
@@ -226,19 +229,42 @@ class ProductSpace(Space):
                                         presence=self._part_mask(presence, s), device=device, dtype=dtype))
         return torch.cat(out, dim=-1)
 
-    def project(self, x: Tensor, presence: Tensor | None = None, is_noise: bool = False) -> Tensor:
-        """Each part's projection on its slice; in data units (divided by the scale) where it is nonlinear."""
-        self._check_width(x)
-        presence = check_mask(presence, x, "presence")
+    def _each(self, fn, *tensors, presence=None):
+        """cat over the continuous parts of fn(part_space, *slices, part_mask)."""
         out = []
         for k, s in self.continuous.items():
-            part, xs = self.parts[k], x[..., s]
-            m = self._part_mask(presence, s)
-            if part.scale != 1 and not is_noise and type(part.space).__name__ == "Torus":
-                out.append(part.space.project(xs / part.scale, m) * part.scale)
-            else:
-                out.append(part.space.project(xs, m, is_noise=is_noise))
+            out.append(fn(self.parts[k].space, *(v[..., s] for v in tensors), self._part_mask(presence, s)))
         return torch.cat(out, dim=-1)
+
+    def project(self, x: Tensor, presence: Tensor | None = None, is_noise: bool = False) -> Tensor:
+        """Each part's projection on its slice."""
+        self._check_width(x)
+        presence = check_mask(presence, x, "presence")
+        return self._each(lambda sp, xs, m: sp.project(xs, m, is_noise=is_noise), x, presence=presence)
+
+    @property
+    def lifted(self) -> bool:
+        """Lifted (samplers keep the cover state) when any part's space is, e.g. a Torus part."""
+        return any(getattr(p.space, "lifted", False) for k, p in self.parts.items() if k in self.continuous)
+
+    def project_step(self, x: Tensor, presence: Tensor | None = None) -> Tensor:
+        """After a step of a lifted product: lifted parts stay in their cover, the others are projected."""
+        return self._each(lambda sp, xs, m: sp.project_step(xs, m) if getattr(sp, "lifted", False)
+                          else sp.project(xs, m), x, presence=presence)
+
+    def denoising_target(self, x_t: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """Each part's own target on its slice (the wrapped-normal score of a Torus part, the noise elsewhere)."""
+        return self._each(lambda sp, a, b, c, m: sp.denoising_target(a, b, c, alpha, sigma), x_t, x0, noise)
+
+    def replace_known(self, x: Tensor, values: Tensor, known: Tensor, presence: Tensor | None = None) -> Tensor:
+        known = known.expand_as(x)
+        return self._each(lambda sp, xs, vs, ks, m: sp.replace_known(xs, vs, ks, m), x, values, known,
+                          presence=presence)
+
+    def finish_known(self, x: Tensor, x_known: Tensor, known: Tensor, presence: Tensor | None = None) -> Tensor:
+        known = known.expand_as(x)
+        return self._each(lambda sp, xs, vs, ks, m: sp.finish_known(xs, vs, ks, m), x, x_known, known,
+                          presence=presence)
 
     def degrees_of_freedom(self, x: Tensor, presence: Tensor | None = None) -> Tensor:
         self._check_width(x)

@@ -61,12 +61,23 @@ def test_project_centres_only_the_positions_slice_over_present_nodes():
     assert space.degrees_of_freedom(x, presence).tolist() == [2 * DIM + 3 * K] * 5
 
 
-def test_torus_part_wraps_in_data_units():
-    space = ProductSpace({"angle": {"features": 1, "space": "torus", "scale": 0.5}, "z": {"features": 1}})
-    x = torch.tensor([[[0.5 * (math.pi + 0.1), 7.0]]])
+def test_torus_part_wraps_only_its_slice_and_keeps_its_target():
+    space = ProductSpace({"angle": {"features": 1, "space": "torus"}, "z": {"features": 1}})
+    assert space.lifted
+    x = torch.tensor([[[math.pi + 0.1, 7.0]]])
     y = space.project(x)
-    torch.testing.assert_close(y[..., 0], torch.tensor([[0.5 * (-math.pi + 0.1)]]))
+    torch.testing.assert_close(y[..., 0], torch.tensor([[-math.pi + 0.1]]))
     assert y[..., 1].item() == 7.0
+    torch.testing.assert_close(space.project_step(x), x)  # lifted: the torus part stays in its cover
+    x0, noise = torch.zeros(1, 1, 2), torch.tensor([[[3.0, 3.0]]])
+    a, s = torch.tensor(1.0), torch.tensor(2.0)
+    x_t = space.project(a * x0 + s * noise)
+    target = space.denoising_target(x_t, x0, noise, a, s)
+    assert target[..., 1].item() == 3.0  # Euclidean part: the noise itself
+    torus = polydiff.Torus()
+    torch.testing.assert_close(target[..., :1], torus.denoising_target(x_t[..., :1], x0[..., :1], noise[..., :1], a, s))
+    with pytest.raises(ConfigError, match="scale 1"):
+        ProductSpace({"angle": {"features": 1, "space": "torus", "scale": 0.5}})
 
 
 def test_loss_weight_scales_each_part():
