@@ -634,6 +634,10 @@ class DiffusionModule(L.LightningModule):
         cond = {k: v.to(self.device) for k, v in dict(cond or {}).items()}
         presence = presence.to(self.device) if presence is not None else None
         known = known.to(self.device) if known is not None else None
+        if self.structure is not None:  # per-node masks of a state of parts → broadcastable to the packed x
+            probe = torch.empty(shape, device="meta")
+            presence = self.structure.node_presence(presence, probe) if presence is not None else None
+            known = self.structure.node_presence(known, probe) if known is not None else None
         x_known = x_known.to(self.device) if x_known is not None else None
         if cond and guidance_scale != 1.0:
             from .guidance import ClassifierFreeGuidance

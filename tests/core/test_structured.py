@@ -223,6 +223,9 @@ def test_module_with_parts_trains_samples_and_checkpoints(tmp_path):
     assert again.datamodule is None and again.sample_shape == (6, 5)
     o2 = again.sample(5, sizes="4:5", generator=torch.Generator().manual_seed(0))
     assert set(o2["presence"].sum(1).tolist()) <= {4, 5}
+    given = torch.tensor([[1, 1, 1, 0, 0, 0]] * 2, dtype=torch.bool)  # a per-node presence given by the caller
+    o3 = again.sample(2, presence=given)
+    assert torch.equal(o3["presence"], given) and (o3["x"]["types"][:, 3:] == 0).all()
     with pytest.raises(ConfigError, match="either space"):
         DiffusionModule(BACKBONE, parts=PARTS, space="ZeroCenterOfMass")
     with pytest.raises(ShapeError, match="parts"):
