@@ -157,25 +157,11 @@ def check_registered(value: Any, where: str, kind: str = "module") -> None:
             check_registered(v, f"{where}[{i}]", kind)
 
 
-def rebuild_from_hparams(hp: Mapping[str, Any], base: type, kind: str, where: str,
-                         default_class_path: str | None = None, made_by: Mapping[str, str] | None = None) -> Any:
-    """An object of a registered subclass of ``base`` from hyper-parameters stored in a checkpoint (the
-    module's or the data module's): ``_class_path`` must name a registered ``kind``, ``_instantiator`` may only
-    be LightningCLI's (recognised, never called), and every nested spec goes through :func:`instantiate`."""
-    hp = dict(hp)
-    inst = hp.pop("_instantiator", None)
-    if inst is not None and inst != LIGHTNING_INSTANTIATOR:
-        raise ConfigError(f"{where}._instantiator: {inst!r} is not accepted; checkpoints may only hold "
-                          f"{LIGHTNING_INSTANTIATOR!r} (written by the polydiff CLI)")
-    path = hp.pop("_class_path", None) or default_class_path
+def _resolve_hparams(hp: dict, path, base: type, kind: str, where: str) -> tuple[type, dict]:
     if path is None or path == f"{base.__module__}.{base.__qualname__}":  # the class the caller named in code
         cls = base
     else:
-        try:
-            cls = resolve_component(path, kind, f"{where}._class_path")
-        except ConfigError as exc:
-            hint = missing_plugin_hint(path, made_by)
-            raise ConfigError(f"{exc}{hint}" if hint and hint not in str(exc) else str(exc)) from None
+        cls = resolve_component(path, kind, f"{where}._class_path")
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigError(f"{where}._class_path: {path!r} is not a {base.__name__}")
     args = {}
@@ -187,6 +173,27 @@ def rebuild_from_hparams(hp: Mapping[str, Any], base: type, kind: str, where: st
                 f"{where}.{k}: was a Python object without a spec; build the module with registry names or "
                 "{class_path, init_args} specs (as the CLI does) to rebuild it from a checkpoint")
         args[k] = build_value(v, k, f"{where}.{k}")
+    return cls, args
+
+
+def rebuild_from_hparams(hp: Mapping[str, Any], base: type, kind: str, where: str,
+                         default_class_path: str | None = None, made_by: Mapping[str, str] | None = None) -> Any:
+    """An object of a registered subclass of ``base`` from hyper-parameters stored in a checkpoint (the
+    module's or the data module's): ``_class_path`` must name a registered ``kind``, ``_instantiator`` may only
+    be LightningCLI's (recognised, never called), and every nested spec goes through :func:`instantiate`."""
+    hp = dict(hp)
+    inst = hp.pop("_instantiator", None)
+    if inst is not None and inst != LIGHTNING_INSTANTIATOR:
+        raise ConfigError(f"{where}._instantiator: {inst!r} is not accepted; checkpoints may only hold "
+                          f"{LIGHTNING_INSTANTIATOR!r} (written by the polydiff CLI)")
+    path = hp.pop("_class_path", None) or default_class_path
+    try:
+        cls, args = _resolve_hparams(hp, path, base, kind, where)
+    except ConfigError as exc:
+        hint = missing_plugin_hint("", made_by)
+        if hint and "is not a registered component" in str(exc) and hint not in str(exc):
+            raise ConfigError(f"{exc}{hint}") from None
+        raise
     try:
         return cls(**args)
     except PolydiffError:
