@@ -175,7 +175,9 @@ class DiffusionDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
 
     # -- loaders ---------------------------------------------------------------------------------
-    def _require(self, name: str) -> Dataset:
+    def require_set(self, name: str) -> Dataset:
+        """The dataset ``self.<name>`` (``"train_set"``, ``"val_set"``, ``"test_set"``), running ``setup("fit")``
+        first if it is not built yet; :class:`DataError` if ``setup`` does not assign it."""
         ds = getattr(self, name, None)
         if ds is None:
             self.setup("fit")
@@ -185,14 +187,14 @@ class DiffusionDataModule(L.LightningDataModule):
         return ds
 
     def train_dataloader(self) -> ResumableLoader:
-        return ResumableLoader(self._require("train_set"), self.batch_size, shuffle=True, seed=self.seed,
+        return ResumableLoader(self.require_set("train_set"), self.batch_size, shuffle=True, seed=self.seed,
                                drop_last=False, num_workers=self.num_workers)
 
     def val_dataloader(self) -> ResumableLoader:
-        return ResumableLoader(self._require("val_set"), self.batch_size, num_workers=self.num_workers)
+        return ResumableLoader(self.require_set("val_set"), self.batch_size, num_workers=self.num_workers)
 
     def test_dataloader(self) -> ResumableLoader:
-        ds = self.test_set if self.test_set is not None else self._require("val_set")
+        ds = self.test_set if self.test_set is not None else self.require_set("val_set")
         return ResumableLoader(ds, self.batch_size, num_workers=self.num_workers)
 
     def predict_dataloader(self) -> ResumableLoader:
@@ -202,7 +204,7 @@ class DiffusionDataModule(L.LightningDataModule):
     @property
     def sample_shape(self) -> tuple[int, ...]:
         """Shape of one example's ``x`` (without the batch dimension)."""
-        item = self._require("train_set")[0]
+        item = self.require_set("train_set")[0]
         if not isinstance(item, Mapping) or "x" not in item:
             got = sorted(item) if isinstance(item, Mapping) else type(item).__name__
             raise DataError(f"{type(self).__name__}: dataset items must be mappings with key 'x' (batch contract); got {got}")
@@ -222,7 +224,7 @@ class DiffusionDataModule(L.LightningDataModule):
     def reference_data(self, n: int | None = None) -> dict[str, Any]:
         """Real held-out data in the model's representation (a collated batch-contract mapping) for evaluation;
         the first ``n`` validation items (all if None)."""
-        ds = self._require("val_set")
+        ds = self.require_set("val_set")
         count = len(ds) if n is None else min(n, len(ds))
         return default_collate([ds[i] for i in range(count)])
 

@@ -528,22 +528,28 @@ class DiffusionModule(L.LightningModule):
         return self.ema.module if (use_ema and self.ema is not None) else self.denoiser
 
     # -- training ----------------------------------------------------------------------------------
-    def _generator(self) -> torch.Generator:
+    def training_generator(self) -> torch.Generator:
+        """The generator of every training draw (times, noise, condition dropout), seeded with
+        ``seed + global_rank`` on the module's device; its state is saved in checkpoints."""
         if self._train_gen is None or self._train_gen.device != self.device:
             rank = self.global_rank if self._trainer is not None else 0
             self._train_gen = torch.Generator(device=self.device).manual_seed(
                 self.hparams.seed + rank + self._gen_seed_offset)
         return self._train_gen
 
-    def _check_first_batch(self, batch) -> None:
-        if self._checked_shape:
-            return
+    def check_batch(self, batch: Mapping[str, Any]) -> None:
+        """Raise a :class:`~polydiff.errors.ShapeError` unless ``batch`` follows the batch contract of this
+        module's process (:mod:`polydiff.batch`; integer token ids for a discrete process) and, with a data
+        module, its items have ``sample_shape``. Training and evaluation call it on their first batch."""
         dm = self.datamodule
         if dm is not None and hasattr(dm, "check_batch"):
             dm.check_batch(batch, self.sample_shape)
-        else:
-            unpack(batch)
-        self._checked_shape = True
+        unpack(batch)
+
+    def _check_first_batch(self, batch) -> None:
+        if not self._checked_shape:
+            self.check_batch(batch)
+            self._checked_shape = True
 
     def prepare_batch(self, batch: Mapping[str, Any], generator: torch.Generator | None) -> dict:
         """Condition dropout for classifier-free guidance (only while training)."""
@@ -553,16 +559,34 @@ class DiffusionModule(L.LightningModule):
                                             generator)
         return batch
 
+    def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None,
+                     model: nn.Module | None = None) -> dict[str, Tensor]:
+        """The training objective on one (prepared) batch: ``{"loss": scalar to minimise, <term>: scalar, ...}``.
+
+        The one place where the loss family is dispatched; training, validation and test all call it, and a
+        subclass with its own objective (e.g. an extra encoder's terms) overrides only this method.
+        ``model`` is the denoiser to evaluate (default the trained one; validation passes the EMA copy);
+        every random draw comes from ``generator``. Every entry besides ``loss`` is logged as
+        ``<stage>/<name>``."""
+        model = self.denoiser if model is None else model
+        loss, parts = self.loss_fn(model, batch, generator=generator, space=self.space, return_components=True)
+        terms = {"loss": loss}
+        if "vlb" in parts:
+            terms["vlb"] = parts["vlb"]
+        return terms
+
+    def _log_terms(self, terms: Mapping[str, Tensor], stage: str, batch: Mapping[str, Any]) -> None:
+        n = _batch_size(batch)
+        for k, v in terms.items():
+            self.log(f"{stage}/{k}", v, prog_bar=k == "loss", batch_size=n, sync_dist=stage != "train")
+
     def training_step(self, batch, batch_idx):
         self._check_first_batch(batch)
-        gen = self._generator()
+        gen = self.training_generator()
         batch = self.prepare_batch(batch, gen)
-        loss, parts = self.loss_fn(self.denoiser, batch, generator=gen, space=self.space, return_components=True)
-        n = batch["x"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        if "vlb" in parts:
-            self.log("train/vlb", parts["vlb"], batch_size=n)
-        return loss
+        terms = self.compute_loss(batch, gen)
+        self._log_terms(terms, "train", batch)
+        return terms["loss"]
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimiser step, then the EMA update — before callbacks (checkpoints) see the step."""
@@ -582,12 +606,15 @@ class DiffusionModule(L.LightningModule):
                 torch.cuda.set_rng_state_all(cuda_states)
             self._pending_rng = None
 
+    def evaluation_generator(self, batch_idx: int) -> torch.Generator:
+        """The seeded generator of validation/test batch ``batch_idx``: the same draws at every evaluation."""
+        return torch.Generator(device=self.device).manual_seed(self.hparams.seed + 7919 * (batch_idx + 1))
+
     def _eval_loss(self, batch, batch_idx, stage: str):
         self._check_first_batch(batch)
-        g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + 7919 * (batch_idx + 1))
-        loss = self.loss_fn(self.sampling_model(), batch, generator=g, space=self.space)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
-        return loss
+        terms = self.compute_loss(batch, self.evaluation_generator(batch_idx), model=self.sampling_model())
+        self._log_terms(terms, stage, batch)
+        return terms["loss"]
 
     def validation_step(self, batch, batch_idx):
         return self._eval_loss(batch, batch_idx, "val")
@@ -879,6 +906,13 @@ class DiffusionModule(L.LightningModule):
         if not paths:
             paths = [atomic_torch_save({"samples": samples, "domain": self.domain}, out_dir / f"{prefix}.pt")]
         return paths
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    x = batch["x"]
+    if isinstance(x, Mapping):  # a state of named parts
+        x = next(iter(x.values()))
+    return int(x.shape[0])
 
 
 def _to_cpu(obj):

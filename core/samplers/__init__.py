@@ -3,13 +3,15 @@
 ``model(x, t, cond) -> Prediction`` is a :class:`polydiff.Denoiser` (or anything with its call signature and
 a ``process`` attribute, e.g. :class:`polydiff.testing.ExactDenoiser` or a guidance wrapper). ``grid`` is a
 decreasing float64 time grid, (N+1,) or (batch, N+1) for per-sample start times (see :mod:`.grids`).
-Every sampler also accepts ``process``, ``space``, ``cond``, ``presence``, ``known``, ``x_known`` and
-``info`` and honours them in the same way (see :class:`.base.Context`). :func:`sample` is the one-call
+Every sampler also accepts ``process``, ``space``, ``cond``, ``presence``, ``known``, ``x_known``,
+``known_mode``, ``info``, ``clip_x0``, ``dynamic_threshold``, ``threshold_max``, ``callback`` and ``progress``
+and honours them in the same way through :class:`Context` (public, for samplers registered by plugins). :func:`sample` is the one-call
 entry point; :data:`SAMPLERS` maps names to functions.
 """
 
 from .adaptive import ode_adaptive, sde_adaptive
 from .api import DETERMINISTIC, SAMPLERS, get_sampler, sample
+from .base import Context
 from .dpm_solver import dpmpp_2m, dpmpp_3m, dpmpp_sde
 from .first_order import ddim, ddpm, euler, heun
 from .grids import GRIDS, check_grid, make_grid
@@ -18,7 +20,7 @@ from .sde import annealed_langevin, euler_maruyama, pc
 from .unipc import unipc
 
 __all__ = [
-    "sample", "SAMPLERS", "DETERMINISTIC", "get_sampler", "make_grid", "check_grid", "GRIDS",
+    "sample", "SAMPLERS", "Context", "DETERMINISTIC", "get_sampler", "make_grid", "check_grid", "GRIDS",
     "ddpm", "ddim", "pndm", "dpmpp_2m", "dpmpp_3m", "dpmpp_sde", "unipc", "euler", "heun",
     "euler_maruyama", "pc", "annealed_langevin", "ode_adaptive", "sde_adaptive",
 ]

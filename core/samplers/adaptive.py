@@ -68,6 +68,7 @@ def ode_adaptive(model, x_T, grid, generator=None, *, rtol: float = 1e-5, atol: 
     if rtol <= 0 or atol <= 0:
         raise ConfigError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
     ctx = Context(model, x_T, grid, generator, **common)
+    ctx.adaptive_progress()
     proc = ctx.process
     floor = sigma_floor_time(proc) if t_eps is None else float(t_eps)
     t0 = ctx.grid[:, 0]
@@ -128,6 +129,7 @@ def ode_adaptive(model, x_T, grid, generator=None, *, rtol: float = 1e-5, atol: 
             sc_t = scale_of(t)
             a_t, s_t = proc.alpha_sigma(t)
             x = ctx.project(ctx.replace_known(sc_t * xbar, ctx.per_sample(a_t), ctx.per_sample(s_t)))
+            x = ctx.end_step(x, accepted - 1, t=t)
             xbar = x / sc_t
         else:
             rejected += 1
@@ -139,6 +141,7 @@ def ode_adaptive(model, x_T, grid, generator=None, *, rtol: float = 1e-5, atol: 
         end = ctx.steps
         a_end = ctx.col(ctx.alpha)[end]
         x = ctx.after_step(a_end * ctx.denoise(ctx.project(x), t_last).x0, end)
+        x = ctx.end_step(x, accepted, t=ctx.t_cols[end])
     if ctx.info is not None:
         ctx.info.update(accepted=accepted, rejected=rejected)
     return ctx.finish(x)
@@ -164,6 +167,7 @@ def sde_adaptive(model, x_T, grid, generator=None, *, h_init: float = 0.01, abst
         if v <= 0:
             raise ConfigError(f"{name} must be > 0; got {v}")
     ctx = Context(model, x_T, grid, generator, **common)
+    ctx.adaptive_progress()
     proc = ctx.process
     t_start = ctx.grid[:, 0].expand(ctx.batch).clone()
     stop, denoise = _end_times(ctx, t_eps)
@@ -211,6 +215,7 @@ def sde_adaptive(model, x_T, grid, generator=None, *, h_init: float = 0.01, abst
         rejected += int((active & ~accept).sum())
         a_t, s_t = proc.alpha_sigma(t)
         x = torch.where(acc_, ctx.project(ctx.replace_known(x, ctx.per_sample(a_t), ctx.per_sample(s_t))), x)
+        x = ctx.end_step(x, iters - 1, t=t)
         h_max = (t - stop).clamp_min(0.0)
         grow = torch.where(err > 0, err.clamp_min(1e-10) ** (-exponent), torch.full_like(err, 10.0))
         h = torch.minimum(h_max, safety * torch.where(active, h, torch.zeros_like(h)) * grow)
@@ -218,6 +223,7 @@ def sde_adaptive(model, x_T, grid, generator=None, *, h_init: float = 0.01, abst
         end = ctx.steps
         a_end = ctx.col(ctx.alpha)[end]
         x = ctx.after_step(a_end * ctx.denoise(x, stop).x0, end)
+        x = ctx.end_step(x, iters, t=ctx.t_cols[end])
     if ctx.info is not None:
         ctx.info.update(accepted=accepted, rejected=rejected)
     return ctx.finish(x)

@@ -72,6 +72,12 @@ def sample(
     info: dict | None = None,
     device=None,
     dtype: torch.dtype | None = None,
+    known_mode: str = "replace",
+    clip_x0: float | None = None,
+    dynamic_threshold: float | None = None,
+    threshold_max: float | None = None,
+    callback: Callable[[dict], Tensor | None] | None = None,
+    progress: bool | None = None,
     **sampler_kwargs,
 ) -> Tensor:
     """Draw samples x_0 with a named sampler.
@@ -89,13 +95,27 @@ def sample(
         cond: conditioning mapping handed to the model; ``presence``/``known``/``observed`` are added to it
             as in training (:func:`polydiff.batch.backbone_cond`).
         presence: padding mask (False = padding, kept at zero).
-        known, x_known: replacement inpainting: entries where ``known`` is True follow q(x_t | x_known) during
-            sampling and equal ``x_known`` exactly at the end.
+        known, x_known: entries where ``known`` is True are given; the model always sees them through
+            ``cond["known"]``/``cond["observed"]`` and the result equals ``x_known`` there exactly.
+        known_mode: ``"replace"`` (replacement inpainting: known entries of x_t are replaced by a fresh draw of
+            q(x_t | x_known) after every step) or ``"condition"`` (they only condition the model and x_t evolves
+            freely, CSDI's sampling, Tashiro et al. 2021 Alg. 2; no extra noise is drawn).
         x_start, t_start: partial diffusion / SDEdit (Meng et al. 2022, "SDEdit", §3): x_start is noised to the
             per-sample times ``t_start`` (float or (batch,)) with q(x_t | x_start) and denoised from there.
+            ``x_T`` with ``t_start`` instead starts from the given state at ``t_start`` as it is (no noising):
+            decoding a DDIM inversion (:func:`polydiff.samplers.ddim_invert`).
         t_end: end time of the grid (0 = data).
         info: optional dict that receives ``nfe`` (and the adaptive solvers' step counts).
         device, dtype: where and in which dtype x_T is drawn when only ``shape`` is given.
+        clip_x0: clip the model's x̂₀ to [−c, c] at every model call (ε̂ recomputed from it; DDPM's
+            ``clip_denoised``, diffusers' ``clip_sample``).
+        dynamic_threshold, threshold_max: dynamic thresholding of x̂₀ with percentile p (Saharia et al. 2022,
+            Imagen, §2.3: p = 0.995), the threshold s capped at ``threshold_max`` (diffusers' ``sample_max_value``).
+        callback: ``callback(info) -> Tensor | None`` after every step with the keys ``x`` (the state after the
+            step, after replacement and projection), ``i`` (step index from 0), ``t``, ``alpha``, ``sigma``
+            ((batch,) float64 time and α, σ of x), ``denoised`` (the x̂₀ the step used) and ``steps`` (N). A
+            returned tensor replaces x (same shape; used as is).
+        progress: show a progress bar on stderr; ``None`` shows one for ≥ 100 steps when stderr is a terminal.
         **sampler_kwargs: options of the sampler (e.g. ``eta`` for ddim, ``s_churn`` for heun).
     """
     fn = get_sampler(sampler)
@@ -157,5 +177,11 @@ def sample(
             model_cond, x_known if x_known is not None else x_T,
             check_mask(presence, x_T, "presence"), check_mask(known, x_T, "known"),
         )
+    # Hooks are passed on only when used, so a registered sampler without them keeps working.
+    hooks = {k: v for k, v in (("clip_x0", clip_x0), ("dynamic_threshold", dynamic_threshold),
+                               ("threshold_max", threshold_max), ("callback", callback), ("progress", progress))
+             if v is not None}
+    if known_mode != "replace":
+        hooks["known_mode"] = known_mode
     return fn(model, x_T, times, generator, process=proc, space=space, cond=model_cond, presence=presence,
-              known=known, x_known=x_known, info=info, **sampler_kwargs)
+              known=known, x_known=x_known, info=info, **hooks, **sampler_kwargs)

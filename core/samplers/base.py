@@ -1,5 +1,11 @@
-"""What every sampler shares: argument checks, float64 coefficients on the grid, the model call,
-projection onto the space, replacement inpainting and the generator.
+"""What every sampler shares: argument checks, float64 coefficients on the grid, the model call (with
+x̂₀ clipping/thresholding), projection onto the space, known entries (replacement or condition-only), the
+per-step callback and progress bar, and the generator.
+
+A sampler written on :class:`Context` (built-in or registered by a plugin) gets every hook by passing its
+``**common`` keyword arguments on and calling :meth:`Context.denoise`/:meth:`Context.at` for the model,
+:meth:`Context.start`, :meth:`Context.after_step` + :meth:`Context.end_step` per step and
+:meth:`Context.finish`.
 
 Samplers precompute their per-step coefficients once per call in float64 on the (G, N+1) grid
 (G = 1 for a shared grid, G = batch for per-sample start times) and cast them once to x's dtype,
@@ -8,6 +14,8 @@ shaped (N+1, G, 1, …) so that a step costs only a few fused tensor operations.
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Callable, Mapping
 
 import torch
@@ -21,6 +29,9 @@ from .grids import check_grid
 
 Tensor = torch.Tensor
 F64 = torch.float64
+KNOWN_MODES = ("replace", "condition")
+#: ``progress=None`` shows a bar when a sampler has at least this many steps and stderr is a terminal.
+PROGRESS_MIN_STEPS = 100
 
 
 def _process_of(model, process: GaussianProcess | None) -> GaussianProcess:
@@ -50,6 +61,12 @@ class Context:
         known: Tensor | None = None,
         x_known: Tensor | None = None,
         info: dict | None = None,
+        known_mode: str = "replace",
+        clip_x0: float | None = None,
+        dynamic_threshold: float | None = None,
+        threshold_max: float | None = None,
+        callback: Callable[[dict], Tensor | None] | None = None,
+        progress: bool | None = None,
     ):
         if not callable(model):
             raise ConfigError(f"model must be callable as model(x, t, cond) -> Prediction; got {type(model).__name__}")
@@ -87,6 +104,35 @@ class Context:
         self.t_cols = self.columns(self.grid)
         self.info = info
         self.nfe = 0
+        self.last: Prediction | None = None  # the latest model prediction
+        if known_mode not in KNOWN_MODES:
+            raise ConfigError(f"known_mode must be one of {KNOWN_MODES}; got {known_mode!r}")
+        # Condition-only: known entries reach the model through cond["known"/"observed"] but x is never replaced.
+        self.replace = self.known is not None and known_mode == "replace"
+        self._set_clipping(clip_x0, dynamic_threshold, threshold_max)
+        if callback is not None and not callable(callback):
+            raise ConfigError(f"callback must be callable as callback(dict) -> Tensor | None; got {type(callback).__name__}")
+        self.callback = callback
+        if progress is None:
+            progress = self.steps >= PROGRESS_MIN_STEPS and sys.stderr.isatty()
+        self._bar = _Progress(self.steps) if progress else None
+        self._hooks = callback is not None or self._bar is not None
+
+    def _set_clipping(self, clip_x0, dynamic_threshold, threshold_max):
+        if clip_x0 is not None and not (isinstance(clip_x0, (int, float)) and clip_x0 > 0):
+            raise ConfigError(f"clip_x0 must be a positive number c (x̂₀ clipped to [-c, c]) or None; got {clip_x0!r}")
+        if dynamic_threshold is not None and not (isinstance(dynamic_threshold, (int, float))
+                                                  and 0 < dynamic_threshold <= 1):
+            raise ConfigError(f"dynamic_threshold must be a percentile p in (0, 1] (Imagen: 0.995) or None; "
+                              f"got {dynamic_threshold!r}")
+        if threshold_max is not None and not (isinstance(threshold_max, (int, float)) and threshold_max >= 1):
+            raise ConfigError(f"threshold_max must be a number ≥ 1 or None; got {threshold_max!r}")
+        if threshold_max is not None and dynamic_threshold is None:
+            raise ConfigError("threshold_max needs dynamic_threshold (it caps the dynamic threshold s)")
+        self.clip_x0 = None if clip_x0 is None else float(clip_x0)
+        self.dynamic_threshold = None if dynamic_threshold is None else float(dynamic_threshold)
+        self.threshold_max = math.inf if threshold_max is None else float(threshold_max)
+        self._clips = self.clip_x0 is not None or self.dynamic_threshold is not None
 
     # -- coefficients -------------------------------------------------------------------------
     def columns(self, t: Tensor) -> Tensor:
@@ -118,11 +164,37 @@ class Context:
 
     # -- model, noise and constraints ---------------------------------------------------------
     def denoise(self, x: Tensor, t: Tensor) -> Prediction:
+        """One model call at (x, t) with t of shape (batch,), with x̂₀ clipping/thresholding when asked."""
         self.nfe += 1
         pred = self.model(x, t, self.cond)
         if not isinstance(pred, Prediction):
             raise ConfigError(f"model(x, t, cond) must return a polydiff Prediction; got {type(pred).__name__}")
+        if self._clips:
+            pred = self.clip_prediction(pred, x, t)
+        self.last = pred
         return pred
+
+    def clip_prediction(self, pred: Prediction, x: Tensor, t: Tensor) -> Prediction:
+        """Clip x̂₀ and recompute ε̂ = (x − α x̂₀)/σ from it, so that x = α x̂₀ + σ ε̂ still holds (as diffusers'
+        ``clip_sample``/``thresholding``). Dynamic thresholding (Saharia et al. 2022, Imagen, §2.3 and App. E):
+        s = clamp(percentile_p(|x̂₀|), 1, threshold_max) per sample, x̂₀ ← clip(x̂₀, −s, s)/s; static
+        clipping: x̂₀ ← clip(x̂₀, −c, c), applied after thresholding when both are given. ε̂ is kept where σ = 0."""
+        x0 = pred.x0
+        if self.dynamic_threshold is not None:
+            flat = x0.reshape(x0.shape[0], -1).abs()
+            q = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+            s = torch.quantile(q, self.dynamic_threshold, dim=1).clamp(1.0, self.threshold_max).to(x0.dtype)
+            s = s.reshape(-1, *([1] * (x0.ndim - 1)))
+            x0 = torch.maximum(torch.minimum(x0, s), -s) / s
+        if self.clip_x0 is not None:
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+        a, s = self.process.alpha_sigma(torch.as_tensor(t, dtype=F64, device=self.device).expand(x.shape[0]))
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        pos = (s > 0).reshape(shape)
+        a = a.reshape(shape).to(x.dtype)
+        s = torch.where(pos, s.reshape(shape), torch.ones_like(s.reshape(shape))).to(x.dtype)
+        eps = torch.where(pos, (x - a * x0) / s, pred.eps)
+        return Prediction(x0=x0, eps=eps, var_interp=pred.var_interp, raw=pred.raw)
 
     def at(self, x: Tensor, i: int) -> Prediction:
         return self.denoise(x, self.t_cols[i])
@@ -137,25 +209,58 @@ class Context:
     def replace_known(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """Replacement inpainting: known entries become a fresh draw of q(x_t | x_known) (Song et al. 2021,
         App. I.2; Lugmayr et al. 2022 without resampling). ``alpha``/``sigma`` broadcast against x."""
-        if self.known is None:
+        if not self.replace:
             return x
         noisy = alpha * self.x_known + sigma * self.noise()
         return torch.where(self.known, noisy, x)
 
     def start(self, x_T: Tensor) -> Tensor:
         x = x_T.to(self.dtype)
-        if self.known is not None:
+        if self.replace:
             a, s = self.col(self.alpha[:, :1])[0], self.col(self.sigma[:, :1])[0]
             x = self.replace_known(x, a, s)
         return self.project(x)
 
     def after_step(self, x: Tensor, i: int, a_col: Tensor | None = None, s_col: Tensor | None = None) -> Tensor:
         """Constraints after arriving at grid column i: inpainting replacement, then projection."""
-        if self.known is not None:
+        if self.replace:
             a = a_col[i] if a_col is not None else self.col(self.alpha[:, i:i + 1])[0]
             s = s_col[i] if s_col is not None else self.col(self.sigma[:, i:i + 1])[0]
             x = self.replace_known(x, a, s)
         return self.project(x)
+
+    def end_step(self, x: Tensor, i: int, denoised: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+        """After step ``i`` (0-based) has produced x, already replaced/projected, at grid column i + 1 (or at
+        the per-sample times ``t``, (batch,) float64, for the adaptive solvers): advance the progress bar and
+        call the callback, whose returned tensor (if any) replaces x. ``denoised`` is the x̂₀ the step used
+        (default: that of the latest model call)."""
+        if not self._hooks:
+            return x
+        if self._bar is not None:
+            self._bar.advance()
+        if self.callback is None:
+            return x
+        if t is None:
+            t = self.t_cols[i + 1]
+            a = self.alpha[:, i + 1].expand(self.batch)
+            s = self.sigma[:, i + 1].expand(self.batch)
+        else:
+            a, s = self.process.alpha_sigma(t)
+        if denoised is None:
+            denoised = self.last.x0 if self.last is not None else None
+        out = self.callback({"x": x, "i": i, "t": t, "alpha": a, "sigma": s, "denoised": denoised,
+                             "steps": self.steps})
+        if out is None:
+            return x
+        if not torch.is_tensor(out) or out.shape != x.shape:
+            raise ShapeError(f"callback returned {getattr(out, 'shape', type(out).__name__)}; expected None or a "
+                             f"tensor of shape {tuple(x.shape)} (the replacement x)")
+        return out.to(self.dtype)
+
+    def adaptive_progress(self) -> None:
+        """For solvers whose step count is not known in advance: the bar counts steps without a total."""
+        if self._bar is not None:
+            self._bar.unbounded()
 
     def finish(self, x: Tensor) -> Tensor:
         x = self.project(x)
@@ -163,4 +268,28 @@ class Context:
             x = torch.where(self.known, self.x_known, x)
         if self.info is not None:
             self.info["nfe"] = self.nfe
+        if self._bar is not None:
+            self._bar.close()
         return x
+
+
+class _Progress:
+    """A rich progress bar on stderr, refreshed by hand (no background thread)."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._p = Progress(console=Console(stderr=True), auto_refresh=False, transient=True)
+        self._task = self._p.add_task("sampling", total=total)
+        self._p.start()
+
+    def unbounded(self):
+        self._p.update(self._task, total=None)
+
+    def advance(self):
+        self._p.advance(self._task)
+        self._p.refresh()
+
+    def close(self):
+        self._p.stop()

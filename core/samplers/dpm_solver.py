@@ -109,6 +109,7 @@ def _multistep(model, x_T, grid, generator, order, lower_order_final, stochastic
         if len(hist) > 2:
             hist.pop(0)
         x = ctx.after_step(x, i + 1, a_col, s_col)
+        x = ctx.end_step(x, i, d0)
     return ctx.finish(x)
 
 

@@ -72,6 +72,7 @@ def ddpm(model, x_T, grid, generator=None, *, variance: str = "beta_tilde", **co
                 sd = std[i]
             x = x + sd * ctx.noise()
         x = ctx.after_step(x, i + 1, a_col, s_col)
+        x = ctx.end_step(x, i, pred.x0)
     return ctx.finish(x)
 
 
@@ -96,6 +97,7 @@ def ddim(model, x_T, grid, generator=None, *, eta: float = 0.0, **common):
         if noisy[i]:
             x = x + std[i] * ctx.noise()
         x = ctx.after_step(x, i + 1, a_col, s_col)
+        x = ctx.end_step(x, i, pred.x0)
     return ctx.finish(x)
 
 
@@ -152,6 +154,7 @@ def _karras(model, x_T, grid, generator, second_order, s_churn, s_tmin, s_tmax, 
             pred2 = ctx.at(ctx.project(x_next), i + 1)
             x_next = c_y[i] * x + c_d[i] * (0.5 * (pred.eps + pred2.eps))
         x = ctx.after_step(x_next, i + 1, a_col, s_col)
+        x = ctx.end_step(x, i, pred.x0)
     return ctx.finish(x)
 
 

@@ -65,4 +65,5 @@ def pndm(model, x_T, grid, generator=None, *, warmup: str = "prk", **common):
         if len(eps_hist) > 3:
             eps_hist.pop(0)
         x = ctx.after_step(phi(to_next, i, x, e_prime, x0), i + 1, a_col, s_col)
+        x = ctx.end_step(x, i, x0)
     return ctx.finish(x)

@@ -49,6 +49,7 @@ def euler_maruyama(model, x_T, grid, generator=None, *, denoise: bool = True, **
         if not (denoise and i == ctx.steps - 1):
             x = x + c_z[i] * ctx.noise()
         x = ctx.after_step(x, i + 1, a_col, s_col)
+        x = ctx.end_step(x, i, pred.x0)
     return ctx.finish(x)
 
 
@@ -108,6 +109,7 @@ def pc(model, x_T, grid, generator=None, *, snr: float = 0.16, corrector_steps: 
                 if not (denoise and last and j == corrector_steps - 1):
                     x = x + torch.sqrt(2 * step) * z
                 x = ctx.after_step(x, i + 1, a_col, s_col)
+        x = ctx.end_step(x, i)
     return ctx.finish(x)
 
 
@@ -133,13 +135,15 @@ def annealed_langevin(model, x_T, grid, generator=None, *, step_lr: float = 2e-5
     inv_s = ctx.col(torch.where(s > 0, 1 / s, torch.zeros_like(s)))
     a_col, s_col = ctx.col(ctx.alpha), ctx.col(s)
     x = ctx.start(x_T)
-    for i in levels:
+    for k, i in enumerate(levels):
         for _ in range(steps_per_level):
             score = -ctx.at(x, i).eps * inv_s[i]
             x = x + c_half[i] * score + c_sqrt[i] * ctx.noise()
             x = ctx.after_step(x, i, a_col, s_col)
+        x = ctx.end_step(x, k, t=ctx.t_cols[i])  # the state after level k (grid column i)
     if denoise and last != ctx.steps:
         end = ctx.steps
         x = a_col[end] * ctx.at(x, last).x0
         x = ctx.after_step(x, end, a_col, s_col)
+        x = ctx.end_step(x, len(levels), t=ctx.t_cols[end])
     return ctx.finish(x)

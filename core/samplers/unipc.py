@@ -145,4 +145,5 @@ def unipc(model, x_T, grid, generator=None, *, order: int = 2, variant: str = "b
         for k in range(used[i]):
             x_new = x_new + c_Wp[k][i] * hist[-1 - k]
         x = ctx.after_step(x_new, i + 1, a_col, s_col)
+        x = ctx.end_step(x, i, m)
     return ctx.finish(x)

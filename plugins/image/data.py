@@ -98,7 +98,7 @@ class ImageDataModule(DiffusionDataModule):
 
     def labelled_splits(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(train x, train labels, held-out x, held-out labels) in model space, for the evaluation classifier."""
-        self._require("train_set")
+        self.require_set("train_set")
         return self.train_set.x, self.train_set.labels, self.val_set.x, self.val_set.labels
 
 

@@ -93,8 +93,12 @@ class LuoHuModule(DiffusionModule):
         self.flow = LatentFlow(latent_dim, flow_hidden, flow_depth) if mode == "gen" else None
 
     # -- objective ------------------------------------------------------------------------------------------
-    def luohu_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None) -> dict[str, Tensor]:
+    def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None,
+                     model: torch.nn.Module | None = None) -> dict[str, Tensor]:
+        """Eq. 14 of Luo & Hu: ``recons`` (the decoder's ε-MSE) + ``kl_weight`` · (``entropy`` + ``prior``)
+        in ``gen`` mode; the engine logs every term. ``model`` is the decoder (default the trained one)."""
         h = self.hparams
+        model = self.denoiser if model is None else model
         x = batch["x"]
         if self.training and h.train_points:
             masks = {"presence", "known", "missing"} & set(batch)
@@ -112,7 +116,7 @@ class LuoHuModule(DiffusionModule):
         else:
             z = self.encoder(x_enc)[0]
         cond["latent"] = z
-        terms["recons"] = self.loss_fn(self.denoiser, {**batch, "cond": cond}, generator=generator, space=self.space)
+        terms["recons"] = self.loss_fn(model, {**batch, "cond": cond}, generator=generator, space=self.space)
         loss = terms["recons"]
         if h.mode == "gen":
             loss = loss + h.kl_weight * (terms["entropy"] + terms["prior"])
@@ -137,22 +141,6 @@ class LuoHuModule(DiffusionModule):
         k = max(1, int(round(self.hparams.encoder_keep * x.shape[1])))
         idx = proj.topk(k, dim=1).indices
         return torch.gather(x, 1, idx[..., None].expand(-1, -1, 3))
-
-    def training_step(self, batch, batch_idx):
-        self._check_first_batch(batch)
-        gen = self._generator()
-        terms = self.luohu_loss(self.prepare_batch(batch, gen), gen)
-        n = batch["x"].shape[0]
-        for k, v in terms.items():
-            self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=n)
-        return terms["loss"]
-
-    def _eval_loss(self, batch, batch_idx, stage):
-        self._check_first_batch(batch)
-        g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + 7919 * (batch_idx + 1))
-        terms = self.luohu_loss(batch, g)
-        self.log(f"{stage}/loss", terms["loss"], prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
-        return terms["loss"]
 
     def configure_optimizers(self):
         h = self.hparams

@@ -118,24 +118,24 @@ class TimeSeriesDataModule(DiffusionDataModule):
 
     def train_dataloader(self) -> ResumableLoader:
         collate = MaskCollate(self.mask_strategy, self.seed, self.mask_ratio, self.horizon)
-        return self._loader(self._require("train_set"), True, collate)
+        return self._loader(self.require_set("train_set"), True, collate)
 
     def val_dataloader(self) -> ResumableLoader:
-        return self._loader(self._require("val_set"), False, _strip)
+        return self._loader(self.require_set("val_set"), False, _strip)
 
     def test_dataloader(self) -> ResumableLoader:
-        ds = self.test_set if self.test_set is not None else self._require("val_set")
+        ds = self.test_set if self.test_set is not None else self.require_set("val_set")
         return self._loader(ds, False, _strip)
 
     def reference_data(self, n: int | None = None, split: str = "val") -> dict[str, Any]:
-        ds = self._require("val_set") if split == "val" else (self.test_set or self._require("val_set"))
+        ds = self.require_set("val_set") if split == "val" else (self.test_set or self.require_set("val_set"))
         count = len(ds) if n is None else min(n, len(ds))
         return _strip([ds[i] for i in range(count)])
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Conditional sampling inputs: the first ``n`` validation windows (cycled), their evaluation
         ``known`` mask and observed values."""
-        ds = self._require("val_set")
+        ds = self.require_set("val_set")
         batch = _strip([ds[i % len(ds)] for i in range(n)])
         return {"known": batch["known"], "x_known": batch["x"]}
 

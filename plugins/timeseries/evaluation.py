@@ -11,7 +11,7 @@ from . import metrics
 
 
 def _reference(datamodule, n: int) -> dict[str, Any]:
-    ds = datamodule._require("val_set")
+    ds = datamodule.require_set("val_set")
     items = [ds[i % len(ds)] for i in range(n)]
     return {"x": torch.stack([it["x"] for it in items]), "missing": torch.stack([it["missing"] for it in items])}
 

@@ -169,7 +169,7 @@ def test_checkpoint_loads_when_states_were_mapped_elsewhere(tmp_path):
     """Generator/RNG states come back as CPU byte tensors whatever map_location did (seen on a GPU: a state
     moved to cuda made Generator.set_state fail), and a generator saved on an absent device is re-seeded."""
     module = DiffusionModule(backbone=MLP, final_num_samples=0)
-    module._generator()
+    module.training_generator()
     ckpt = {"polydiff": {"domain": "d", "sample_shape": [2], "rng_cpu": torch.get_rng_state(),
                          "train_generator": module._train_gen.get_state(), "train_generator_device": "cpu"}}
     module.on_load_checkpoint(ckpt)
@@ -244,3 +244,41 @@ def test_subclass_trains_and_is_rebuilt_as_the_subclass(tmp_path):
         torch.save({**torch.load(tmp_path / "s.ckpt", weights_only=True),
                     "polydiff": {"module_class": "polydiff.training.DiffusionModule"}}, tmp_path / "b.ckpt")
         ScaledLossModule.from_checkpoint(tmp_path / "b.ckpt")
+
+
+class ExtraTermModule(DiffusionModule):
+    """Overrides only the public loss hook: adds a named term that training and validation log."""
+
+    def compute_loss(self, batch, generator, model=None):
+        terms = super().compute_loss(batch, generator, model)
+        terms["half"] = 0.5 * terms["loss"].detach()
+        return terms
+
+
+def test_compute_loss_is_the_one_loss_hook(tmp_path):
+    dm = MixtureDataModule(n_train=64, n_val=32, batch_size=32)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    module = DiffusionModule(backbone=MLP, final_num_samples=0, val_num_samples=0, ema_decay=0.9)
+    a = module.compute_loss(batch, torch.Generator().manual_seed(3))
+    b = module.compute_loss(batch, torch.Generator().manual_seed(3))
+    assert set(a) == {"loss"} and a["loss"].ndim == 0 and torch.equal(a["loss"], b["loss"])
+    # the module's own loss function on the same draws gives the same number
+    ref = module.loss_fn(module.denoiser, batch, generator=torch.Generator().manual_seed(3), space=module.space)
+    assert torch.equal(a["loss"], ref)
+    # validation evaluates the EMA copy with the batch's seeded generator
+    with torch.no_grad():
+        for p in module.ema.module.parameters():
+            p.add_(1.0)
+    g = module.evaluation_generator(0)
+    ema_loss = module.compute_loss(batch, g, model=module.sampling_model())["loss"]
+    assert not torch.equal(ema_loss, a["loss"])
+    assert torch.equal(module.validation_step(batch, 0), ema_loss)
+    assert module.training_generator().initial_seed() == module.hparams.seed
+
+    sub = ExtraTermModule(backbone=MLP, final_num_samples=0, val_num_samples=0)
+    trainer = _trainer(tmp_path, 2, limit_val_batches=1, val_check_interval=2)
+    trainer.fit(sub, dm)
+    logged = trainer.callback_metrics
+    assert {"train/loss", "train/half", "val/loss", "val/half"} <= set(logged)
+    assert logged["val/half"].item() == pytest.approx(0.5 * logged["val/loss"].item(), rel=1e-6)

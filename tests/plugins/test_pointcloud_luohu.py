@@ -200,14 +200,14 @@ def test_module_trains_on_fresh_random_point_subsets(one_thread):
     module.denoiser.register_forward_pre_hook(lambda m, a: seen.__setitem__("decoder", a[0].shape[1]))
     g = torch.Generator().manual_seed(0)
     module.train()
-    assert torch.isfinite(module.luohu_loss({"x": x}, g)["loss"])
+    assert torch.isfinite(module.compute_loss({"x": x}, g)["loss"])
     assert seen == {"encoder": 5, "decoder": 12}
     module.eval()  # validation and evaluation use every point handed over
-    module.luohu_loss({"x": x}, g)
+    module.compute_loss({"x": x}, g)
     assert seen == {"encoder": 40, "decoder": 40}
     module.train()
     with pytest.raises(ConfigError, match="masks"):
-        module.luohu_loss({"x": x, "known": torch.zeros_like(x, dtype=torch.bool)}, g)
+        module.compute_loss({"x": x, "known": torch.zeros_like(x, dtype=torch.bool)}, g)
     with pytest.raises(ConfigError, match="41 random points"):
         LuoHuModule.random_points(x, 41, g)
     with pytest.raises(ConfigError, match="train_points"):
