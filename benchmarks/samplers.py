@@ -14,7 +14,15 @@ and gets N = (NFE + 1)/2; the cell shows the NFE actually used.
 Overhead: seconds per step with a zero-cost model (returns its input) on a (64, 2) batch, 500 steps,
 as a ratio to the matching diffusers scheduler (DDIM for samplers without a diffusers counterpart).
 
+Manifolds (``--manifold``): the same trajectory error on the torus and in the zero-centre-of-mass subspace,
+with the exact oracles of :mod:`polydiff.testing`. Torus: ``WrappedNormalMixture`` on T² (three components,
+one across the seam) under ``VE(0.01, π)`` with ``space=Torus()``, error = RMS of the wrapped difference
+against the probability-flow ODE dx/dσ = −σ ∇log p_σ(wrap x) solved in the cover ℝ² (DOP853, rtol = atol =
+1e-10) from σ = π to 0.01. Zero-CoM: ``ZeroCoMGaussianMixture`` of 3 components on 4 points in 2-D under the
+linear VP with ``space=ZeroCenterOfMass()``, reference as above in y = x/α down to σ̃ = 0.
+
 Usage: python benchmarks/samplers.py [--n 1000] [--nfe 10 20 50]
+       python benchmarks/samplers.py --manifold --n 1000 --nfe 10 20 50     (the docs/benchmarks.md manifold table)
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ warnings.filterwarnings("ignore")
 
 from scipy.integrate import solve_ivp  # noqa: E402
 
-from polydiff import VP, Prediction  # noqa: E402
+from polydiff import VE, VP, Prediction, Torus, ZeroCenterOfMass  # noqa: E402
 from polydiff.samplers import SAMPLERS, make_grid  # noqa: E402
-from polydiff.testing import ExactDenoiser, GaussianMixture  # noqa: E402
+from polydiff.testing import (ExactDenoiser, GaussianMixture, WrappedNormalMixture,  # noqa: E402
+                              ZeroCoMGaussianMixture)
 
 F64 = torch.float64
 PROC = VP("linear", num_steps=1000)
@@ -243,12 +252,82 @@ def overhead(steps=500):
     return rows
 
 
+# ---- manifolds ------------------------------------------------------------------------------------------
+TORUS_MIX = WrappedNormalMixture([[2.9, 0.0], [-1.5, 2.8], [0.5, -2.0]],
+                                 [[0.3**2, 0.5**2], [0.5**2, 0.25**2], [0.2**2, 0.6**2]], [0.4, 0.35, 0.25])
+TORUS_PROC = VE(sigma_min=0.01, sigma_max=math.pi)
+COM_MIX = ZeroCoMGaussianMixture(torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0), dtype=F64),
+                                 [0.1**2, 0.2**2, 0.3**2], [0.5, 0.3, 0.2])
+COM_PROC = VP("linear")
+MANIFOLD_POLY = [("ddim", {}), ("euler", {}), ("heun", {}), ("pndm", {"warmup": "plms"}), ("dpmpp_2m", {}),
+                 ("dpmpp_3m", {}), ("unipc", {})]
+
+
+def manifold_reference(mix, proc, x_T, wrap):
+    """Exact PF-ODE solution from t = 1 to t = 0 in y = x/α, σ̃ = σ/α (dy/dσ̃ = −σ̃ ∇log p(y; σ̃)), solved in
+    the cover for the torus (the score is evaluated at the wrapped point) and wrapped at the end."""
+    a = proc.alpha(torch.tensor([1.0, 0.0], dtype=F64))
+    s = proc.sigma(torch.tensor([1.0, 0.0], dtype=F64))
+    shape = x_T.shape
+    n = shape[0]
+    ones = torch.ones(n, dtype=F64)
+
+    def rhs(sig, y):
+        y = torch.from_numpy(y).reshape(shape)
+        y = Torus.wrap(y) if wrap else y
+        return (-sig * mix.score(y, ones, torch.full((n,), sig, dtype=F64))).numpy().ravel()
+
+    y0 = (x_T.to(F64) / a[0]).numpy().ravel()
+    sol = solve_ivp(rhs, (float(s[0] / a[0]), float(s[1] / a[1])), y0, method="DOP853", rtol=1e-10, atol=1e-10)
+    y = torch.from_numpy(sol.y[:, -1]).reshape(shape) * a[1]
+    return Torus.wrap(y) if wrap else y
+
+
+def manifold_accuracy(n, nfes):
+    rows = []
+    for label_, mix, proc, space, shape, wrap in (
+        ("torus T², VE(0.01, π)", TORUS_MIX, TORUS_PROC, Torus(), (n, 2), True),
+        ("zero-CoM 4×2, linear VP", COM_MIX, COM_PROC, ZeroCenterOfMass(), (n, 4, 2), False),
+    ):
+        oracle = ExactDenoiser(mix, proc)
+        x_T = space.project(proc.prior_sample(shape, torch.Generator().manual_seed(0), space=space).to(F64))
+        t0 = time.time()
+        ref = manifold_reference(mix, proc, x_T, wrap)
+        print(f"{label_}: reference solved in {time.time() - t0:.1f}s", file=sys.stderr)
+        for grid_kind in ("karras", "log_snr"):
+            for name, kw in MANIFOLD_POLY:
+                cells = []
+                for nfe in nfes:
+                    info = {}
+                    x = SAMPLERS[name](oracle, x_T, make_grid(proc, steps_for(name, nfe), grid_kind), space=space,
+                                       info=info, **kw)
+                    diff = Torus.wrap(x - ref) if wrap else x - ref
+                    cells.append((diff.flatten(1).pow(2).sum(1).mean().sqrt().item(), info["nfe"]))
+                rows.append((label_, label(name, kw), grid_kind, cells))
+    return rows
+
+
+def manifold_main(args):
+    rows = manifold_accuracy(args.n, args.nfe)
+    print(f"Command: `python benchmarks/samplers.py --manifold --n {args.n} --nfe {' '.join(map(str, args.nfe))}` "
+          f"(torch {torch.__version__}, 1 CPU thread)\n")
+    print("Trajectory RMSE against the exact probability-flow ODE solution on manifolds (cell: RMSE (NFE used)); "
+          f"{args.n} trajectories from the same x_T, exact oracles of `polydiff.testing`.\n")
+    print("| space | sampler | grid | " + " | ".join(f"{n} NFE" for n in args.nfe) + " |")
+    print("|---|---|---|" + "---|" * len(args.nfe))
+    for space, name, grid_kind, cells in rows:
+        print(f"| {space} | {name} | {grid_kind} | " + " | ".join(f"{e:.4f} ({u})" for e, u in cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="number of samples (trajectories)")
     ap.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50])
     ap.add_argument("--overhead-steps", type=int, default=500)
+    ap.add_argument("--manifold", action="store_true", help="the torus and zero-CoM tables instead")
     args = ap.parse_args()
+    if args.manifold:
+        return manifold_main(args)
     import diffusers
 
     rows = accuracy(args.n, args.nfe)

@@ -54,15 +54,16 @@ from .batch import backbone_cond, target_mask, unpack
 from .checks import check_dtype_matches, check_mask, expand_like
 from .errors import ConfigError
 from .likelihood import ddpm_coefficients, ddpm_vlb_term, rng_device
-from .parameterization import PARAMETERIZATIONS, target_for
+from .parameterization import PARAMETERIZATIONS, coefficients, target_for
 from .processes import VP, GaussianProcess, _ddt
-from .spaces import Euclidean, Space
+from .spaces import Euclidean, Space, Torus
 
-__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS"]
+__all__ = ["DiffusionLoss", "loss_weight", "x0_error_scale", "WEIGHTINGS", "RESIDUALS"]
 
 Tensor = torch.Tensor
 F64 = torch.float64
 WEIGHTINGS = ("uniform", "snr", "min_snr", "likelihood", "edm")
+RESIDUALS = ("squared", "wrapped_smooth_l1")
 
 
 def x0_error_scale(kind: str, t: Tensor, process: GaussianProcess) -> Tensor:
@@ -128,6 +129,13 @@ class DiffusionLoss:
         vlb_num_bins, vlb_data_range: discretised decoder of L_vlb at t = 1 (Ho et al. 2020, §3.3:
             256 bins on [−1, 1]); ``vlb_num_bins=None`` uses a continuous Gaussian decoder instead,
             for data that is not 8-bit.
+        residual: ``squared`` (the MSE above) or ``wrapped_smooth_l1``: smooth-L1 with threshold β on the
+            wrapped residual wrap(ŷ − y) (Wu et al. 2024, FoldingDiff, §3.3: β = 0.1π), for angles.
+        smooth_l1_beta: β of ``wrapped_smooth_l1``.
+
+    The target is built from the space's :meth:`~polydiff.spaces.Space.denoising_target` (the drawn noise,
+    or on a :class:`~polydiff.spaces.Torus` the ε-equivalent of the wrapped-normal score), so a space selects
+    its own target for every parameterization.
 
     ``process`` is ``denoiser.process``. Call with ``return_components=True`` to also get a dict of
     detached parts (``mse``, ``vlb``, ``weight_mean``, ``num_targets``) for logging.
@@ -145,6 +153,8 @@ class DiffusionLoss:
         edm_p_std: float = 1.2,
         vlb_num_bins: int | None = 256,
         vlb_data_range: tuple[float, float] = (-1.0, 1.0),
+        residual: str = "squared",
+        smooth_l1_beta: float = 0.1 * math.pi,
     ):
         if parameterization is not None and parameterization not in PARAMETERIZATIONS:
             raise ConfigError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
@@ -156,6 +166,10 @@ class DiffusionLoss:
             raise ConfigError(f"hybrid_vlb_weight must be >= 0, got {hybrid_vlb_weight}")
         if not sigma_data > 0 or not edm_p_std > 0:
             raise ConfigError(f"sigma_data and edm_p_std must be > 0, got {sigma_data}, {edm_p_std}")
+        if residual not in RESIDUALS:
+            raise ConfigError(f"unknown residual {residual!r}; expected one of {RESIDUALS}")
+        if not smooth_l1_beta > 0:
+            raise ConfigError(f"smooth_l1_beta must be > 0, got {smooth_l1_beta}")
         if importance_sampling and weighting != "likelihood":
             raise ConfigError("importance_sampling applies only to weighting='likelihood'")
         self.parameterization = parameterization
@@ -167,6 +181,7 @@ class DiffusionLoss:
         self.edm_p_mean, self.edm_p_std = float(edm_p_mean), float(edm_p_std)
         self.vlb_num_bins = vlb_num_bins
         self.vlb_data_range = vlb_data_range
+        self.residual, self.smooth_l1_beta = residual, float(smooth_l1_beta)
 
     def __repr__(self):
         return (
@@ -247,10 +262,17 @@ class DiffusionLoss:
         if not torch.isfinite(w).all():
             raise ConfigError(f"loss weight is not finite at t={t[~torch.isfinite(w)].tolist()}; raise process.t_min")
 
-        target = target_for(kind, x0, noise, t, process)
+        a, s = coefficients(process, t, x0)
+        eps_target = space.denoising_target(x_t, x0, noise, a, s)
+        x0_target = x0 if eps_target is noise else (x_t - s * eps_target) / a
+        target = target_for(kind, x0_target, eps_target, t, process)
         estimate = target_for(kind, pred.x0, pred.eps, t, process)
         count = mask.sum()
-        sq = (estimate - target) ** 2 * mask
+        if self.residual == "squared":
+            sq = (estimate - target) ** 2 * mask
+        else:
+            r, beta = Torus.wrap(estimate - target).abs(), self.smooth_l1_beta
+            sq = torch.where(r < beta, 0.5 * r * r / beta, r - 0.5 * beta) * mask
         per_sample = sq.flatten(1).sum(1)
         mse = (expand_like(w, per_sample) * per_sample).sum() / count.clamp_min(1)
         total = mse

@@ -5,6 +5,11 @@ every Gaussian process: if x_0 ~ Σ_k w_k N(μ_k, Σ_k) and x_t = α x_0 + σ ε
 x_t ~ Σ_k w_k N(α μ_k, C_k) with C_k = α² Σ_k + σ² I. Its exact score, ε* = −σ ∇ log p_t and
 x̂_0* = E[x_0 | x_t] make a perfect denoiser (:class:`ExactDenoiser`), so a sampler's error is its
 discretisation error alone, and a likelihood estimate can be compared with the exact log-density.
+
+Two oracles do the same on the non-Euclidean spaces: :class:`WrappedNormalMixture` on the torus T^d (under a
+VE-type process its noised marginal is a mixture of wrapped normals with variances s_k² + σ²) and
+:class:`ZeroCoMGaussianMixture` for point sets in the zero-centre-of-mass subspace (components isotropic in
+the subspace; noising adds σ² in the subspace only). Both plug into :class:`ExactDenoiser`.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import math
 import torch
 
 from .checks import expand_like
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 from .parameterization import Prediction
 from .processes import GaussianProcess
+from .spaces import Torus
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -103,15 +109,159 @@ class GaussianMixture:
         resp = torch.softmax(logp_k, dim=1)
         return -(resp[..., None] * sol).sum(1)
 
+    def data_mean(self) -> Tensor:
+        """E[x_0], shape (d,)."""
+        return (self.weights[:, None] * self.means).sum(0)
 
-class ExactDenoiser(torch.nn.Module):
-    """A perfect denoiser for a :class:`GaussianMixture` under any Gaussian process.
 
-    Returns ε* = −σ ∇log p_t(x) and x̂_0* = (x − σ ε*)/α (Tweedie's formula), computed in float64 and
-    cast back to x's dtype. It has the same call signature as :class:`polydiff.Denoiser`.
+def _time_args(n: int, alpha, sigma) -> tuple[Tensor, Tensor]:
+    alpha = torch.ones(n, dtype=F64) if alpha is None else torch.as_tensor(alpha, dtype=F64).expand(n)
+    sigma = torch.zeros(n, dtype=F64) if sigma is None else torch.as_tensor(sigma, dtype=F64).expand(n)
+    return alpha, sigma
+
+
+class WrappedNormalMixture:
+    """Mixture of K products of wrapped normals on the torus [−π, π)^d (float64 throughout).
+
+    Component k is x_j = wrap(μ_kj + s_kj z_j), z ~ N(0, I). Under a VE-type process (α = 1: ``VE``, ``EDM``)
+    on :class:`~polydiff.spaces.Torus`, x_t = wrap(x_0 + σ ε), and wrapped normals add their variances, so
+    p_t = Σ_k w_k Π_j WN(x_j; μ_kj, s_kj² + σ²) exactly; its density and score use the truncated image sums
+    of :meth:`Torus.wrapped_normal_score` (Jing et al. 2022, torsional diffusion, App. B). A VP process
+    (α < 1) has no closed-form marginal on the torus (α x_0 depends on the chart), so α ≠ 1 raises.
+
+    Args:
+        means: (K, d) component centres (angles; wrapped here).
+        variances: (K, d) per-coordinate variances s_kj², or (K,) isotropic ones.
+        weights: (K,) mixture weights (normalised here); uniform if omitted.
+        n_images: K of the image sums.
     """
 
-    def __init__(self, mixture: GaussianMixture, process: GaussianProcess):
+    def __init__(self, means, variances, weights=None, n_images: int = 10):
+        self.means = Torus.wrap(torch.as_tensor(means, dtype=F64))
+        if self.means.ndim != 2:
+            raise ShapeError(f"means has shape {tuple(self.means.shape)}; expected (K, d)")
+        k, d = self.means.shape
+        var = torch.as_tensor(variances, dtype=F64)
+        if var.ndim == 1 and var.shape[0] == k:
+            var = var[:, None].expand(k, d)
+        if var.shape != (k, d) or not bool((var > 0).all()):
+            raise ShapeError(f"variances has shape {tuple(var.shape)}; expected positive (K, d) or (K,) with K={k}, d={d}")
+        self.variances = var.contiguous()
+        w = torch.ones(k, dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
+        self.weights = w / w.sum()
+        self.dim, self.n_images = d, int(n_images)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n exact draws, shape (n, d), wrapped to [−π, π)."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=F64)
+        return Torus.wrap(self.means[comp] + self.variances[comp].sqrt() * z)
+
+    def _components(self, x: Tensor, alpha: Tensor, sigma: Tensor):
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ShapeError(f"x has shape {tuple(x.shape)}; expected (batch, {self.dim})")
+        if not bool((alpha.to(F64) == 1).all()):
+            raise ConfigError("WrappedNormalMixture has closed-form noised marginals only for α = 1 (VE-type "
+                              "processes such as VE or EDM); got a process with α < 1")
+        x = x.to(F64)
+        var = self.variances[None] + sigma.to(F64)[:, None, None] ** 2  # (n, K, d)
+        diff = x[:, None, :] - self.means[None]
+        std = var.sqrt()
+        logp = Torus.wrapped_normal_log_prob(diff, torch.zeros_like(diff), std, self.n_images)
+        score = Torus.wrapped_normal_score(diff, torch.zeros_like(diff), std, self.n_images)
+        return torch.log(self.weights)[None] + logp.sum(-1), score
+
+    def log_prob(self, x: Tensor, alpha=None, sigma=None) -> Tensor:
+        """log p_t(x) on [−π, π)^d (w.r.t. Lebesgue measure), shape (batch,); σ = 0 gives the data density."""
+        alpha, sigma = _time_args(x.shape[0], alpha, sigma)
+        logp_k, _ = self._components(x, alpha, sigma)
+        return torch.logsumexp(logp_k, dim=1)
+
+    def score(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """∇_x log p_t(x) = Σ_k r_k(x) ∇ log Π_j WN(x_j; μ_kj, s_kj² + σ²), float64 (batch, d)."""
+        logp_k, score_k = self._components(x, torch.as_tensor(alpha), torch.as_tensor(sigma, dtype=F64))
+        resp = torch.softmax(logp_k, dim=1)
+        return (resp[..., None] * score_k).sum(1)
+
+
+class ZeroCoMGaussianMixture:
+    """Mixture of K isotropic Gaussians in the zero-centre-of-mass subspace of point sets (n nodes × d dims).
+
+    P is the projection x ↦ x − mean over nodes (:class:`~polydiff.spaces.ZeroCenterOfMass`); component k is
+    x_0 = P μ_k + s_k P z, z ~ N(0, I), i.e. N(P μ_k, s_k² I) on the (n − 1)·d-dimensional subspace (Hoogeboom
+    et al. 2022, EDM for molecules, §3.2: Gaussians on the subspace). With noise P ε the marginal is
+    p_t = Σ_k w_k N(α P μ_k, (α² s_k² + σ²) I) on the subspace, whose score at x is −Σ_k r_k P(x − α μ_k)/v_k;
+    densities are w.r.t. Lebesgue measure on the subspace in orthonormal coordinates. Every item has all n
+    nodes present.
+
+    Args:
+        means: (K, n, d) component centres (centred here).
+        variances: (K,) isotropic variances s_k² in the subspace.
+        weights: (K,) mixture weights; uniform if omitted.
+    """
+
+    def __init__(self, means, variances, weights=None):
+        means = torch.as_tensor(means, dtype=F64)
+        if means.ndim != 3 or means.shape[1] < 2:
+            raise ShapeError(f"means has shape {tuple(means.shape)}; expected (K, nodes ≥ 2, dims)")
+        self.means = self._project(means)
+        k, self.nodes, self.dims = means.shape
+        var = torch.as_tensor(variances, dtype=F64).reshape(-1)
+        if var.shape != (k,) or not bool((var > 0).all()):
+            raise ShapeError(f"variances has shape {tuple(var.shape)}; expected positive ({k},)")
+        self.variances = var
+        w = torch.ones(k, dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
+        self.weights = w / w.sum()
+        self.dof = (self.nodes - 1) * self.dims
+
+    @staticmethod
+    def _project(x: Tensor) -> Tensor:
+        return x - x.mean(-2, keepdim=True)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n exact draws, shape (n, nodes, dims), centred."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = self._project(torch.randn(n, self.nodes, self.dims, generator=generator, dtype=F64))
+        return self.means[comp] + self.variances[comp].sqrt()[:, None, None] * z
+
+    def _components(self, x: Tensor, alpha: Tensor, sigma: Tensor):
+        if x.ndim != 3 or tuple(x.shape[1:]) != (self.nodes, self.dims):
+            raise ShapeError(f"x has shape {tuple(x.shape)}; expected (batch, {self.nodes}, {self.dims})")
+        alpha, sigma = alpha.to(F64), sigma.to(F64)
+        diff = self._project(x.to(F64))[:, None] - alpha[:, None, None, None] * self.means[None]  # (n, K, nodes, d)
+        var = alpha[:, None] ** 2 * self.variances[None] + sigma[:, None] ** 2  # (n, K)
+        maha = diff.pow(2).flatten(2).sum(-1) / var
+        logp_k = torch.log(self.weights)[None] - 0.5 * (maha + self.dof * torch.log(2 * math.pi * var))
+        return logp_k, diff / var[..., None, None]
+
+    def log_prob(self, x: Tensor, alpha=None, sigma=None) -> Tensor:
+        """log p_t(P x) on the subspace, shape (batch,); σ = 0 gives the data density."""
+        alpha, sigma = _time_args(x.shape[0], alpha, sigma)
+        logp_k, _ = self._components(x, alpha, sigma)
+        return torch.logsumexp(logp_k, dim=1)
+
+    def score(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """∇ log p_t within the subspace (its component normal to it is 0), float64 (batch, nodes, dims)."""
+        logp_k, sol = self._components(x, torch.as_tensor(alpha, dtype=F64), torch.as_tensor(sigma, dtype=F64))
+        resp = torch.softmax(logp_k, dim=1)
+        return -(resp[..., None, None] * sol).sum(1)
+
+    def data_mean(self) -> Tensor:
+        """E[x_0], shape (nodes, dims)."""
+        return (self.weights[:, None, None] * self.means).sum(0)
+
+
+class ExactDenoiser(torch.nn.Module):
+    """A perfect denoiser for an oracle (:class:`GaussianMixture` under any Gaussian process,
+    :class:`ZeroCoMGaussianMixture` likewise with :class:`~polydiff.spaces.ZeroCenterOfMass`,
+    :class:`WrappedNormalMixture` under a VE-type process with :class:`~polydiff.spaces.Torus`).
+
+    Returns ε* = −σ ∇log p_t(x) and x̂_0* = (x − σ ε*)/α (Tweedie's formula), computed in float64 and
+    cast back to x's dtype. It has the same call signature as :class:`polydiff.Denoiser`. On the torus x̂_0*
+    is Tweedie's formula in the chart of x (what the samplers' steps need), not a circular mean.
+    """
+
+    def __init__(self, mixture, process: GaussianProcess):
         super().__init__()
         self.mixture, self.process = mixture, process
         self.nfe = 0
@@ -124,8 +274,8 @@ class ExactDenoiser(torch.nn.Module):
         eps = (-expand_like(sigma, score) * score).to(x.dtype)
         x0 = ((x.to(F64) - expand_like(sigma, score) * eps.to(F64)) / expand_like(alpha, score)).to(x.dtype)
         if (alpha == 0).any():  # Tweedie's division by α fails at zero SNR; there E[x_0 | x_t] = E[x_0]
-            mean = (self.mixture.weights[:, None] * self.mixture.means).sum(0).to(x.dtype)
-            x0 = torch.where((alpha == 0)[:, None], mean.expand_as(x0), x0)
+            mean = self.mixture.data_mean().to(x.dtype)
+            x0 = torch.where(expand_like(alpha == 0, x0).bool(), mean.expand_as(x0), x0)
         return Prediction(x0=x0, eps=eps)
 
     predict = forward
@@ -142,6 +292,12 @@ def sliced_wasserstein(a: Tensor, b: Tensor, n_projections: int = 256, generator
     pa, _ = torch.sort(a @ dirs, dim=0)
     pb, _ = torch.sort(b @ dirs, dim=0)
     return torch.sqrt(((pa - pb) ** 2).mean())
+
+
+def torus_embedding(x: Tensor) -> Tensor:
+    """Angles (n, d) -> (cos x, sin x) as (n, 2d): a wrap-aware embedding in which Euclidean distances (e.g.
+    :func:`sliced_wasserstein`) compare distributions on the torus."""
+    return torch.cat([torch.cos(x), torch.sin(x)], dim=1)
 
 
 # --------------------------------------------------------------------------------------------------------

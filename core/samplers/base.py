@@ -14,6 +14,7 @@ shaped (N+1, G, 1, …) so that a step costs only a few fused tensor operations.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from typing import Callable, Mapping
@@ -80,6 +81,9 @@ class Context:
         self.space = space if space is not None else Euclidean()
         if not isinstance(self.space, Space):
             raise ConfigError(f"space must be a polydiff Space; got {type(self.space).__name__}")
+        # A covering space (the torus) is integrated in its cover: states stay unwrapped during the loop so that
+        # multistep solvers combine x̂_0 of one chart; the model sees projected states (see Space.lifted).
+        self.lifted = bool(getattr(self.space, "lifted", False))
         self.cond = dict(cond or {})
         self.generator = generator
         self.x_shape, self.dtype, self.device = x_T.shape, x_T.dtype, x_T.device
@@ -166,9 +170,12 @@ class Context:
     def denoise(self, x: Tensor, t: Tensor) -> Prediction:
         """One model call at (x, t) with t of shape (batch,), with x̂₀ clipping/thresholding when asked."""
         self.nfe += 1
-        pred = self.model(x, t, self.cond)
+        x_in = self.space.project(x, self.presence) if self.lifted else x
+        pred = self.model(x_in, t, self.cond)
         if not isinstance(pred, Prediction):
             raise ConfigError(f"model(x, t, cond) must return a polydiff Prediction; got {type(pred).__name__}")
+        if self.lifted:  # x̂_0 back into the chart of the (unwrapped) state
+            pred = dataclasses.replace(pred, x0=pred.x0 + (x - x_in))
         if self._clips:
             pred = self.clip_prediction(pred, x, t)
         self.last = pred
@@ -204,7 +211,7 @@ class Context:
                                 device=self.device, dtype=self.dtype)
 
     def project(self, x: Tensor) -> Tensor:
-        return self.space.project(x, self.presence)
+        return self.space.project_step(x, self.presence) if self.lifted else self.space.project(x, self.presence)
 
     def replace_known(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """Replacement inpainting: known entries become a fresh draw of q(x_t | x_known) (Song et al. 2021,
@@ -212,7 +219,7 @@ class Context:
         if not self.replace:
             return x
         noisy = alpha * self.x_known + sigma * self.noise()
-        return torch.where(self.known, noisy, x)
+        return self.space.replace_known(x, noisy, self.known, self.presence)
 
     def start(self, x_T: Tensor) -> Tensor:
         x = x_T.to(self.dtype)
@@ -263,9 +270,9 @@ class Context:
             self._bar.unbounded()
 
     def finish(self, x: Tensor) -> Tensor:
-        x = self.project(x)
+        x = self.space.project(x, self.presence)
         if self.known is not None:
-            x = torch.where(self.known, self.x_known, x)
+            x = self.space.finish_known(x, self.x_known, self.known, self.presence)
         if self.info is not None:
             self.info["nfe"] = self.nfe
         if self._bar is not None:
