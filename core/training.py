@@ -203,6 +203,39 @@ def rebuild_from_hparams(hp: Mapping[str, Any], base: type, kind: str, where: st
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
+def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
+    """The ``polydiff`` entry of a checkpoint with every field of the expected type (a :class:`DataError`
+    naming the field otherwise); {} when absent."""
+    extra = checkpoint.get("polydiff")
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise DataError(f"{name}: 'polydiff' is a {type(extra).__name__}; expected a mapping")
+    extra = dict(extra)
+
+    def bad(key, expected):
+        raise DataError(f"{name}: polydiff.{key} is {extra[key]!r:.80}; expected {expected}")
+
+    if extra.get("domain") is not None and not isinstance(extra["domain"], str):
+        bad("domain", "a domain name")
+    shape = extra.get("sample_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and
+                                  all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
+        bad("sample_shape", "a list of positive integers")
+    for key in ("train_generator", "rng_cpu"):
+        if key in extra and not (torch.is_tensor(extra[key]) and extra[key].dtype == torch.uint8):
+            bad(key, "a uint8 RNG state tensor")
+    if "rng_cuda" in extra and not (isinstance(extra["rng_cuda"], (list, tuple)) and
+                                    all(torch.is_tensor(s) and s.dtype == torch.uint8 for s in extra["rng_cuda"])):
+        bad("rng_cuda", "a list of uint8 RNG state tensors")
+    if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
+        bad("train_generator_device", "a device name")
+    if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
+                                        or not isinstance(checkpoint["global_step"], int)):
+        raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")
+    return extra
+
+
 def _plain(value: Any) -> Any:
     """A weights_only-loadable description of a hyper-parameter value."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -712,7 +745,7 @@ class DiffusionModule(L.LightningModule):
         return {name: pm.infos[name].version if name in pm.infos else "" for name in sorted(used)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        extra = checkpoint.get("polydiff", {})
+        extra = checked_extras(checkpoint)
         self._domain = extra.get("domain")
         if extra.get("sample_shape") is not None:
             self._sample_shape = tuple(extra["sample_shape"])
@@ -729,8 +762,8 @@ class DiffusionModule(L.LightningModule):
                 g = torch.Generator(device=extra.get("train_generator_device", "cpu"))
                 g.set_state(extra["train_generator"].cpu())
                 self._train_gen = g
-            except RuntimeError:  # saved on a device this machine lacks: a fresh generator is seeded instead
-                self._train_gen = None
+            except (RuntimeError, ValueError, TypeError):  # saved on a device this machine lacks (or damaged):
+                self._train_gen = None                       # a fresh generator is seeded instead
         if "rng_cpu" in extra:
             self._pending_rng = {"cpu": extra["rng_cpu"].cpu(),
                                  "cuda": [s.cpu() for s in extra.get("rng_cuda", [])]}
@@ -755,8 +788,12 @@ class DiffusionModule(L.LightningModule):
             raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
         if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
             raise DataError(f"{name}: checkpoint has no state_dict of named tensors; it was not written by polydiff fit")
-        extra = ckpt.get("polydiff") if isinstance(ckpt.get("polydiff"), Mapping) else {}
+        extra = checked_extras(ckpt, name)
         made_by = extra.get("plugins") if isinstance(extra.get("plugins"), Mapping) else None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise DataError(f"{name}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); the run that "
+                            "wrote it had diverged or the file is damaged")
         default = extra.get("module_class") if "_class_path" not in hp else None
         module = rebuild_from_hparams(hp, cls, "module", f"{name}: hyper_parameters",
                                       default_class_path=default, made_by=made_by)
