@@ -293,8 +293,11 @@ def load_for_sampling(ckpt: str, config: str | None = None):
     if dm is not None:
         try:  # no prepare_data(): sampling must not start a download
             dm.setup("fit")
-        except (PolydiffError, OSError) as exc:
-            print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({exc}); sampling "
+        except Exception as exc:  # noqa: BLE001 - data gone, offline, or a bad data config
+            why = one_line(str(exc) or type(exc).__name__)
+            if config is not None:  # the user asked for this data module: its failure is the error
+                raise ConfigError(f"{config}: data module {type(dm).__name__} could not be set up ({why})") from None
+            print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({why}); sampling "
                   "without it (shape and domain from the checkpoint)", file=sys.stderr)
             return module, None
         module.attach_datamodule(dm)

@@ -57,7 +57,7 @@ def _check_complete(path: Path) -> int:
         head = f.read(2)
     if head != b"\x1f\x8b":
         if str(path).lower().endswith(".gz"):
-            raise DataError(f"{path}: named .nii.gz but not gzip-compressed; expected a gzip-compressed NIfTI file")
+            raise DataError(f"{path}: cannot read as NIfTI: named .nii.gz but not gzip-compressed")
         return path.stat().st_size
     size = 0
     try:
@@ -67,7 +67,7 @@ def _check_complete(path: Path) -> int:
     except EOFError:
         raise DataError(f"{path}: NIfTI file is truncated (the gzip stream ends early)") from None
     except (gzip.BadGzipFile, zlib.error, OSError) as exc:
-        raise DataError(f"{path}: corrupt gzip data ({exc})") from None
+        raise DataError(f"{path}: cannot read as NIfTI: corrupt gzip data ({exc})") from None
     return size
 
 

@@ -144,3 +144,35 @@ def test_resume_picks_the_highest_valid_step_and_removes_stale_temp_files(tmp_pa
     assert remove_stale_temp_files(ck) == []
     with pytest.raises(DataError, match="no checkpoint to resume from"):
         find_resume_checkpoint(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+
+
+def test_fit_ckpt_path_last_resumes_from_the_newest_valid_checkpoint(tmp_path, monkeypatch, capsys):
+    """Through the CLI: after a simulated crash (last.ckpt older than a step checkpoint, a stale temp file and a
+    half-written newer file), `fit --ckpt_path last` resumes from the highest global step and says so."""
+    import shutil
+    import textwrap
+
+    from polydiff import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.yaml").write_text(textwrap.dedent("""\
+        trainer: {max_steps: 2, accelerator: cpu, limit_val_batches: 0, enable_model_summary: false, logger: false,
+                  enable_progress_bar: false}
+        model:
+          class_path: DiffusionModule
+          init_args: {backbone: {class_path: MLP, init_args: {dim: 2, hidden: 8, depth: 1}}, final_num_samples: 0}
+        data: {class_path: MixtureDataModule, init_args: {n_train: 64, n_val: 8, batch_size: 16}}
+        checkpoint: {dirpath: ck, every_n_train_steps: 1, save_top_k: -1}
+        """))
+    assert cli.main(["fit", "--config", "m.yaml"]) == 0
+    ck = tmp_path / "ck"
+    assert {p.name for p in ck.iterdir()} == {"epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt", "last.ckpt"}
+    shutil.copy(ck / "epoch=0-step=1.ckpt", ck / "last.ckpt")  # the crash: last.ckpt is behind
+    (ck / "epoch=0-step=3.ckpt").write_bytes((ck / "epoch=0-step=2.ckpt").read_bytes()[:500])  # half written
+    (ck / ".last.ckpt.k3j9x2.tmp").write_bytes(b"\0" * 4096)
+    capsys.readouterr()
+    assert cli.main(["fit", "--config", "m.yaml", "--ckpt_path", "last", "--trainer.max_steps", "4"]) == 0
+    err = capsys.readouterr().err
+    assert f"polydiff: resuming from {ck / 'epoch=0-step=2.ckpt'} (global step 2)" in err
+    assert not (ck / ".last.ckpt.k3j9x2.tmp").exists()
+    assert torch.load(ck / "last.ckpt", weights_only=True)["global_step"] == 4
