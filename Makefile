@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 quickstart: setup
-	OMP_NUM_THREADS=1 $(VENV)/bin/polydiff fit --config configs/image/digits.yaml
+	OMP_NUM_THREADS=1 $(VENV)/bin/polydiff fit --config plugins/image/configs/digits.yaml
 
 # Two workers with one intra-op thread each: tiny networks run ~10x slower when threads oversubscribe.
 test: setup

@@ -1,4 +1,4 @@
-"""Time the image quickstart (``polydiff fit --config configs/image/digits.yaml``) and evaluate its samples.
+"""Time the image quickstart (``polydiff fit --config plugins/image/configs/digits.yaml``) and evaluate its samples.
 
 Runs the real CLI in subprocesses, exactly as a newcomer would: ``polydiff fit`` (timed: wall clock and the
 CPU time of the process), then ``polydiff evaluate`` on the final checkpoint (class-conditional samples,
@@ -34,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num", type=int, default=500, help="samples drawn by polydiff evaluate")
     ap.add_argument("--out", default="runs/bench_image", help="scratch directory (deleted first)")
-    ap.add_argument("--config", default=str(REPO / "configs" / "image" / "digits.yaml"))
+    ap.add_argument("--config", default=str(REPO / "plugins" / "image" / "configs" / "digits.yaml"))
     ap.add_argument("--threads", type=int, default=None,
                     help="intra-op threads of fit/evaluate (OMP_NUM_THREADS); default: torch's choice")
     ap.add_argument("overrides", nargs="*", help="extra `polydiff fit` arguments")
@@ -68,7 +68,7 @@ def main() -> int:
 
     print()
     print(f"command: `{' '.join(['python', 'benchmarks/image_quickstart.py', *sys.argv[1:]])}` "
-          f"(fit: `polydiff fit --config configs/image/digits.yaml`, then "
+          f"(fit: `polydiff fit --config plugins/image/configs/digits.yaml`, then "
           f"`polydiff evaluate --ckpt <last.ckpt> --num {args.num}`)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
           f"load average (1/5/15 min) before fit {'/'.join(f'{x:.2f}' for x in load_before)}, "

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polydiff.checkpointing import atomic_torch_save
+
 torch.set_num_threads(1)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medical" / "derived" / "ixi_synth_64.npz"
@@ -89,9 +91,7 @@ def train(data, names, steps, batch_size, log):
         t0 = time.time()
 
         def save(ema, step, name=name):  # partial checkpoints: a cut-short run can still be evaluated
-            tmp = CACHE / f"{name}_{steps}.partial.tmp"
-            torch.save({"step": step, "state_dict": ema.state_dict()}, tmp)
-            os.replace(tmp, CACHE / f"{name}_{steps}.partial.pt")
+            atomic_torch_save({"step": step, "state_dict": ema.state_dict()}, CACHE / f"{name}_{steps}.partial.pt")
 
         ckpt = dict(checkpoint_every=100, checkpoint_fn=save)
         if name == "cfg":
@@ -107,9 +107,7 @@ def train(data, names, steps, batch_size, log):
             space = simplex_space() if name == "simplex" else None
             ema = fit_denoiser(den, x_train, steps=steps, batch_size=batch_size, lr=5e-4, generator=g, space=space,
                                ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=250, **ckpt)
-        tmp = path.with_suffix(".tmp")
-        torch.save(ema.state_dict(), tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(ema.state_dict(), path)
         log(f"{name}: trained {steps} steps in {time.time() - t0:.0f}s -> {path}")
 
 

@@ -102,9 +102,7 @@ def train(train_x, names, steps, batch_size, log):
         space = B.simplex_space() if name == "simplex" else None
         ema = fit_denoiser(den, xm, steps=steps, batch_size=batch_size, lr=5e-4, generator=g, space=space,
                            ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=250)
-        tmp = path.with_suffix(".tmp")
-        torch.save(ema.state_dict(), tmp)
-        os.replace(tmp, path)
+        B.atomic_torch_save(ema.state_dict(), path)
         log(f"{name}: trained {steps} steps in {time.time() - t0:.0f}s -> {path}")
 
 

@@ -33,10 +33,12 @@ import torch
 
 torch.set_num_threads(1)
 
+from polydiff.checkpointing import atomic_torch_save  # noqa: E402
 from polydiff.datasets.pointcloud_procedural import load_procedural  # noqa: E402
 from polydiff.plugins.pointcloud import metrics as M  # noqa: E402
 from polydiff.plugins.pointcloud.luohu import LuoHuDPM  # noqa: E402
 from polydiff.plugins.pointcloud.normalize import Normalizer  # noqa: E402
+from polydiff.io import atomic_write_text  # noqa: E402
 from polydiff.training import EMA  # noqa: E402
 
 ROOT = Path(os.environ.get("POLYDIFF_POINTCLOUD_PROCEDURAL", Path(__file__).resolve().parents[2] / "shared/data/pointcloud/procedural"))
@@ -85,10 +87,7 @@ HEADER = ("| set | gen/ref | MMD-CD ×10³ ↓ | COV-CD % ↑ | 1-NNA-CD % (50 i
 
 
 def save_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def phase_references(args) -> None:
@@ -212,12 +211,9 @@ def phase_train(args) -> None:
 
 
 def _save(model, ema, opt, norm, args, step, path, seconds) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     extra = {"ema": ema.state_dict()} if ema is not None else {}
-    torch.save({**extra, "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "normalization": norm.state(), "step": step, "seconds": seconds,
-                "config": {k: v for k, v in vars(args).items() if k != "func"}}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({**extra, "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "normalization": norm.state(), "step": step, "seconds": seconds,
+                       "config": {k: v for k, v in vars(args).items() if k != "func"}}, path)
 
 
 def _load(args) -> tuple[LuoHuDPM, dict]:

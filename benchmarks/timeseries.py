@@ -40,6 +40,7 @@ def print(*a, **k):  # noqa: A001 - tables appear as soon as they are measured
     _print(*a, **k, flush=True)
 
 from polydiff import Denoiser  # noqa: E402
+from polydiff.checkpointing import atomic_torch_save  # noqa: E402
 from polydiff.datasets import aqi36, physionet2012 as physio  # noqa: E402
 from polydiff.plugins.timeseries import baselines as B, csdi, metrics as M, sssd  # noqa: E402
 from polydiff.plugins.timeseries.imputation import impute  # noqa: E402
@@ -278,10 +279,8 @@ def part_train(args):
     steps = trainer.global_step
     OUT.mkdir(parents=True, exist_ok=True)
     ckpt = OUT / f"{args.model}_{args.data}.pt"
-    tmp = ckpt.with_suffix(".tmp")
-    torch.save({"state_dict": module.state_dict(), "steps": steps, "seconds": train_s,
-                "args": {k: v for k, v in vars(args).items()}}, tmp)
-    os.replace(tmp, ckpt)
+    atomic_torch_save({"state_dict": module.state_dict(), "steps": steps, "seconds": train_s,
+                       "args": {k: v for k, v in vars(args).items()}}, ckpt)
     _evaluate(args, module, dm, steps, train_s)
 
 

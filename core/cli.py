@@ -7,6 +7,7 @@
 * ``evaluate`` — draw samples and print the domain's metrics (rich table) and write them as JSON.
 * ``plugins`` — every plugin with its version, status, components and the pip command for missing extras.
 * ``datasets list | download | verify`` — the dataset registry of :mod:`polydiff.datasets`.
+* ``new-plugin NAME`` — write a ready third-party plugin package (:mod:`polydiff.scaffold`).
 * plus the subcommands plugins add through ``polydiff_commands``.
 
 Errors the user can fix (unknown config keys, unknown component names, wrong data shapes, missing files) are
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import re
 import sys
 import tempfile
@@ -31,7 +31,7 @@ from .errors import ConfigError, DataError, PolydiffError
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # main() passes LightningCLI the preprocessed argv explicitly, which differs from sys.argv on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets")
+BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets", "new-plugin")
 
 
 class CLIError(PolydiffError):
@@ -46,13 +46,19 @@ def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
     from .training import load_yaml_config
 
     p = Path(path)
+    if not p.is_file():
+        task = registry.items("task").get(path)
+        if task is None:
+            raise ConfigError(f"config file {path} not found, and no plugin registers a task of that name; "
+                              f"registered tasks: {registry.names('task') or 'none'}")
+        p = path = Path(task)
     cfg = load_yaml_config(p)
     if not cfg:
-        return path
+        return str(path)
 
     resolved = resolve_config_names(cfg, registry)
     if resolved == cfg:
-        return path
+        return str(path)
     out = tmpdir / f"{len(list(tmpdir.iterdir()))}_{p.name}"
     out.write_text(yaml.safe_dump(resolved, sort_keys=False))
     return str(out)
@@ -101,14 +107,34 @@ def _kinds_for(key: str):
 
 
 # -- Lightning commands ---------------------------------------------------------------------------------
+DEFAULT_ROOT = "runs"
+_DEFAULT_LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger": "polydiff",
+                    "lightning.pytorch.loggers.CSVLogger": "polydiff_csv"}
+
+
 def _trainer_defaults() -> dict[str, Any]:
     loggers = []
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        loggers.append({"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": "runs", "name": "polydiff"}})
-    loggers.append({"class_path": "lightning.pytorch.loggers.CSVLogger",
-                    "init_args": {"save_dir": "runs", "name": "polydiff_csv"}})
-    return {"default_root_dir": "runs", "logger": loggers}
+    for cls, name in _DEFAULT_LOGGERS.items():
+        if cls.endswith("TensorBoardLogger") and not (importlib.util.find_spec("tensorboard")
+                                                      or importlib.util.find_spec("tensorboardX")):
+            continue
+        loggers.append({"class_path": cls, "init_args": {"save_dir": DEFAULT_ROOT, "name": name}})
+    return {"default_root_dir": DEFAULT_ROOT, "logger": loggers}
+
+
+def _follow_default_root_dir(trainer_cfg) -> None:
+    """``--trainer.default_root_dir DIR`` moves everything: the default loggers (which Lightning would otherwise
+    keep under ``runs/``) write under DIR, and with them the checkpoints and samples (both live in the first
+    logger's folder). Loggers the user configured keep their own ``save_dir``."""
+    root = trainer_cfg.get("default_root_dir")
+    loggers = trainer_cfg.get("logger")
+    if not root or str(root) == DEFAULT_ROOT or not isinstance(loggers, list):
+        return
+    for lg in loggers:
+        init = getattr(lg, "init_args", None)
+        if (getattr(lg, "class_path", None) in _DEFAULT_LOGGERS and init is not None
+                and init.get("save_dir") == DEFAULT_ROOT and init.get("name") == _DEFAULT_LOGGERS[lg.class_path]):
+            init["save_dir"] = str(root)
 
 
 def _make_cli_class():
@@ -143,6 +169,10 @@ def _make_cli_class():
             if kwargs.get("ckpt_path") is not None:
                 kwargs["ckpt_path"] = resolve_ckpt_path(kwargs["ckpt_path"], self.trainer)
             return kwargs
+
+        def before_instantiate_classes(self) -> None:
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
+            _follow_default_root_dir(cfg["trainer"])
 
     return PolydiffCLI
 
@@ -364,17 +394,11 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(".metrics.json")
     record = {"checkpoint": str(args.ckpt), "domain": module.domain, "num": args.num, "seed": args.seed,
               **{k: v for k, v in _sample_kw(args).items()}, "metrics": metrics}
+    from .io import atomic_write_text
+
     atomic_write_text(out, json.dumps(record, indent=2))
     print(f"metrics written to {out}")
     return 0
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 # -- plugins / datasets ---------------------------------------------------------------------------------
@@ -406,29 +430,30 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def _datasets_module():
-    import importlib
+def _datasets() -> dict:
+    """The datasets every plugin declares through the ``polydiff_datasets`` hook."""
+    from .plugins_manager import get_plugin_manager
 
-    return importlib.import_module("polydiff.datasets")
+    return get_plugin_manager().datasets()
 
 
 def cmd_datasets_list(args) -> int:
     from rich.table import Table
 
-    ds = _datasets_module()
-    reg = ds.load_all()
     table = Table(title="polydiff datasets")
     for col in ("name", "domain", "files", "licence", "description"):
         table.add_column(col, overflow="fold")
-    for name, info in sorted(reg.items()):
+    for name, info in sorted(_datasets().items()):
         table.add_row(name, info.domain, str(len(info.files)), info.licence, info.description)
     _console().print(table)
     return 0
 
 
-def _dataset_files(ds, name: str, only: str | None):
-    ds.load_all()
-    info = ds.get_info(name)
+def _dataset_files(name: str, only: str | None):
+    known = _datasets()
+    if name not in known:
+        raise CLIError(f"unknown dataset {name!r}; declared by the installed plugins: {sorted(known)}")
+    info = known[name]
     files = [f for f in info.files if only is None or f.name == only]
     if not files:
         raise CLIError(f"dataset {name!r} has no file {only!r}; files: {[f.name for f in info.files]}")
@@ -436,11 +461,10 @@ def _dataset_files(ds, name: str, only: str | None):
 
 
 def cmd_datasets_download(args) -> int:
-    ds = _datasets_module()
-    _, files = _dataset_files(ds, args.name, args.file)
+    info, files = _dataset_files(args.name, args.file)
     for f in files:
         try:
-            path = ds.fetch(args.name, f.name, root=args.root)
+            path = info.fetch(f.name, root=args.root)
         except PolydiffError:
             raise
         except Exception as exc:  # noqa: BLE001 - network/HTTP errors of pooch/requests become one line
@@ -451,18 +475,26 @@ def cmd_datasets_download(args) -> int:
 
 
 def cmd_datasets_verify(args) -> int:
-    ds = _datasets_module()
-    info, files = _dataset_files(ds, args.name, args.file)
-    root = Path(args.root) if args.root else ds.cache_dir() / info.name
+    info, files = _dataset_files(args.name, args.file)
     bad = 0
     for f in files:
         try:
-            ds.verify_file(root / f.name, f.sha256)
-            print(f"ok       {root / f.name}" + ("" if f.sha256 else " (no published sha256)"))
+            path = info.verify(f.name, root=args.root)
+            print(f"ok       {path}" + ("" if f.sha256 else " (no published sha256)"))
         except PolydiffError as exc:
             bad += 1
             print(f"FAILED   {exc}")
     return 1 if bad else 0
+
+
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin, plugin_names
+
+    root = new_plugin(args.name, args.dest, force=args.force).resolve()
+    n = plugin_names(args.name)
+    print(f"plugin package written to {root}")
+    print(f"  pip install -e \"{root}[{n['name']},test]\" && pytest {root / 'tests'} && polydiff plugins")
+    return 0
 
 
 # -- entry point ----------------------------------------------------------------------------------------
@@ -497,6 +529,12 @@ def build_parser(plugin_commands: dict) -> argparse.ArgumentParser:
         q.add_argument("--file", default=None, help="only this file of the dataset")
         q.add_argument("--root", default=None, help="folder holding the files (default: the cache)")
         q.set_defaults(func=func)
+    p = sub.add_parser("new-plugin", help="write a ready third-party plugin package (entry point, data module, "
+                       "backbone, task YAML, conformance test)")
+    p.add_argument("name", help="plugin, domain and entry-point name (lower case, e.g. 'seismic')")
+    p.add_argument("--dest", default=".", help="folder in which polydiff-NAME/ is created")
+    p.add_argument("--force", action="store_true", help="overwrite the files of an existing folder")
+    p.set_defaults(func=cmd_new_plugin)
     for name, (helptext, add_arguments, run) in plugin_commands.items():
         if name in BUILTIN_COMMANDS:
             continue

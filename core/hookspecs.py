@@ -15,7 +15,9 @@ Samples handed to the artifact and evaluation hooks follow the batch contract (:
 a mapping with ``x`` (batch, ...) float tensor on the CPU and optional ``presence``, ``known`` and
 ``cond`` (e.g. ``cond["label"]`` for class-conditional samples). ``domain`` is the ``domain`` class
 attribute of the data module that produced the model; every implementation returns ``None`` for a
-domain that is not its own, so one call reaches all plugins and only the right one answers.
+domain that is not its own, so one call reaches all plugins and only the right one answers. These two
+domain hooks are ``firstresult``: one plugin owns a domain, and the first non-``None`` answer is the answer
+(the plugin registered last is asked first).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def polydiff_file_formats() -> Sequence[FileFormat]:
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def polydiff_write_artifacts(domain: str, samples: Mapping[str, Any], out_dir: Path,
                              context: Mapping[str, Any]) -> list[Path] | None:
     """Turn samples into files a person looks at (PNG grids, plots, PDB/PLY/NIfTI/WAV files).
@@ -107,7 +109,7 @@ def polydiff_write_artifacts(domain: str, samples: Mapping[str, Any], out_dir: P
         domain: the data module's domain; return ``None`` unless it is this plugin's domain.
         samples: batch-contract mapping of CPU tensors (``x`` in the data module's normalised
             representation, optional ``presence``/``known``/``cond``).
-        out_dir: an existing directory to write into; write atomically (tmp file, then ``os.replace``).
+        out_dir: an existing directory to write into; write atomically (:func:`polydiff.io.atomic_write`).
         context: extra information, keys may be absent: ``datamodule`` (the DiffusionDataModule, to
             undo normalisation), ``module`` (the DiffusionModule), ``stage`` (``"fit"``, ``"val"``,
             ``"sample"``), ``step`` (global step), ``prefix`` (file name prefix), ``reference``
@@ -118,7 +120,7 @@ def polydiff_write_artifacts(domain: str, samples: Mapping[str, Any], out_dir: P
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def polydiff_evaluate(domain: str, samples: Mapping[str, Any], datamodule,
                       context: Mapping[str, Any]) -> dict[str, float] | None:
     """Evaluate samples against the reference data with the domain's standard metrics.
@@ -143,4 +145,15 @@ def polydiff_commands() -> Mapping[str, tuple[str, Callable, Callable]]:
     ``add_arguments`` receives an ``argparse.ArgumentParser`` for the subcommand; ``run`` receives the
     parsed ``argparse.Namespace`` and returns an exit code (None = 0). Names must not clash with the
     built-in commands (fit, validate, test, predict, sample, evaluate, plugins, datasets).
+    """
+
+
+@hookspec
+def polydiff_datasets() -> Sequence[Any]:
+    """Datasets this plugin knows, for ``polydiff datasets list | download | verify``.
+
+    Return :class:`polydiff.datasets.DatasetInfo` records (name, domain, description, files with url and
+    sha256, licence, citation); results of all plugins are concatenated, a name given twice is an error.
+    polydiff's own registry (:mod:`polydiff.datasets`) answers through this hook too
+    (entry point ``datasets = "polydiff.datasets.plugin"``).
     """

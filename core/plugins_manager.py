@@ -5,7 +5,9 @@ specifications of :mod:`polydiff.hookspecs`) that has imported every plugin decl
 entry-point group — first-party plugins are declared in polydiff's own pyproject exactly like a
 third-party one. Importing a plugin never brings the CLI down: a plugin whose import fails is recorded
 with its error, as ``missing extra`` (a third-party package is not installed; the record carries the exact
-``pip install`` command) or ``broken`` (any other exception). ``polydiff plugins`` shows the records.
+``pip install`` command) or ``broken`` (any other exception). A plugin that imports is still ``missing
+extra`` when a requirement of its distribution's extra named like the plugin is absent or too old (read from
+the distribution's metadata, before anything fails at ``fit``). ``polydiff plugins`` shows the records.
 
 The :class:`Registry` maps short names to components per kind, so a YAML config can say
 ``backbone: UNet`` or ``class_path: UNet`` instead of the full import path.
@@ -70,6 +72,16 @@ class Registry:
         self._items: dict[str, dict[str, Any]] = {k: {} for k in hookspecs.COMPONENT_KINDS}
         self._owner: dict[tuple[str, str], str] = {}
         self.current_plugin: str = CORE
+        #: plugin name -> one line saying why it is unavailable (filled by the plugin manager); named in the
+        #: error for an unknown component, since such a plugin may be the one that provides it.
+        self.unavailable: dict[str, str] = {}
+
+    def unavailable_hint(self) -> str:
+        """``"; plugins that are broken or miss their extra and may provide it: ..."`` or ``""``."""
+        if not self.unavailable:
+            return ""
+        return "; plugins that are broken or miss their extra and may provide it: " + "; ".join(
+            self.unavailable[k] for k in sorted(self.unavailable))
 
     def add(self, kind: str, obj: Any, name: str | None = None) -> Any:
         if kind not in self._items:
@@ -98,7 +110,8 @@ class Registry:
         if items is None:
             raise ConfigError(f"unknown component kind {kind!r}; expected one of {list(hookspecs.COMPONENT_KINDS)}")
         if name not in items:
-            raise ConfigError(f"unknown {kind} {name!r}; registered {kind}s: {sorted(items) or 'none'}")
+            raise ConfigError(f"unknown {kind} {name!r}; registered {kind}s: {sorted(items) or 'none'}"
+                              f"{self.unavailable_hint()}")
         return items[name]
 
     def find(self, name: str, kinds: Iterable[str] | None = None) -> tuple[str, Any] | None:
@@ -155,7 +168,7 @@ class Registry:
         if hit is None or not isinstance(hit[1], type):
             known = sorted({n for k in (kinds or self._items) for n, o in self._items[k].items() if isinstance(o, type)})
             what = "/".join(kinds) if kinds else "component"
-            raise ConfigError(f"unknown {what} {name!r}; registered names: {known}")
+            raise ConfigError(f"unknown {what} {name!r}; registered names: {known}{self.unavailable_hint()}")
         obj = hit[1]
         return f"{obj.__module__}.{obj.__qualname__}"
 
@@ -187,13 +200,22 @@ class PolydiffPluginManager(pluggy.PluginManager):
                 plugin = ep.load()
             except ModuleNotFoundError as exc:
                 _record_import_failure(info, exc, dist)
+                self._note_unavailable(info)
                 continue
             except KeyboardInterrupt:  # the user's Ctrl-C still stops the program
                 raise
             except BaseException as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not
                 _mark_broken(info, exc)   # bring the CLI down
+                self._note_unavailable(info)
                 continue
             self._register_plugin(plugin, info)
+            if info.ok and dist is not None:
+                _check_extra(info, dist)
+            self._note_unavailable(info)
+
+    def _note_unavailable(self, info: PluginInfo) -> None:
+        if not info.ok:
+            self.registry.unavailable[info.name] = info.summary()
 
     def add_plugin(self, plugin: Any, name: str, version: str = "") -> PluginInfo:
         """Register an already imported plugin object (a module or any object with hook functions)."""
@@ -253,21 +275,46 @@ class PolydiffPluginManager(pluggy.PluginManager):
         """Paths written by every plugin that handles ``domain`` (usually exactly one)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths: list[Path] = []
-        for result in self.hook.polydiff_write_artifacts(
-            domain=domain, samples=samples, out_dir=out_dir, context=dict(context or {})
-        ):
-            paths.extend(Path(p) for p in (result or []))
-        return paths
+        result = self.hook.polydiff_write_artifacts(domain=domain, samples=samples, out_dir=out_dir,
+                                                    context=dict(context or {}))
+        return [Path(p) for p in (result or [])]
 
     def evaluate(self, domain: str, samples, datamodule, context=None) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for result in self.hook.polydiff_evaluate(
-            domain=domain, samples=samples, datamodule=datamodule, context=dict(context or {})
-        ):
-            for k, v in (result or {}).items():
-                metrics[k] = float(v)
-        return metrics
+        result = self.hook.polydiff_evaluate(domain=domain, samples=samples, datamodule=datamodule,
+                                             context=dict(context or {}))
+        return {k: float(v) for k, v in (result or {}).items()}
+
+    def datasets(self) -> dict[str, Any]:
+        """Every dataset the plugins declare through ``polydiff_datasets``, by name."""
+        out: dict[str, Any] = {}
+        for result in self.hook.polydiff_datasets():
+            for info in result or []:
+                if info.name in out and out[info.name] is not info:
+                    raise PluginError(f"dataset {info.name!r} is declared by two plugins")
+                out[info.name] = info
+        return out
+
+
+def register_task_configs(registry: Registry, package: str, folder: str = "configs",
+                          prefix: str | None = None) -> dict[str, Path]:
+    """Register every ``*.yaml`` in ``folder`` of the installed ``package`` as a task named ``<prefix>/<stem>``.
+
+    Call it from ``polydiff_register``; ``prefix`` defaults to the plugin's entry-point name. Ship the folder
+    as package data (setuptools: ``[tool.setuptools.package-data] mypkg = ["configs/*.yaml"]``) so that the
+    tasks exist in a wheel, not only in a source checkout. ``polydiff fit --config <prefix>/<stem>`` then
+    finds the YAML by task name. Returns ``{task name: path}``.
+    """
+    import importlib.resources
+
+    root = Path(str(importlib.resources.files(package) / folder))
+    if not root.is_dir():
+        raise PluginError(f"plugin {registry.current_plugin!r}: package {package!r} has no folder {folder!r} "
+                          f"of task configs (looked in {root}); is it declared as package data?")
+    prefix = prefix or registry.current_plugin
+    tasks = {f"{prefix}/{p.stem}": p for p in sorted(root.glob("*.yaml"))}
+    for name, path in tasks.items():
+        registry.add("task", path, name=name)
+    return tasks
 
 
 def _entry_points(group: str):
@@ -304,6 +351,52 @@ def _record_import_failure(info: PluginInfo, exc: ModuleNotFoundError, dist) -> 
     info.missing = missing
     info.error = f"ModuleNotFoundError: {exc}"
     info.pip = _pip_command(info, missing, dist)
+
+
+def _installed_version(name: str) -> str | None:
+    """Installed version of distribution ``name``, or None."""
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _extra_requirements(dist, extra: str) -> list:
+    """The ``packaging`` requirements that ``dist``'s extra ``extra`` adds (those whose marker needs it)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = []
+    for text in dist.requires or []:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or _norm(req.name) == _norm(dist.metadata["Name"]):
+            continue
+        if req.marker.evaluate({"extra": extra}) and not req.marker.evaluate({"extra": ""}):
+            out.append(req)
+    return out
+
+
+def _check_extra(info: PluginInfo, dist) -> None:
+    """Mark a loaded plugin ``missing extra`` when a requirement of its distribution's extra named like the
+    plugin is not installed or has a version outside the declared range."""
+    extras = {_norm(e): e for e in dist.metadata.get_all("Provides-Extra") or []}
+    extra = extras.get(_norm(info.name))
+    if extra is None:
+        return
+    missing = []
+    for req in _extra_requirements(dist, extra):
+        version = _installed_version(req.name)
+        if version is None:
+            missing.append(req.name)
+        elif req.specifier and not req.specifier.contains(version, prereleases=True):
+            missing.append(f"{req.name}{req.specifier} ({version} installed)")
+    if missing:
+        info.status = "missing extra"
+        info.missing = ", ".join(missing)
+        info.error = f"extra {extra!r} of {dist.metadata['Name']} is not fully installed: {info.missing}"
+        info.pip = f'pip install "{dist.metadata["Name"]}[{extra}]"'
 
 
 def _pip_command(info: PluginInfo, missing: str, dist) -> str:
@@ -401,7 +494,8 @@ def resolve_config_names(cfg: Any, registry: Registry, key: str | None = None) -
             if hit is None or not isinstance(hit[1], type):
                 where = f" (at {key!r})" if key else ""
                 known = registry.names(kinds[0]) if kinds else registry.names()
-                raise ConfigError(f"unknown component {cp!r}{where}; registered names: {known}")
+                raise ConfigError(f"unknown component {cp!r}{where}; registered names: {known}"
+                                  f"{registry.unavailable_hint()}")
             out["class_path"] = f"{hit[1].__module__}.{hit[1].__qualname__}"
         return out
     if isinstance(cfg, list):

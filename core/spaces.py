@@ -59,6 +59,13 @@ class Space:
         """Number of free real coordinates per sample, shape (batch,) (for densities and bits/dim)."""
         return self.presence_weights(x, presence).flatten(1).sum(1)
 
+    def gaussian_log_prob(self, x: Tensor, std: float, presence: Tensor | None = None) -> Tensor:
+        """log density of the space's N(0, std² I) (e.g. the prior), summed per sample over its degrees of
+        freedom, shape (batch,)."""
+        dof = self.degrees_of_freedom(x, presence)
+        sq = ((x * self.presence_weights(x, presence)) ** 2).flatten(1).sum(1)
+        return -0.5 * sq / std**2 - 0.5 * dof * math.log(2 * math.pi * std**2)
+
     #: True for a quotient of a Euclidean cover (the torus): samplers then keep the state in the cover during the
     #: loop (:meth:`project_step` after each step), project only the model's input (shifting x̂_0 back into the
     #: state's chart) and the final sample, so that multistep solvers never mix x̂_0 from different charts.
@@ -160,6 +167,9 @@ class Torus(Space):
       ``DiffusionLoss(residual="wrapped_smooth_l1")`` for their wrapped smooth-L1 loss).
 
     ``n_images`` is K of the truncated image sum (|k| ≤ K); see :meth:`wrapped_normal_score`.
+    ``lifted=False`` instead wraps the sampler's state itself after every step, as FoldingDiff's ancestral
+    sampler does (Wu et al. 2024, §3.2 and Alg. 2: ``modulo_with_wrapped_range`` after each reverse step); for a
+    VP process the two chains differ (the posterior mean is not 2π-equivariant), so reproduce FoldingDiff with it.
 
     Samplers integrate in the cover ℝ^d (``lifted``): the model sees wrapped states, the chain keeps the
     unwrapped ones and the final sample is wrapped. This is the same process (the score is 2π-periodic) and it
@@ -168,8 +178,10 @@ class Torus(Space):
 
     lifted = True
 
-    def __init__(self, noise: NoiseField | None = None, target: str = "wrapped_score", n_images: int = 10):
+    def __init__(self, noise: NoiseField | None = None, target: str = "wrapped_score", n_images: int = 10,
+                 lifted: bool = True):
         super().__init__(noise)
+        self.lifted = bool(lifted)
         if target not in TORUS_TARGETS:
             raise ConfigError(f"Torus target {target!r} is unknown; expected one of {TORUS_TARGETS}")
         if int(n_images) < 1:
@@ -206,13 +218,19 @@ class Torus(Space):
         logp, _ = _wrapped_normal(x.to(F64) - mean.to(F64), sigma, int(n_images))
         return logp.expand(x.shape)
 
+    def gaussian_log_prob(self, x, std, presence=None):
+        """log WN(x; 0, std² I) on [−π, π)^d: the law of a wrapped N(0, std² I) draw (the prior on the torus)."""
+        lp = self.wrapped_normal_log_prob(x, torch.zeros_like(x), std, self.n_images)
+        return (lp * self.presence_weights(x, presence).to(lp.dtype)).flatten(1).sum(1).to(x.dtype)
+
     def denoising_target(self, x_t: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         if self.target == "eps":
             return noise
         return -sigma * self.wrapped_normal_score(x_t, alpha * x0, sigma, self.n_images)
 
     def __repr__(self):
-        return f"Torus(noise={self.noise_field!r}, target={self.target!r}, n_images={self.n_images})"
+        return (f"Torus(noise={self.noise_field!r}, target={self.target!r}, n_images={self.n_images}, "
+                f"lifted={self.lifted})")
 
 
 class ZeroCenterOfMass(Space):

@@ -314,18 +314,44 @@ def __getattr__(name: str):
 
 
 class PluginCheckError(AssertionError):
-    """A plugin does not conform to the polydiff plugin contract (message lists every problem)."""
+    """A plugin does not conform to the polydiff plugin contract. The message lists every problem, each
+    prefixed with the rule it breaks (``[entry-point]``, ``[backbone-output-shape]``, ``[finite-samples]``, ...;
+    see :data:`PLUGIN_RULES`)."""
+
+
+#: The rules :func:`check_plugin` enforces, by the name its messages cite.
+PLUGIN_RULES = {
+    "entry-point": "the plugin is declared in the 'polydiff' entry-point group of an installed distribution",
+    "import": "the plugin module imports and its hooks validate against polydiff.hookspecs",
+    "hook-name": "every polydiff_* function is a known hook",
+    "hook-raises": "no hook raises for valid input",
+    "component-kind": "registered components have the type of their kind",
+    "task-config": "every task is a YAML file whose component names resolve",
+    "datamodule": "data modules set up and yield batch-contract batches of sample_shape",
+    "artifacts": "polydiff_write_artifacts returns existing files for its domain and None for others",
+    "evaluate": "polydiff_evaluate returns {str: finite float} for its domain and None for others",
+    "file-format": "polydiff_file_formats returns FileFormat objects with dotted suffixes",
+    "command": "polydiff_commands returns {name: (help, add_arguments, run)} not shadowing built-ins",
+    "backbone-output-shape": "a task's backbone returns a tensor of the shape of x",
+    "training-step": "a task trains for two steps with a finite loss",
+    "sample-shape": "a task's model samples (n, *sample_shape)",
+    "finite-samples": "a task's model samples finite values",
+}
 
 
 def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None = None,
-                 datamodules: list[str] | None = None, out_dir=None) -> dict:
-    """Conformance check for plugin authors: run it in your plugin's tests.
+                 datamodules: list[str] | None = None, out_dir=None, tasks: list[str] | None = None,
+                 require_entry_point: bool | None = None) -> dict:
+    """Conformance check for plugin authors: run it in your plugin's tests (or use the ``check_plugin`` pytest
+    fixture that polydiff installs, which puts ``out_dir`` in the test's temporary folder).
 
-    ``plugin`` is the plugin module (or its import path, or the name of its ``polydiff`` entry point). The
-    check loads it into a fresh plugin manager and verifies that
+    ``plugin`` is the name of its ``polydiff`` entry point, its import path, or the module. The check loads it
+    into a fresh plugin manager and verifies the rules of :data:`PLUGIN_RULES`:
 
-    * it imports and registers without error, every ``polydiff_*`` function is a known hook with valid
-      argument names, and registered components are of the right kind (data modules subclass
+    * it is declared in the ``polydiff`` entry-point group (``require_entry_point``: default on when
+      ``plugin`` is given by name or import path, off for a module object built in a test), imports and
+      registers without error, every ``polydiff_*`` function is a known hook with valid argument names, and
+      registered components are of the right kind (data modules subclass
       :class:`~polydiff.data.DiffusionDataModule` and set ``domain``, backbones are ``nn.Module``\\ s, modules
       subclass :class:`~polydiff.training.DiffusionModule`, processes/spaces/noise fields subclass the engine's
       base classes, tasks are YAML files whose component names resolve);
@@ -333,137 +359,261 @@ def check_plugin(plugin, name: str | None = None, datamodule_kwargs: dict | None
       ``datamodule_kwargs[name]``) yields batches that follow :mod:`polydiff.batch` with items of
       ``sample_shape``, and its ``example_cond``/``sample_inputs``/``reference_data`` have the right types;
     * the artifact hook returns existing files for the data module's domain and ``None`` for another domain;
-      the evaluation hook returns ``{str: finite float}`` for its domain and ``None`` for another;
+      the evaluation hook returns ``{str: finite float}`` for its domain and ``None`` for another; no hook
+      raises;
     * file formats are :class:`~polydiff.hookspecs.FileFormat` objects; commands are
-      ``{name: (help, add_arguments, run)}`` not shadowing built-in commands.
+      ``{name: (help, add_arguments, run)}`` not shadowing built-in commands;
+    * for each task named in ``tasks``: the model and data of its YAML build (data arguments overridden by
+      ``datamodule_kwargs`` of its data class), the backbone returns the shape of ``x``, two training steps
+      on the CPU give a finite loss, and sampling (4 items, at most 4 steps) gives finite values of shape
+      ``(4, *sample_shape)``.
 
     Returns a report ``{"components": [...], "datamodules": {name: sample_shape}, "artifacts": [...],
-    "metrics": {...}}``; raises :class:`PluginCheckError` listing every problem.
+    "metrics": {...}, "tasks": {name: {"loss": float, "sample_shape": tuple}}}``; raises
+    :class:`PluginCheckError` listing every problem, each with the rule it breaks.
     """
     import importlib
     import importlib.metadata as md
-    import math as _math
     import tempfile
     from pathlib import Path
 
-    import yaml
-    from torch import nn
-
     from . import hookspecs
-    from .batch import unpack
-    from .data import DiffusionDataModule
-    from .plugins_manager import PolydiffPluginManager, _register_core, resolve_config_names
-    from .processes import GaussianProcess as _GP
-    from .spaces import NoiseField, Space
-    from .training import DiffusionModule
+    from .plugins_manager import PolydiffPluginManager, _register_core
 
     problems: list[str] = []
-    if isinstance(plugin, str):
-        eps = [ep for ep in md.entry_points(group="polydiff") if ep.name == plugin]
-        plugin = eps[0].load() if eps else importlib.import_module(plugin)
-    name = name or getattr(plugin, "__name__", "plugin").rsplit(".", 1)[-1]
+
+    def fail(rule: str, msg: str) -> None:
+        problems.append(f"[{rule}] {msg}")
+
+    by_name = isinstance(plugin, str)
+    if require_entry_point is None:
+        require_entry_point = by_name
+    eps = list(md.entry_points(group="polydiff"))
+    if by_name:
+        hit = [ep for ep in eps if ep.name == plugin] or [ep for ep in eps if ep.value == plugin]
+        try:
+            plugin = hit[0].load() if hit else importlib.import_module(plugin)
+        except Exception as exc:  # noqa: BLE001
+            raise PluginCheckError(f"[import] plugin {plugin!r} does not import: {type(exc).__name__}: {exc}") from exc
+    module_name = getattr(plugin, "__name__", "")
+    declared = [ep for ep in eps if ep.value.split(":")[0] == module_name]
+    if require_entry_point and not declared:
+        fail("entry-point", f"module {module_name!r} is not declared in the 'polydiff' entry-point group; add "
+                            f"`[project.entry-points.polydiff] <name> = \"{module_name}\"` to its pyproject.toml "
+                            "and reinstall")
+    name = name or (declared[0].name if declared else module_name.rsplit(".", 1)[-1] or "plugin")
     specs = {n for n in dir(hookspecs) if n.startswith("polydiff_")}
     for attr in dir(plugin):
         if attr.startswith("polydiff_") and callable(getattr(plugin, attr)) and attr not in specs:
-            problems.append(f"{attr} is not a polydiff hook (known: {sorted(specs)})")
+            fail("hook-name", f"{attr} is not a polydiff hook (known: {sorted(specs)})")
 
     pm = PolydiffPluginManager()
     _register_core(pm.registry)
     info = pm.add_plugin(plugin, name)
     if not info.ok:
-        raise PluginCheckError(info.summary())
-    reg = pm.registry
-    report: dict = {"components": info.components, "datamodules": {}, "artifacts": [], "metrics": {}}
+        problems.append(f"[{'hook-raises' if 'polydiff_register' in info.error else 'import'}] {info.summary()}")
+        raise PluginCheckError(f"plugin {name!r} does not conform:\n  - " + "\n  - ".join(problems))
+    report: dict = {"components": info.components, "datamodules": {}, "artifacts": [], "metrics": {}, "tasks": {}}
+    tmp = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="polydiff_check_"))
+
+    _check_components(pm.registry, info.components, fail)
+    _check_formats_and_commands(pm, fail)
+    names = datamodules if datamodules is not None else [e.split(":", 1)[1] for e in info.components
+                                                         if e.startswith("datamodule:")]
+    for dm_name in names:
+        _check_datamodule(pm, dm_name, (datamodule_kwargs or {}).get(dm_name, {}), tmp, report, fail)
+    other = "__not_a_domain__"
+    for hook, kwargs, rule in (("polydiff_write_artifacts", {"out_dir": tmp, "context": {}}, "artifacts"),
+                               ("polydiff_evaluate", {"datamodule": None, "context": {}}, "evaluate")):
+        result = _call_hook(pm, hook, fail, domain=other, samples={"x": torch.zeros(1, 1)}, **kwargs)
+        if result:
+            fail(rule, f"{hook} must return None for a domain that is not the plugin's")
+    for task in tasks or []:
+        _check_task(pm.registry, task, datamodule_kwargs or {}, tmp, report, fail)
+    if problems:
+        raise PluginCheckError(f"plugin {name!r} does not conform:\n  - " + "\n  - ".join(problems))
+    return report
+
+
+def _call_hook(pm, hook: str, fail, **kwargs) -> list:
+    """The results of every implementation of ``hook``; an exception is a ``[hook-raises]`` problem."""
+    caller = getattr(pm.hook, hook)
+    try:
+        result = caller(**kwargs)
+        if caller.spec is not None and caller.spec.opts.get("firstresult"):
+            result = [result]
+        return [r for r in result if r is not None]
+    except Exception as exc:  # noqa: BLE001
+        fail("hook-raises", f"{hook}({', '.join(f'{k}=...' for k in kwargs)}) raised {type(exc).__name__}: {exc}")
+        return []
+
+
+def _check_components(reg, components, fail) -> None:
+    from pathlib import Path
+
+    import yaml
+    from torch import nn
+
+    from .data import DiffusionDataModule
+    from .plugins_manager import resolve_config_names
+    from .processes import GaussianProcess as _GP
+    from .spaces import NoiseField, Space
+    from .training import DiffusionModule
 
     bases = {"datamodule": DiffusionDataModule, "backbone": nn.Module, "conditioner": nn.Module,
              "module": DiffusionModule, "process": _GP, "space": Space, "noise": NoiseField}
-    for entry in info.components:
+    for entry in components:
         kind, cname = entry.split(":", 1)
         obj = reg.get(kind, cname)
         if kind in bases and not (isinstance(obj, type) and issubclass(obj, bases[kind])):
-            problems.append(f"{kind} {cname!r} is {obj!r}; expected a subclass of {bases[kind].__name__}")
+            fail("component-kind", f"{kind} {cname!r} is {obj!r}; expected a subclass of {bases[kind].__name__}")
         if kind == "datamodule" and isinstance(obj, type) and getattr(obj, "domain", "generic") == "generic":
-            problems.append(f"datamodule {cname!r} does not set the class attribute 'domain'")
+            fail("component-kind", f"datamodule {cname!r} does not set the class attribute 'domain'")
         if kind == "task":
             path = Path(obj)
             if not path.is_file():
-                problems.append(f"task {cname!r}: config {path} does not exist")
+                fail("task-config", f"task {cname!r}: config {path} does not exist")
                 continue
             try:
                 resolve_config_names(yaml.safe_load(path.read_text()) or {}, reg)
             except Exception as exc:  # noqa: BLE001
-                problems.append(f"task {cname!r}: {exc}")
+                fail("task-config", f"task {cname!r}: {exc}")
 
-    # file formats and commands
-    for result in pm.hook.polydiff_file_formats():
+
+def _check_formats_and_commands(pm, fail) -> None:
+    from . import hookspecs
+
+    for result in _call_hook(pm, "polydiff_file_formats", fail):
         for fmt in result or []:
             if not isinstance(fmt, hookspecs.FileFormat):
-                problems.append(f"polydiff_file_formats returned {fmt!r}; expected FileFormat objects")
+                fail("file-format", f"polydiff_file_formats returned {fmt!r}; expected FileFormat objects")
             elif not fmt.suffixes or not all(s.startswith(".") for s in fmt.suffixes):
-                problems.append(f"file format {fmt.name!r}: suffixes {fmt.suffixes} must start with '.'")
-    try:
-        commands = pm.commands()
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"polydiff_commands raised {exc!r}")
-        commands = {}
+                fail("file-format", f"file format {fmt.name!r}: suffixes {fmt.suffixes} must start with '.'")
+    commands: dict = {}
+    for result in _call_hook(pm, "polydiff_commands", fail):
+        commands.update(result or {})
     for cname, value in commands.items():
-        if cname in ("fit", "validate", "test", "predict", "sample", "evaluate", "plugins", "datasets"):
-            problems.append(f"command {cname!r} shadows a built-in command")
+        if cname in ("fit", "validate", "test", "predict", "sample", "evaluate", "plugins", "datasets", "new-plugin"):
+            fail("command", f"command {cname!r} shadows a built-in command")
         if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str)
                 and callable(value[1]) and callable(value[2])):
-            problems.append(f"command {cname!r}: expected (help, add_arguments, run), got {value!r}")
+            fail("command", f"command {cname!r}: expected (help, add_arguments, run), got {value!r}")
 
-    # data modules, artifacts and metrics
-    names = datamodules if datamodules is not None else [e.split(":", 1)[1] for e in info.components
-                                                         if e.startswith("datamodule:")]
-    tmp = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="polydiff_check_"))
-    for dm_name in names:
-        try:
-            dm = reg.get("datamodule", dm_name)(**(datamodule_kwargs or {}).get(dm_name, {}))
-            dm.prepare_data()
-            dm.setup("fit")
-            batch = next(iter(dm.train_dataloader()))
-            x, presence, known, cond = unpack(batch)
-            shape = tuple(dm.sample_shape)
-            if tuple(x.shape[1:]) != shape:
-                problems.append(f"{dm_name}: batch x has shape {tuple(x.shape)}, sample_shape is {shape}")
-            report["datamodules"][dm_name] = shape
-            n = min(4, x.shape[0])
-            ec = dm.example_cond(n, torch.Generator().manual_seed(0))
-            if ec is not None and not (isinstance(ec, dict) and all(torch.is_tensor(v) and v.shape[0] == n
-                                                                     for v in ec.values())):
-                problems.append(f"{dm_name}.example_cond({n}) must return None or a dict of ({n}, ...) tensors")
-            si = dm.sample_inputs(n, torch.Generator().manual_seed(0))
-            if not isinstance(si, dict) or not set(si) <= {"cond", "presence", "known", "x_known"}:
-                problems.append(f"{dm_name}.sample_inputs must return a dict with keys among cond/presence/known/x_known")
-            ref = dm.reference_data(n)
-            if not isinstance(ref, dict) or not torch.is_tensor(ref.get("x")) or tuple(ref["x"].shape[1:]) != shape:
-                problems.append(f"{dm_name}.reference_data must return a collated mapping with x of shape (n, *{shape})")
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"datamodule {dm_name!r}: {type(exc).__name__}: {exc}")
-            continue
-        samples = {k: v[:n] if torch.is_tensor(v) else {ck: cv[:n] for ck, cv in v.items()}
-                   for k, v in batch.items()}
-        ctx = {"datamodule": dm, "stage": "check", "step": 0, "prefix": f"check_{dm_name}",
-               "generator": torch.Generator().manual_seed(0)}
-        out = tmp / dm_name
-        out.mkdir(parents=True, exist_ok=True)
-        for result in pm.hook.polydiff_write_artifacts(domain=dm.domain, samples=samples, out_dir=out, context=ctx):
-            if not isinstance(result, (list, tuple)) or not all(Path(p).is_file() for p in result):
-                problems.append(f"polydiff_write_artifacts({dm.domain!r}) returned {result!r}; expected existing paths")
-            else:
-                report["artifacts"] += [Path(p) for p in result]
-        for result in pm.hook.polydiff_evaluate(domain=dm.domain, samples=samples, datamodule=dm, context=ctx):
-            if not isinstance(result, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
-                                                       and _math.isfinite(v) for k, v in result.items()):
-                problems.append(f"polydiff_evaluate({dm.domain!r}) returned {result!r}; expected {{str: finite float}}")
-            else:
-                report["metrics"].update(result)
-    other = "__not_a_domain__"
-    if pm.hook.polydiff_write_artifacts(domain=other, samples={"x": torch.zeros(1, 1)}, out_dir=tmp, context={}):
-        problems.append("polydiff_write_artifacts must return None for a domain that is not the plugin's")
-    if pm.hook.polydiff_evaluate(domain=other, samples={"x": torch.zeros(1, 1)}, datamodule=None, context={}):
-        problems.append("polydiff_evaluate must return None for a domain that is not the plugin's")
-    if problems:
-        raise PluginCheckError(f"plugin {name!r} does not conform:\n  - " + "\n  - ".join(problems))
-    return report
+
+def _check_datamodule(pm, dm_name: str, kwargs: dict, tmp, report: dict, fail) -> None:
+    import math as _math
+    from pathlib import Path
+
+    from .batch import unpack
+
+    try:
+        dm = pm.registry.get("datamodule", dm_name)(**kwargs)
+        dm.prepare_data()
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        x, presence, known, cond = unpack(batch)
+        shape = tuple(dm.sample_shape)
+        if tuple(x.shape[1:]) != shape:
+            fail("datamodule", f"{dm_name}: batch x has shape {tuple(x.shape)}, sample_shape is {shape}")
+        report["datamodules"][dm_name] = shape
+        n = min(4, x.shape[0])
+        ec = dm.example_cond(n, torch.Generator().manual_seed(0))
+        if ec is not None and not (isinstance(ec, dict) and all(torch.is_tensor(v) and v.shape[0] == n
+                                                                 for v in ec.values())):
+            fail("datamodule", f"{dm_name}.example_cond({n}) must return None or a dict of ({n}, ...) tensors")
+        si = dm.sample_inputs(n, torch.Generator().manual_seed(0))
+        if not isinstance(si, dict) or not set(si) <= {"cond", "presence", "known", "x_known"}:
+            fail("datamodule", f"{dm_name}.sample_inputs must return a dict with keys among cond/presence/known/x_known")
+        ref = dm.reference_data(n)
+        if not isinstance(ref, dict) or not torch.is_tensor(ref.get("x")) or tuple(ref["x"].shape[1:]) != shape:
+            fail("datamodule", f"{dm_name}.reference_data must return a collated mapping with x of shape (n, *{shape})")
+    except Exception as exc:  # noqa: BLE001
+        fail("datamodule", f"datamodule {dm_name!r}: {type(exc).__name__}: {exc}")
+        return
+    samples = {k: v[:n] if torch.is_tensor(v) else {ck: cv[:n] for ck, cv in v.items()} for k, v in batch.items()}
+    ctx = {"datamodule": dm, "stage": "check", "step": 0, "prefix": f"check_{dm_name}",
+           "generator": torch.Generator().manual_seed(0)}
+    out = Path(tmp) / dm_name
+    out.mkdir(parents=True, exist_ok=True)
+    for result in _call_hook(pm, "polydiff_write_artifacts", fail, domain=dm.domain, samples=samples, out_dir=out,
+                             context=ctx):
+        if not isinstance(result, (list, tuple)) or not all(Path(p).is_file() for p in result):
+            fail("artifacts", f"polydiff_write_artifacts({dm.domain!r}) returned {result!r}; expected existing paths")
+        else:
+            report["artifacts"] += [Path(p) for p in result]
+    for result in _call_hook(pm, "polydiff_evaluate", fail, domain=dm.domain, samples=samples, datamodule=dm,
+                             context=ctx):
+        if not isinstance(result, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                                   and _math.isfinite(v) for k, v in result.items()):
+            fail("evaluate", f"polydiff_evaluate({dm.domain!r}) returned {result!r}; expected {{str: finite float}}")
+        else:
+            report["metrics"].update(result)
+
+
+def _check_task(reg, task: str, datamodule_kwargs: dict, tmp, report: dict, fail) -> None:
+    """Build a task's model and data, call the backbone, train two steps, sample four items."""
+    from pathlib import Path
+
+    import yaml
+
+    from .errors import ShapeError
+    from .plugins_manager import resolve_config_names
+    from .training import instantiate
+
+    try:
+        path = Path(reg.get("task", task))
+        cfg = resolve_config_names(yaml.safe_load(path.read_text()) or {}, reg)
+        model_spec, data_spec = dict(cfg.get("model") or {}), dict(cfg.get("data") or {})
+        if not model_spec or not data_spec:
+            fail("task-config", f"task {task!r}: {path} needs model: and data: sections")
+            return
+        data_args = dict(data_spec.get("init_args") or {})
+        short = data_spec["class_path"].rsplit(".", 1)[-1]
+        data_args.update(datamodule_kwargs.get(short, {}))
+        dm = instantiate({"class_path": data_spec["class_path"], "init_args": data_args}, "datamodule")
+        model_args = dict(model_spec.get("init_args") or {})
+        model_args.update(val_num_samples=0, final_num_samples=0)
+        module = instantiate({"class_path": model_spec["class_path"], "init_args": model_args}, "module")
+        dm.prepare_data()
+        dm.setup("fit")
+        module.attach_datamodule(dm)
+    except Exception as exc:  # noqa: BLE001
+        fail("task-config", f"task {task!r} does not build: {type(exc).__name__}: {exc}")
+        return
+    batch = next(iter(dm.train_dataloader()))
+    x = batch["x"]
+    try:
+        t = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(0))
+        module.denoiser(x, t, batch.get("cond"))
+    except ShapeError as exc:
+        fail("backbone-output-shape", f"task {task!r}: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001
+        fail("backbone-output-shape", f"task {task!r}: the backbone fails on a batch: {type(exc).__name__}: {exc}")
+        return
+    import lightning as L
+
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, default_root_dir=str(Path(tmp) / "task_runs"))
+    try:
+        trainer.fit(module, datamodule=dm)
+        loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    except Exception as exc:  # noqa: BLE001
+        fail("training-step", f"task {task!r}: training raised {type(exc).__name__}: {exc}")
+        return
+    if not math.isfinite(loss):
+        fail("training-step", f"task {task!r}: training loss is {loss}")
+    shape = tuple(dm.sample_shape)
+    steps = min(4, int(module.hparams.get("sample_steps") or 4))
+    try:
+        samples = module.generate(4, steps=steps)["x"]
+    except Exception as exc:  # noqa: BLE001
+        fail("sample-shape", f"task {task!r}: sampling raised {type(exc).__name__}: {exc}")
+        return
+    if tuple(samples.shape) != (4, *shape):
+        fail("sample-shape", f"task {task!r}: samples have shape {tuple(samples.shape)}; expected {(4, *shape)}")
+    elif not torch.isfinite(samples).all():
+        bad = int((~torch.isfinite(samples)).sum())
+        fail("finite-samples", f"task {task!r}: {bad} of {samples.numel()} sampled values are NaN or infinite")
+    report["tasks"][task] = {"loss": loss, "sample_shape": shape}

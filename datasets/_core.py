@@ -41,6 +41,21 @@ class DatasetInfo:
     notes: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def local_dir(self, root: str | Path | None = None) -> Path:
+        """Folder holding the files: ``root`` if given, else ``cache_dir()/<name>``."""
+        return Path(root) if root is not None else cache_dir() / self.name
+
+    def fetch(self, filename: str, root: str | Path | None = None) -> Path:
+        """:func:`fetch` for this record (registered or not)."""
+        return fetch(self, filename, root)
+
+    def verify(self, filename: str, root: str | Path | None = None) -> Path:
+        """:func:`verify_file` of one of this dataset's files in :meth:`local_dir`."""
+        rf = next((f for f in self.files if f.name == filename), None)
+        if rf is None:
+            raise DataError(f"dataset {self.name!r} has no file {filename!r}; files: {[f.name for f in self.files]}")
+        return verify_file(self.local_dir(root) / rf.name, rf.sha256)
+
 
 def register(info: DatasetInfo) -> DatasetInfo:
     _REGISTRY[info.name] = info
@@ -87,18 +102,18 @@ def verify_file(path: str | Path, sha256: str | None) -> Path:
     return path
 
 
-def fetch(dataset: str, filename: str, root: str | Path | None = None) -> Path:
+def fetch(dataset: "str | DatasetInfo", filename: str, root: str | Path | None = None) -> Path:
     """Path of one file of a registered dataset, downloaded with pooch (sha256-checked) if absent.
 
     If ``root`` is given and already holds the file (e.g. a manual download), it is verified and used
     without network access.
     """
-    info = get_info(dataset)
+    info = dataset if isinstance(dataset, DatasetInfo) else get_info(dataset)
     match = [f for f in info.files if f.name == filename]
     if not match:
-        raise DataError(f"dataset {dataset!r} has no file {filename!r}; files: {[f.name for f in info.files]}")
+        raise DataError(f"dataset {info.name!r} has no file {filename!r}; files: {[f.name for f in info.files]}")
     rf = match[0]
-    folder = Path(root) if root is not None else cache_dir() / dataset
+    folder = info.local_dir(root)
     local = folder / rf.name
     if local.is_file():
         return verify_file(local, rf.sha256)

@@ -5,7 +5,11 @@ Eq. 9 written for general α, σ); the gradient part is a classical method on ε
 Eq. 13: four evaluations at t, t − δ/2, t − δ/2, t − δ) for the first three steps and pseudo linear
 multistep (PLMS, Eq. 12: ε' = (55ε_0 − 59ε_1 + 37ε_2 − 9ε_3)/24) afterwards. ``warmup="plms"`` replaces the
 PRK start by Adams–Bashforth of increasing order (1, 2, 3), one evaluation per step, as diffusers'
-``skip_prk_steps``. PNDM thus costs N + 9 model calls with PRK warm-up and N with PLMS warm-up.
+``skip_prk_steps``. A step that lands on σ = 0 (the final jump to the data) is never a PRK step, because PRK
+would evaluate the model at σ = 0, where ε̂ is undefined for x0/v/EDM models; it takes the PLMS step of the
+available order instead (a DDIM step when N = 1). PNDM thus costs N + 3·min(3, N − 1) model calls with PRK
+warm-up on a grid ending at σ = 0 (N + 9 for N ≥ 4; 1, 5, 9 for N = 1, 2, 3), N + 3·min(3, N) on a grid
+ending at σ > 0, and N with PLMS warm-up.
 """
 
 from __future__ import annotations
@@ -46,12 +50,13 @@ def pndm(model, x_T, grid, generator=None, *, warmup: str = "prk", **common):
         cx, ce, c0 = coefs
         return cx[i] * x + ce[i] * eps + c0[i] * x0
 
+    prk_ok = ctx.all_per_step(s1 > 0)  # PRK's last evaluation sits at the step's end: never at σ = 0
     eps_hist: list[Tensor] = []
     x = ctx.start(x_T)
     for i in range(ctx.steps):
         pred = ctx.at(x, i)
         e1, x0 = pred.eps, pred.x0
-        if warmup == "prk" and len(eps_hist) < 3:
+        if warmup == "prk" and len(eps_hist) < 3 and prk_ok[i]:
             e2 = ctx.denoise(ctx.project(phi(to_mid, i, x, e1, x0)), t_mid_cols[i]).eps
             e3 = ctx.denoise(ctx.project(phi(to_mid, i, x, e2, x0)), t_mid_cols[i]).eps
             e4 = ctx.at(ctx.project(phi(to_next, i, x, e3, x0)), i + 1).eps

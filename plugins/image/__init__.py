@@ -9,20 +9,12 @@ registration, Pillow, scipy and scikit-learn only inside the functions that use 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from polydiff.hookspecs import FileFormat, hookimpl
+from polydiff.plugins_manager import register_task_configs
 
 DOMAIN = "image"
 
 __all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts", "polydiff_evaluate"]
-
-
-def _task_configs() -> dict[str, Path]:
-    import polydiff.configs
-
-    folder = Path(polydiff.configs.__file__).parent / "image"
-    return {f"image/{p.stem}": p for p in sorted(folder.glob("*.yaml"))}
 
 
 @hookimpl
@@ -34,8 +26,7 @@ def polydiff_register(registry) -> None:
         registry.add("datamodule", cls)
     registry.add("metric", evaluation.evaluate_samples, name="image_classifier_metrics")
     registry.add("metric", ImageClassifier)
-    for name, path in _task_configs().items():
-        registry.add("task", path, name=name)
+    register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 
 
 @hookimpl

@@ -11,8 +11,6 @@ more than ``max_cols`` samples). Grid size: ``rows·(H·scale + padding) + paddi
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from polydiff.errors import DataError, ShapeError
+from polydiff.io import atomic_write_bytes
 
 Tensor = torch.Tensor
 
@@ -74,20 +73,6 @@ def class_grid(images: Tensor | np.ndarray, labels: Tensor | np.ndarray, max_col
         for start in range(0, len(g), cols):
             slots.append(list(g[start:start + cols]))
     return tile(images, slots, **kw)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polydiff.errors import DataError, ShapeError
+from polydiff.io import atomic_write
 
 FEATURE_DIM = 64
 _VERSION = 2  # bump when the architecture or training recipe changes (invalidates cached weights)
@@ -226,7 +225,7 @@ def get_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, test_
                    config: TrainConfig = TrainConfig()) -> TrainedClassifier:
     """The evaluation classifier for this training set: loaded from ``cache_dir`` if a classifier trained
     on exactly these data with this recipe is cached there, otherwise trained once and cached with an
-    atomic write (temporary file, then ``os.replace``). Weights are loaded with ``weights_only=True``.
+    atomic write (:func:`polydiff.io.atomic_write`). Weights are loaded with ``weights_only=True``.
     Its accuracy on the held-out ``test_images`` is measured every time (cheap) and returned.
     """
     key = _fingerprint(train_images, train_labels, num_classes, config)
@@ -246,15 +245,9 @@ def get_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, test_
     if model is None:
         model = train_classifier(train_images, train_labels, num_classes, config)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            os.close(fd)
-            try:
-                torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": asdict(config), "version": _VERSION}, tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with atomic_write(path) as f:
+                torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": asdict(config),
+                            "version": _VERSION}, f)
     if test_images.shape[0] == 0:
         raise DataError("evaluation classifier: the held-out set is empty")
     return TrainedClassifier(model, accuracy(model, test_images, test_labels), path)

@@ -1,6 +1,6 @@
 """polydiff medical plugin: unsupervised anomaly detection in brain MRI with diffusion models.
 
-Train a diffusion model on healthy slices (``polydiff fit --config configs/medical/anoddpm_ixi.yaml``),
+Train a diffusion model on healthy slices (``polydiff fit --config plugins/medical/configs/anoddpm_ixi.yaml``),
 turn a scan into its healthy counterfactual and localise what differs (``polydiff detect``):
 
 * AnoDDPM (Wyatt et al. 2022) with Gaussian or simplex noise (noise field ``SimplexNoise``);
@@ -18,18 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from polydiff.hookspecs import FileFormat, hookimpl
+from polydiff.plugins_manager import register_task_configs
 
 DOMAIN = "medical"
 
 __all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts",
            "polydiff_evaluate", "polydiff_commands"]
-
-
-def _task_configs() -> dict[str, Path]:
-    import polydiff.configs
-
-    folder = Path(polydiff.configs.__file__).parent / "medical"
-    return {f"medical/{p.stem}": p for p in sorted(folder.glob("*.yaml"))}
 
 
 @hookimpl
@@ -44,8 +38,7 @@ def polydiff_register(registry) -> None:
     registry.add("noise", SimplexNoise, name="simplex")
     registry.add("backbone", MonaiUNet)
     registry.add("metric", metrics.evaluate_maps, name="anomaly_map_metrics")
-    for name, path in _task_configs().items():
-        registry.add("task", path, name=name)
+    register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 
 
 def _read_nifti(path):

@@ -20,23 +20,21 @@ All three map a scan x to x̂, "the same patient without the lesion"; the anomal
   ε̃ = ε(x_t, ∅) + w [ε(x_t, healthy) − ε(x_t, ∅)] (their 1 + w is our w); encoding uses the null label.
 
 Time follows polydiff: t ∈ [0, 1], the discrete chain's step i at t = i/T. Strided grids use integer
-steps of that chain so every visited level is one the model was trained on.
+steps of that chain so every visited level is one the model was trained on. All three run on the engine's
+public samplers: :func:`polydiff.samplers.ddim_invert` for the encoding, ``polydiff.samplers.sample`` with
+``sampler="ddim"``, ``x_T`` and x̂₀ clipping (``clip_x0``) for the decoding, and the engine's guidance
+wrappers for the guided decodings.
 """
 
 from __future__ import annotations
 
 import torch
 
-from polydiff import ConfigError, Euclidean, ShapeError, Space
+from polydiff import ClassifierFreeGuidance, ClassifierGuidance, ConfigError, Euclidean, ShapeError, Space
+from polydiff.samplers import ddim_invert, sample
 
 Tensor = torch.Tensor
 F64 = torch.float64
-
-
-def _coef(process, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    a, s = process.alpha_sigma(t.to(F64))
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    return a.to(x.dtype).reshape(shape), s.to(x.dtype).reshape(shape)
 
 
 def level_to_time(process, level) -> float:
@@ -67,81 +65,20 @@ def strided_grid(process, t_start: float, steps: int) -> Tensor:
     return idx.to(F64) / T
 
 
-def ddim_step(x: Tensor, x0: Tensor, eps: Tensor, process, t: Tensor, s: Tensor, eta: float = 0.0,
-              noise: Tensor | None = None) -> Tensor:
-    """One step x_t → x_s (s < t) of generalised DDIM (Song et al. 2021, Eq. 12):
-
-        x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z,   c = η (σ_s/σ_t) √(1 − α_t²/α_s²)
-
-    (α² = ᾱ). η = 0 is deterministic DDIM; η = 1 is the ancestral DDPM posterior q(x_s | x_t, x̂_0), whose
-    variance is β̃ = (1 − ᾱ_s)/(1 − ᾱ_t) · (1 − ᾱ_t/ᾱ_s) (Ho et al. 2020, Eq. 7).
-    At s = 0 the result is x̂_0.
-    """
-    a_t, s_t = _coef(process, t, x)
-    a_s, s_s = _coef(process, s, x)
-    if eta > 0:
-        ratio = a_t / a_s  # √(ᾱ_t/ᾱ_s)
-        c = eta * (s_s / s_t.clamp_min(1e-12)) * torch.sqrt((1 - ratio**2).clamp_min(0))
-    else:
-        c = torch.zeros_like(s_s)
-    out = a_s * x0 + torch.sqrt((s_s**2 - c**2).clamp_min(0)) * eps
-    if eta > 0:
-        if noise is None:
-            raise ConfigError("ddim_step with eta > 0 needs noise")
-        out = out + c * noise
-    return out
+def ddim_encode(model, x: Tensor, t_end: float, steps: int, cond=None, clip: float | None = None) -> Tensor:
+    """Deterministic DDIM inversion x_0 → x_{t_end} on the strided grid (Song et al. 2021, §4.3 "encoding";
+    Wolleb et al. 2022, Alg. 1 lines 1–4): :func:`polydiff.samplers.ddim_invert`."""
+    return ddim_invert(model, x, grid=strided_grid(model.process, t_end, steps), cond=cond, clip_x0=clip)
 
 
-def _predict(model, x, t_scalar: float, cond, clip):
-    t = torch.full((x.shape[0],), t_scalar, dtype=F64, device=x.device)
-    pred = model(x, t, cond or {})
-    x0, eps = pred.x0, pred.eps
-    if clip is not None:
-        x0 = x0.clamp(*clip)
-        a, s = _coef(model.process, t, x)
-        eps = (x - a * x0) / s
-    return x0, eps, t
-
-
-def ddim_encode(model, x: Tensor, t_end: float, steps: int, cond=None, clip=None) -> Tensor:
-    """Deterministic DDIM inversion x_0 → x_{t_end}: Eq. 12 with η = 0 run from small to large t
-    (Song et al. 2021, §4.3 "encoding"; Wolleb et al. 2022, Alg. 1 lines 1–4)."""
-    grid = strided_grid(model.process, t_end, steps).flip(0)  # 0 = τ_0 < … < τ_K = t_end
-    h = x
-    for t_cur, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
-        if t_cur == 0.0:
-            # ε̂ at t = 0 is undefined; use the smallest trained level instead (x_{τ_0} = x_0).
-            t_cur_eval = model.process.t_min
-        else:
-            t_cur_eval = t_cur
-        x0, eps, _ = _predict(model, h, t_cur_eval, cond, clip)
-        a_n, s_n = _coef(model.process, torch.tensor([t_next]), h)
-        h = a_n * x0 + s_n * eps
-    return h
-
-
-def ddim_decode(model, x_t: Tensor, t_start: float, steps: int, cond=None, clip=(-1.0, 1.0),
-                eps_fn=None, eta: float = 0.0, space: Space | None = None, generator=None) -> Tensor:
-    """Run x_{t_start} → x_0 on a strided grid with generalised DDIM steps.
-
-    ``eps_fn(x, t) -> (x0, eps)`` replaces the model's own prediction (guidance) when given.
-    With ``eta > 0`` fresh noise is drawn from ``space`` (e.g. simplex noise for AnoDDPM).
-    """
-    space = space or Euclidean()
-    grid = strided_grid(model.process, t_start, steps)
-    h = x_t
-    for t_cur, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
-        if eps_fn is None:
-            x0, eps, t = _predict(model, h, t_cur, cond, clip)
-        else:
-            t = torch.full((h.shape[0],), t_cur, dtype=F64, device=h.device)
-            x0, eps = eps_fn(h, t)
-        if t_next == 0.0:
-            h = x0
-            break
-        noise = space.noise(h.shape, generator=generator, device=h.device, dtype=h.dtype) if eta > 0 else None
-        h = ddim_step(h, x0, eps, model.process, t, torch.full_like(t, t_next), eta=eta, noise=noise)
-    return h
+def ddim_decode(model, x_t: Tensor, t_start: float, steps: int, cond=None, clip: float | None = 1.0,
+                eta: float = 0.0, space: Space | None = None, generator=None) -> Tensor:
+    """Run x_{t_start} → x_0 on the strided grid with generalised DDIM(η) steps (Song et al. 2021, Eq. 12):
+    ``polydiff.samplers.sample(sampler="ddim", x_T=x_t)`` with x̂₀ clipped to [−clip, clip]. Pass a guidance
+    wrapper (``polydiff.ClassifierGuidance``/``ClassifierFreeGuidance``) as ``model`` for guided decoding;
+    with ``eta > 0`` fresh noise comes from ``space`` (e.g. simplex noise for AnoDDPM)."""
+    return sample(model, x_t, sampler="ddim", grid=strided_grid(model.process, t_start, steps), eta=eta,
+                  cond=cond, clip_x0=clip, space=space, generator=generator)
 
 
 class AnoDDPM:
@@ -153,10 +90,10 @@ class AnoDDPM:
         level: t_λ as a step index of the discrete chain (paper: 250 of 1000) or a fraction of [0, 1].
         steps: respaced ancestral steps from t_λ to 0 (paper: λ, i.e. every step; 10–25 for CPU use).
         space: ``Euclidean(noise=SimplexNoise(...))`` for the simplex variant, Gaussian by default.
-        clip: clamp x̂_0 to the data range at every step (DDPM's ``clip_denoised``), or None.
+        clip: clamp x̂_0 to [−clip, clip] at every step (DDPM's ``clip_denoised``), or None.
     """
 
-    def __init__(self, model, level=250, steps: int = 25, space: Space | None = None, clip=(-1.0, 1.0)):
+    def __init__(self, model, level=250, steps: int = 25, space: Space | None = None, clip: float | None = 1.0):
         self.model, self.steps, self.clip = model, int(steps), clip
         self.space = space or Euclidean()
         self.t_start = level_to_time(model.process, level)
@@ -188,7 +125,7 @@ class CFGCounterfactual:
     """
 
     def __init__(self, model, level=500, steps: int = 25, guidance_scale: float = 3.0, healthy_label: int = 0,
-                 null_label: int = 2, clip=(-1.0, 1.0)):
+                 null_label: int = 2, clip: float | None = 1.0):
         self.model, self.steps, self.w, self.clip = model, int(steps), float(guidance_scale), clip
         self.t_start = level_to_time(model.process, level)
         self.healthy, self.null = int(healthy_label), int(null_label)
@@ -199,24 +136,9 @@ class CFGCounterfactual:
     @torch.no_grad()
     def counterfactual(self, x: Tensor, generator=None, cond=None) -> Tensor:
         null = self._labels(x, self.null)
-        healthy = self._labels(x, self.healthy)
         x_l = ddim_encode(self.model, x, self.t_start, self.steps, cond=null)
-        model = self.model
-
-        both = {"label": torch.cat([null["label"], healthy["label"]])}
-
-        def guide(h, t):
-            pred = model(torch.cat([h, h]), torch.cat([t, t]), both)
-            eps_u, eps_h = pred.eps.chunk(2)
-            eps = eps_u + self.w * (eps_h - eps_u)
-            a, s = _coef(model.process, t, h)
-            x0 = (h - s * eps) / a
-            if self.clip is not None:
-                x0 = x0.clamp(*self.clip)
-                eps = (h - a * x0) / s
-            return x0, eps
-
-        return ddim_decode(self.model, x_l, self.t_start, self.steps, cond=null, clip=self.clip, eps_fn=guide)
+        guided = ClassifierFreeGuidance(self.model, self.w, null_cond={"label": self.null})
+        return ddim_decode(guided, x_l, self.t_start, self.steps, cond=self._labels(x, self.healthy), clip=self.clip)
 
 
 class WollebCounterfactual:
@@ -231,36 +153,23 @@ class WollebCounterfactual:
     """
 
     def __init__(self, model, classifier, level=500, steps: int = 25, scale: float = 100.0, healthy_label: int = 0,
-                 clip=(-1.0, 1.0), null_label: int | None = None):
+                 clip: float | None = 1.0, null_label: int | None = None):
         self.model, self.classifier, self.clip = model, classifier, clip
         self.steps, self.scale = int(steps), float(scale)
         self.t_start = level_to_time(model.process, level)
         self.healthy = int(healthy_label)
         self.null_label = null_label
 
+    def _log_p_healthy(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        return torch.log_softmax(self.classifier(x, t), dim=-1)[:, self.healthy]
+
     def counterfactual(self, x: Tensor, generator=None, cond=None) -> Tensor:
-        model, clf = self.model, self.classifier
         if cond is None and self.null_label is not None:
             cond = {"label": torch.full((x.shape[0],), int(self.null_label), dtype=torch.long, device=x.device)}
         with torch.no_grad():
-            x_l = ddim_encode(model, x, self.t_start, self.steps, cond=cond)
-
-        def guide(h, t):
-            eps = model(h, t, cond or {}).eps
-            with torch.enable_grad():
-                hh = h.detach().requires_grad_(True)
-                logp = torch.log_softmax(clf(hh, t), dim=-1)[:, self.healthy].sum()
-                (grad,) = torch.autograd.grad(logp, hh)
-            a, s = _coef(model.process, t, h)
-            eps = eps - self.scale * s * grad
-            x0 = (h - s * eps) / a
-            if self.clip is not None:
-                x0 = x0.clamp(*self.clip)
-                eps = (h - a * x0) / s
-            return x0.detach(), eps.detach()
-
-        with torch.no_grad():
-            return ddim_decode(model, x_l, self.t_start, self.steps, cond=cond, clip=self.clip, eps_fn=guide)
+            x_l = ddim_encode(self.model, x, self.t_start, self.steps, cond=cond)
+            guided = ClassifierGuidance(self.model, self._log_p_healthy, self.scale)
+            return ddim_decode(guided, x_l, self.t_start, self.steps, cond=cond, clip=self.clip)
 
 
 METHODS = {"anoddpm": AnoDDPM, "wolleb": WollebCounterfactual, "cfg": CFGCounterfactual}

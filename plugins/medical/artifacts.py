@@ -3,10 +3,11 @@ anomaly map | ground truth) and sample grids, written atomically with matplotlib
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from polydiff.io import atomic_write
 
 Tensor = torch.Tensor
 
@@ -18,10 +19,8 @@ def _img(x: Tensor):
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
     return path
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from polydiff import ConfigError, DataError
+from polydiff.io import atomic_write
 
 Tensor = torch.Tensor
 
@@ -300,9 +301,7 @@ def run_train_classifier(args) -> int:
     acc = fit_classifier(clf, process, x, y, steps=args.steps, batch_size=args.batch_size,
                          generator=torch.Generator().manual_seed(args.seed))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save({"state_dict": clf.state_dict(), "init_args": init, "train_accuracy": acc}, tmp)
-    tmp.replace(out)
+    with atomic_write(out) as f:
+        torch.save({"state_dict": clf.state_dict(), "init_args": init, "train_accuracy": acc}, f)
     print(out)
     return 0

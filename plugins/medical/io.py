@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-import os
+import gzip
 import random
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from polydiff import ConfigError, DataError, ShapeError
+from polydiff.io import atomic_write, atomic_write_bytes
 
 NORMALIZATIONS = ("minmax", "anoddpm", "percentile", "none")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -196,11 +197,10 @@ def write_nifti(array, affine: np.ndarray, path, header=None) -> Path:
     img.set_data_dtype(np.float32)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
+    data = img.to_bytes()  # the single-file .nii byte stream; .nii.gz is its gzip (what nib.save writes)
+    if str(path).lower().endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -233,10 +233,8 @@ def write_png(image: torch.Tensor, path) -> Path:
     if arr.ndim != 2:
         raise ShapeError(f"write_png: expected one channel, got shape {tuple(image.shape)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    Image.fromarray((arr * 255).round().astype(np.uint8)).save(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        Image.fromarray((arr * 255).round().astype(np.uint8)).save(f, format="PNG")
     return path
 
 

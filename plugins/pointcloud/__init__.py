@@ -8,21 +8,13 @@ level imports only the hook machinery; torch, scipy, plyfile and matplotlib come
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from polydiff.hookspecs import FileFormat, hookimpl
+from polydiff.plugins_manager import register_task_configs
 
 DOMAIN = "pointcloud"
 
 __all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts",
            "polydiff_evaluate", "polydiff_commands"]
-
-
-def _task_configs() -> dict[str, Path]:
-    import polydiff.configs
-
-    folder = Path(polydiff.configs.__file__).parent / "pointcloud"
-    return {f"pointcloud/{p.stem}": p for p in sorted(folder.glob("*.yaml"))}
 
 
 @hookimpl
@@ -38,8 +30,7 @@ def polydiff_register(registry) -> None:
     for fn in (metrics.chamfer_distance, metrics.earth_movers_distance, metrics.generation_metrics,
                metrics.completion_metrics):
         registry.add("metric", fn)
-    for name, path in _task_configs().items():
-        registry.add("task", path, name=name)
+    register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 
 
 def _reader(fn):

@@ -15,8 +15,6 @@ naming the file for anything unreadable, truncated, empty or non-finite. Writers
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import torch
 
 from polydiff.datasets.modelnet import check_points, triangulate, read_off_mesh, sample_surface  # noqa: F401
 from polydiff.errors import DataError, ShapeError
+from polydiff.io import atomic_write
 
 POINT_SUFFIXES = (".ply", ".pcd", ".off", ".obj", ".xyz", ".npy", ".npz")
 
@@ -43,21 +42,6 @@ def _points_of(points, name: str = "points") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ShapeError(f"{name} contains non-finite coordinates; refusing to write them")
     return arr
-
-
-def _atomic(path: Path, write_fn) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -98,7 +82,9 @@ def write_ply(points, path, binary: bool = True) -> Path:
     vertex = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
     vertex["x"], vertex["y"], vertex["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
     data = PlyData([PlyElement.describe(vertex, "vertex")], text=not binary)
-    return _atomic(Path(path), lambda p: data.write(str(p)))
+    with atomic_write(path) as f:
+        data.write(f)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -179,15 +165,13 @@ def write_pcd(points, path, binary: bool = False) -> Path:
             f"COUNT 1 1 1\nWIDTH {len(pts)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\n"
             f"DATA {'binary' if binary else 'ascii'}\n")
 
-    def write(p: Path):
-        with open(p, "wb") as f:
-            f.write(head.encode("ascii"))
-            if binary:
-                f.write(pts.astype("<f4").tobytes())
-            else:
-                np.savetxt(f, pts, fmt="%.9g")
-
-    return _atomic(Path(path), write)
+    with atomic_write(path) as f:
+        f.write(head.encode("ascii"))
+        if binary:
+            f.write(pts.astype("<f4").tobytes())
+        else:
+            np.savetxt(f, pts, fmt="%.9g")
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -202,14 +186,12 @@ def write_off(points, path, faces=None) -> Path:
     pts = _points_of(points)
     faces = np.zeros((0, 3), dtype=np.int64) if faces is None else np.asarray(faces, dtype=np.int64)
 
-    def write(p: Path):
-        with open(p, "w") as f:
-            f.write(f"OFF\n{len(pts)} {len(faces)} 0\n")
-            np.savetxt(f, pts, fmt="%.9g")
-            if len(faces):
-                np.savetxt(f, np.column_stack([np.full(len(faces), 3), faces]), fmt="%d")
-
-    return _atomic(Path(path), write)
+    with atomic_write(path, "w") as f:
+        f.write(f"OFF\n{len(pts)} {len(faces)} 0\n")
+        np.savetxt(f, pts, fmt="%.9g")
+        if len(faces):
+            np.savetxt(f, np.column_stack([np.full(len(faces), 3), faces]), fmt="%d")
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -251,11 +233,9 @@ def read_obj(path) -> np.ndarray:
 def write_obj(points, path) -> Path:
     pts = _points_of(points)
 
-    def write(p: Path):
-        with open(p, "w") as f:
-            np.savetxt(f, pts, fmt="v %.9g %.9g %.9g")
-
-    return _atomic(Path(path), write)
+    with atomic_write(path, "w") as f:
+        np.savetxt(f, pts, fmt="v %.9g %.9g %.9g")
+    return Path(path)
 
 
 def read_xyz(path) -> np.ndarray:
@@ -278,7 +258,9 @@ def read_xyz(path) -> np.ndarray:
 
 def write_xyz(points, path) -> Path:
     pts = _points_of(points)
-    return _atomic(Path(path), lambda p: np.savetxt(p, pts, fmt="%.9g"))
+    with atomic_write(path, "w") as f:
+        np.savetxt(f, pts, fmt="%.9g")
+    return Path(path)
 
 
 def read_npy(path) -> np.ndarray:
@@ -307,11 +289,9 @@ def write_npy(points, path) -> Path:
     if arr.ndim not in (2, 3) or arr.shape[-1] != 3 or not np.isfinite(arr).all():
         raise ShapeError(f"points has shape {arr.shape} (or non-finite values); expected finite (N, 3) or (B, N, 3)")
 
-    def write(p: Path):
-        with open(p, "wb") as f:
-            np.save(f, arr)
-
-    return _atomic(Path(path), write)
+    with atomic_write(path) as f:
+        np.save(f, arr)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -13,18 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from polydiff.hookspecs import FileFormat, hookimpl
+from polydiff.plugins_manager import register_task_configs
 
 DOMAIN = "timeseries"
 
 __all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts",
            "polydiff_evaluate", "polydiff_commands"]
-
-
-def _task_configs() -> dict[str, Path]:
-    import polydiff.configs
-
-    folder = Path(polydiff.configs.__file__).parent / "timeseries"
-    return {f"timeseries/{p.stem}": p for p in sorted(folder.glob("*.yaml"))}
 
 
 @hookimpl
@@ -39,8 +33,7 @@ def polydiff_register(registry) -> None:
     registry.add("backbone", SSSDBackbone)
     for fn in (metrics.crps, metrics.crps_sum, metrics.mae, metrics.rmse):
         registry.add("metric", fn, name=f"timeseries_{fn.__name__}")
-    for name, path in _task_configs().items():
-        registry.add("task", path, name=name)
+    register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 
 
 def _read_csv(path):

@@ -1,17 +1,16 @@
 """Human-readable outputs of imputations: a CSV with quantile bands and a PNG of one series.
 
-Both are written atomically (temporary file, then ``os.replace``).
+Both are written atomically (:func:`polydiff.io.atomic_write`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from polydiff.errors import ConfigError
+from polydiff.io import atomic_write
 
 
 def parse_quantiles(text: str | list[float]) -> list[float]:
@@ -23,20 +22,6 @@ def parse_quantiles(text: str | list[float]) -> list[float]:
     if not qs or any(not 0 < q < 1 for q in qs):
         raise ConfigError(f"--quantiles must be numbers in (0, 1), got {text!r}")
     return qs
-
-
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_imputed_csv(path, time_column: str, times, columns: list[str], values: np.ndarray,
@@ -57,7 +42,9 @@ def write_imputed_csv(path, time_column: str, times, columns: list[str], values:
             out[f"{c}_q{round(100 * q):02d}" if 100 * q == round(100 * q) else f"{c}_q{q}"] = \
                 np.where(observed[:, k], values[:, k], band[:, k])
     df = pd.DataFrame(out)
-    return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    with atomic_write(path, "w") as f:
+        df.to_csv(f, index=False)
+    return Path(path)
 
 
 def plot_series(path, times, values: np.ndarray, samples: np.ndarray, feature: int, name: str,
@@ -80,6 +67,7 @@ def plot_series(path, times, values: np.ndarray, samples: np.ndarray, feature: i
     ax.legend(loc="best", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return Path(path)

@@ -220,3 +220,76 @@ def test_x_T_with_t_start_starts_there_without_noising():
     out = sample(model, x, steps=10, t_start=0.4, generator=torch.Generator().manual_seed(1))
     ref = SAMPLERS["ddim"](model, x, make_grid(proc, 10, t_start=0.4))
     assert torch.equal(out, ref)
+
+
+# -- PNDM at few steps -----------------------------------------------------------------------------------
+
+
+class Half(torch.nn.Module):
+    def forward(self, x, t, cond=None):
+        return 0.5 * x
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "score", "flow", "edm"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_pndm_never_calls_the_model_at_sigma_zero(parameterization, steps):
+    proc = VP("linear", num_steps=1000)
+    model = Denoiser(Half(), proc, parameterization=parameterization)
+    times = []
+
+    def spy(x, t, cond):
+        times.append(t.clone())
+        return model(x, t, cond)
+
+    spy.process = proc
+    info = {}
+    out = sample(spy, shape=(2, 2), sampler="pndm", steps=steps, generator=torch.Generator().manual_seed(0),
+                 info=info)
+    assert torch.isfinite(out).all()
+    assert all((proc.sigma(t) > 0).all() for t in times)
+    assert info["nfe"] == steps + 3 * min(3, steps - 1)  # docs/samplers.md
+
+
+def test_pndm_prk_on_a_grid_ending_above_zero_noise():
+    proc = VP("linear", num_steps=1000)
+    info = {}
+    sample(ExactDenoiser(MIX, proc), shape=(2, 2), sampler="pndm", steps=2, t_end=0.1, info=info)
+    assert info["nfe"] == 2 + 3 * 2
+
+
+# -- DDIM inversion --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("proc", [VP(), VP("linear", num_steps=1000), EDM(), RectifiedFlow()], ids=repr)
+def test_ddim_inversion_round_trip_converges(proc):
+    """Encode with ddim_invert, decode with sample(x_T=…, t_start=…): with the exact denoiser the round trip
+    is two Euler discretisations of the same PF-ODE, so the error falls like 1/N."""
+    from polydiff.samplers import ddim_invert
+
+    m = ExactDenoiser(MIX, proc)
+    x0 = MIX.sample(64, torch.Generator().manual_seed(0)).double()
+    errs = []
+    for n in (25, 100, 400):
+        x_t = ddim_invert(m, x0, steps=n, t_end=0.5)
+        back = sample(m, x_T=x_t, sampler="ddim", steps=n, t_start=0.5)
+        errs.append((back - x0).abs().max().item())
+    a, s = proc.alpha_sigma(torch.tensor([0.5], dtype=F64))
+    assert (x_t - a * x0).std() > 0.5 * s.item()  # really at a noisy level, not a copy of x0
+    assert errs[0] / errs[1] > 2.5 and errs[1] / errs[2] > 2.5, errs
+    assert errs[2] < 0.02, errs
+
+
+def test_ddim_inversion_never_calls_the_model_at_sigma_zero_and_takes_hooks():
+    from polydiff.samplers import ddim_invert
+
+    proc = VP("linear", num_steps=1000)
+    model = Denoiser(Half(), proc, parameterization="x0")
+    seen, info = [], {}
+    x_t = ddim_invert(model, torch.randn(3, 2, generator=torch.Generator().manual_seed(0)), steps=4, t_end=0.6,
+                      callback=lambda d: seen.append(d["t"][0].item()), info=info)
+    assert torch.isfinite(x_t).all() and info["nfe"] == 4
+    torch.testing.assert_close(torch.tensor(seen, dtype=F64), make_grid(proc, 4, t_start=0.6).flip(0)[1:])
+    with pytest.raises(ConfigError, match="unknown grid"):
+        ddim_invert(model, torch.zeros(2, 2), grid="cosine")
+    with pytest.raises(ShapeError, match="x0"):
+        ddim_invert(model, torch.zeros(2))

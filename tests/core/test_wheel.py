@@ -2,6 +2,7 @@
 subpackage from the unpacked wheel in a subprocess that cannot see the editable install (``python -S``), so a
 package forgotten in pyproject's explicit package list fails here instead of on a user's machine."""
 
+import os
 import shutil
 import site
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TREES = {"core": "polydiff", "plugins": "polydiff.plugins", "datasets": "polydiff.datasets", "configs": "polydiff.configs"}
+TREES = {"core": "polydiff", "plugins": "polydiff.plugins", "datasets": "polydiff.datasets"}
 
 
 def _source_packages() -> set[str]:
@@ -36,8 +37,11 @@ def test_wheel_contains_and_imports_every_package(tmp_path):
     for folder in TREES:
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-w", str(dist), str(src)], check=True, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": ""}  # else setuptools warns that it cannot byte-compile
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "--no-index",
+                           "-w", str(dist), str(src)], check=True, capture_output=True, text=True, env=env)
+    warnings = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "warning" in ln.lower()]
+    assert warnings == [], "building the wheel printed setuptools warnings:\n" + "\n".join(warnings)
     wheels = list(dist.glob("polydiff-*.whl"))
     assert len(wheels) == 1
     unpacked = tmp_path / "wheel"
@@ -45,7 +49,9 @@ def test_wheel_contains_and_imports_every_package(tmp_path):
         names = zf.namelist()
         zf.extractall(unpacked)
     assert any(n.endswith("entry_points.txt") for n in names)
-    assert "polydiff/configs/image/digits.yaml" in names or not (REPO / "configs/image/digits.yaml").exists()
+    yamls = {"polydiff/" + str(p.relative_to(REPO)) for p in (REPO / "plugins").glob("*/configs/*.yaml")}
+    assert "polydiff/plugins/image/configs/digits.yaml" in yamls
+    assert yamls <= set(names), f"task YAMLs missing from the wheel (declare them as package data): {sorted(yamls - set(names))}"
 
     expected = _source_packages()
     in_wheel = {str(Path(n).parent).replace("/", ".") for n in names if n.endswith("/__init__.py")}

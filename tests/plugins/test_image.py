@@ -9,7 +9,7 @@ from polydiff.cli import main
 
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "image" / "digits.yaml"
+CONFIG = REPO / "plugins" / "image" / "configs" / "digits.yaml"
 
 TINY = [
     "--trainer.max_steps=5",

@@ -13,7 +13,7 @@ import torch
 from polydiff.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "medical" / "wolleb_brats.yaml"
+CONFIG = REPO / "plugins" / "medical" / "configs" / "wolleb_brats.yaml"
 SEQS = ("t1", "t1ce", "t2", "flair")
 
 
@@ -108,7 +108,7 @@ def test_classifier_free_config_with_monai_backbone(tmp_path, monkeypatch):
         pytest.skip(f"{root} is absent")
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
-    cfg = REPO / "configs" / "medical" / "cfg_brats.yaml"
+    cfg = REPO / "plugins" / "medical" / "configs" / "cfg_brats.yaml"
     assert main(["fit", "--config", str(cfg), f"--trainer.default_root_dir={tmp_path / 'runs'}",
                  "--trainer.max_steps=2", "--trainer.enable_progress_bar=false",
                  "--model.init_args.backbone.init_args.channels=[8,16,16]",

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def fitted(tmp_path_factory):
     fixture = require_shared("pointcloud", "fixture_tiny.npz")
     work = tmp_path_factory.mktemp("pointcloud_cli")
-    cfg = yaml.safe_load((REPO / "configs" / "pointcloud" / "dpm_chair.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "plugins" / "pointcloud" / "configs" / "dpm_chair.yaml").read_text())
     cfg["trainer"].update(max_steps=3, accelerator="cpu", enable_progress_bar=False, default_root_dir=str(work / "runs"))
     cfg["model"]["init_args"].update(latent_dim=8, flow_depth=2, flow_hidden=16, hidden=[16, 16], num_steps=10,
                                      val_num_samples=0, final_num_samples=3, train_points=32, encoder_points=16)
@@ -97,7 +97,7 @@ def test_shipped_configs_build(name):
     from polydiff.plugins.pointcloud.data import ProceduralPointClouds
     from polydiff.plugins.pointcloud.module import LuoHuModule
 
-    cfg = yaml.safe_load((REPO / "configs" / "pointcloud" / f"{name}.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "plugins" / "pointcloud" / "configs" / f"{name}.yaml").read_text())
     assert cfg["model"]["class_path"] == "LuoHuModule" and cfg["data"]["class_path"] == "ProceduralPointClouds"
     module = LuoHuModule(**cfg["model"]["init_args"])
     dm = ProceduralPointClouds(**cfg["data"]["init_args"])

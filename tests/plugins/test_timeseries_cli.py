@@ -89,9 +89,9 @@ def fitted(tmp_path_factory):
         if os.environ.get("POLYDIFF_REQUIRE_SHARED_DATA") == "1":
             pytest.fail(f"{fixture} is absent and POLYDIFF_REQUIRE_SHARED_DATA=1", pytrace=False)
         pytest.skip(f"{fixture} is absent: these tests need the project's shared data folder (../shared/data)")
-    import polydiff.configs
+    from polydiff.plugins_manager import get_plugin_manager
 
-    config = Path(polydiff.configs.__file__).parent / "timeseries" / "csdi_physionet.yaml"
+    config = get_plugin_manager().registry.get("task", "timeseries/csdi_physionet")
     out = tmp_path_factory.mktemp("fit")
     cwd = os.getcwd()
     os.chdir(out)  # the logger writes runs/ under the working directory

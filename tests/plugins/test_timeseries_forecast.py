@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-import polydiff.configs
 from polydiff.cli import main
 from polydiff.datasets import ett
 from polydiff.plugins.timeseries.data import ETTDataModule
+from polydiff.plugins_manager import get_plugin_manager
 
 from tests.conftest import require_shared
 
@@ -41,7 +41,7 @@ def test_ett_forecast_windows_hide_exactly_the_horizon():
 @pytest.mark.parametrize("config", sorted(TINY))
 def test_fit_then_forecast_a_csv(config, tmp_path):
     root = require_shared("timeseries", "ett_small")
-    path = Path(polydiff.configs.__file__).parent / "timeseries" / config
+    path = get_plugin_manager().registry.get("task", f"timeseries/{Path(config).stem}")
     cwd = os.getcwd()
     os.chdir(tmp_path)  # the logger writes runs/ under the working directory
     try:

@@ -177,24 +177,36 @@ def test_max_level_training_draws_only_queried_levels():
 
 
 def test_ancestral_step_is_the_ddpm_posterior():
-    """η = 1 reproduces q(x_{t−1} | x_t, x_0) of Ho et al. 2020, Eq. 6–7, on one step and on a strided step."""
-    from polydiff.plugins.medical.anomaly import ddim_step
+    """AnoDDPM's step, the engine's DDIM with η = 1, reproduces q(x_{t−1} | x_t, x_0) of Ho et al. 2020,
+    Eq. 6–7, on one step and on a strided step."""
+    from polydiff import NoiseField
+    from polydiff.samplers import sample
 
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(4, 1, 3, 3, generator=g)
     eps = torch.randn(4, 1, 3, 3, generator=g)
     z = torch.randn(4, 1, 3, 3, generator=g)
+
+    class Given(torch.nn.Module):
+        process = PROC
+
+        def forward(self, x, t, cond=None):
+            return Prediction(x0=x0, eps=eps)
+
+    class Replay(NoiseField):
+        def sample(self, shape, generator=None, device=None, dtype=None):
+            return z
+
     for i_t, i_s in ((250, 249), (250, 225)):
-        t = torch.full((4,), i_t / 1000, dtype=torch.float64)
-        s = torch.full((4,), i_s / 1000, dtype=torch.float64)
-        ab_t = PROC.alpha(t[:1]).item() ** 2
-        ab_s = PROC.alpha(s[:1]).item() ** 2
+        ab_t = PROC.alpha(torch.tensor([i_t / 1000], dtype=torch.float64)).item() ** 2
+        ab_s = PROC.alpha(torch.tensor([i_s / 1000], dtype=torch.float64)).item() ** 2
         x_t = ab_t**0.5 * x0 + (1 - ab_t) ** 0.5 * eps
         beta = 1 - ab_t / ab_s
         mean = (ab_s**0.5 * beta / (1 - ab_t)) * x0 + ((1 - beta) ** 0.5 * (1 - ab_s) / (1 - ab_t)) * x_t
         var = (1 - ab_s) / (1 - ab_t) * beta
         expect = mean + var**0.5 * z
-        got = ddim_step(x_t, x0, eps, PROC, t, s, eta=1.0, noise=z)
+        grid = torch.tensor([i_t / 1000, i_s / 1000], dtype=torch.float64)
+        got = sample(Given(), x_t, sampler="ddim", eta=1.0, grid=grid, space=Euclidean(noise=Replay()))
         torch.testing.assert_close(got, expect, atol=1e-5, rtol=1e-5)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 from polydiff.backbones import SinusoidalTimeEmbedding
 from polydiff.data import DiffusionDataModule
 from polydiff.errors import DataError
+from polydiff.io import atomic_write
 from polydiff.testing import sliced_wasserstein
 
 
@@ -74,12 +74,10 @@ def write_csv(samples, path) -> Path:
     """Write ``samples["x"]`` (n, 2) as CSV atomically."""
     path = Path(path)
     x = samples["x"] if isinstance(samples, dict) else samples
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         f.write("x,y\n")
         for a, b in x.tolist():
             f.write(f"{a:.7g},{b:.7g}\n")
-    os.replace(tmp, path)
     return path
 
 
@@ -115,10 +113,11 @@ def write_scatter(samples, path, datamodule=None) -> Path | None:
     ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:blue", label="samples")
     ax.set_aspect("equal")
     ax.legend(loc="upper right")
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -1,0 +1,60 @@
+"""Every first-party plugin passes polydiff's conformance suite (polydiff.testing.check_plugin), loaded by its
+entry-point name exactly as a third-party plugin would be, with its data modules on the shipped or shared
+data and, where that data is here, its task YAML trained for two steps and sampled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polydiff.testing import check_plugin
+from tests.conftest import require_shared
+
+
+def test_image_plugin_conforms(tmp_path):
+    small = {"batch_size": 16}
+    report = check_plugin("image", datamodules=["DigitsDataModule"], tasks=["image/digits"],
+                          datamodule_kwargs={"DigitsDataModule": small}, out_dir=tmp_path)
+    assert report["datamodules"] == {"DigitsDataModule": (1, 8, 8)}
+    assert report["tasks"]["image/digits"]["sample_shape"] == (1, 8, 8)
+    assert any(p.suffix == ".png" for p in report["artifacts"])
+
+
+def test_timeseries_plugin_conforms(tmp_path):
+    physionet = require_shared("timeseries", "fixtures", "physionet2012_tiny")
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(120, 3)).cumsum(0)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    csv = tmp_path / "series.csv"
+    rows = ["time,a,b,c"] + [f"{t}," + ",".join("" if np.isnan(v) else f"{v:.4f}" for v in row)
+                             for t, row in enumerate(values)]
+    csv.write_text("\n".join(rows) + "\n")
+    kw = {"PhysioNetDataModule": {"root": str(physionet), "batch_size": 4},
+          "CSVDataModule": {"path": str(csv), "window": 24, "batch_size": 4}}
+    report = check_plugin("timeseries", datamodules=["PhysioNetDataModule", "CSVDataModule"],
+                          tasks=["timeseries/csdi_physionet"], datamodule_kwargs=kw, out_dir=tmp_path / "check")
+    assert report["datamodules"]["PhysioNetDataModule"] == (35, 48)
+    assert report["datamodules"]["CSVDataModule"] == (3, 24)
+    assert report["tasks"]["timeseries/csdi_physionet"]["sample_shape"] == (35, 48)
+
+
+def test_pointcloud_plugin_conforms(tmp_path):
+    fixture = require_shared("pointcloud", "fixture_tiny.npz")
+    kw = {"FixturePointClouds": {"path": str(fixture), "num_points": 64, "batch_size": 3}}
+    report = check_plugin("pointcloud", datamodules=["FixturePointClouds"], datamodule_kwargs=kw, out_dir=tmp_path)
+    assert report["datamodules"] == {"FixturePointClouds": (64, 3)}
+    assert any(p.suffix == ".ply" for p in report["artifacts"])
+
+
+def test_medical_plugin_task_conforms(tmp_path):
+    root = require_shared("medical", "wolleb_brats2020_slices")
+    kw = {"WollebBratsDataModule": {"root": str(root), "image_size": 32, "batch_size": 2}}
+    report = check_plugin("medical", datamodules=[], tasks=["medical/wolleb_brats"], datamodule_kwargs=kw,
+                          out_dir=tmp_path)
+    assert report["tasks"]["medical/wolleb_brats"]["sample_shape"] == (4, 32, 32)
+
+
+@pytest.mark.parametrize("plugin", ["image", "timeseries", "pointcloud", "medical"])
+def test_every_first_party_plugin_is_declared_and_registers(plugin, tmp_path):
+    report = check_plugin(plugin, datamodules=[], out_dir=tmp_path)  # entry point, hooks, components, tasks
+    assert any(c.startswith("task:") for c in report["components"])
