@@ -135,7 +135,22 @@ def _png(mode: str):
     return _via(write, ".png")
 
 
+def _by_format(name: str, suffix: str, sample: Callable[[], dict]):
+    """A seed written by the format's own writer."""
+    def write(path):
+        _formats()[name].write(sample(), path)
+
+    return _via(write, suffix)
+
+
+def _angles() -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"x": (torch.rand(1, 12, 6, generator=g) * 2 - 1) * 3.0}
+
+
 SEEDS: dict[str, list[tuple[str, Callable[[Path], bytes]]]] = {
+    "pdb": [(".pdb", _by_format("pdb", ".pdb", _angles))],
+    "mmcif": [(".cif", _by_format("mmcif", ".cif", _angles))],
     "timeseries_csv": [(".csv", _via(_csv, ".csv")), (".csv", _via(_csv_dates, ".csv")),
                        (".parquet", _via(_parquet, ".parquet"))],
     "ply": [(".ply", _pc("write_ply", ".ply", binary=True)), (".ply", _pc("write_ply", ".ply", binary=False))],
@@ -148,11 +163,16 @@ SEEDS: dict[str, list[tuple[str, Callable[[Path], bytes]]]] = {
     "png-slice": [(".png", _png("L")), (".png", _png("I;16"))],
     "png": [(".png", _png("RGB")), (".png", _png("L"))],
 }
-TEXT_SUFFIXES = (".csv", ".off", ".obj", ".xyz", ".pcd", ".ply", ".yaml")
+TEXT_SUFFIXES = (".csv", ".off", ".obj", ".xyz", ".pcd", ".ply", ".yaml", ".pdb", ".cif")
+
+
+_FORMATS: dict = {}
 
 
 def _formats():
-    return {f.name: f for f in get_plugin_manager(reload=True).file_formats() if f.read is not None}
+    if not _FORMATS:
+        _FORMATS.update({f.name: f for f in get_plugin_manager(reload=True).file_formats() if f.read is not None})
+    return _FORMATS
 
 
 def test_every_registered_reader_has_a_seed():
