@@ -436,12 +436,16 @@ def _register_core(registry: Registry) -> None:
     registry.add("module", DiffusionModule)
     from .losses import DiffusionLoss
     from .schedules import SCHEDULES
-    from .testing_data import MixtureDataModule
+    from . import graphs, structured, testing_data
 
     registry.add("loss", DiffusionLoss)
     for cls in SCHEDULES.values():
         registry.add("schedule", cls)
-    registry.add("datamodule", MixtureDataModule)
+    registry.add("space", structured.ProductSpace)
+    for cls in (structured.ConcatBackbone, structured.StructuredBackbone, graphs.PyGBackbone):
+        registry.add("backbone", cls)
+    for cls in (testing_data.MixtureDataModule, testing_data.PointSetDataModule, testing_data.ToyMoleculeDataModule):
+        registry.add("datamodule", cls)  # the engine's toy data modules (tests, examples, docs)
 
 
 _MANAGER: PolydiffPluginManager | None = None

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -51,6 +53,20 @@ warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `n
 LIGHTNING_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 
 
+_REGISTRY_SCOPE: ContextVar = ContextVar("polydiff_registry_scope", default=None)
+
+
+@contextmanager
+def registry_scope(registry):
+    """Resolve component names through ``registry`` instead of the process-wide plugin manager's inside the
+    block (e.g. :func:`polydiff.testing.check_plugin`, which loads the plugin under test into its own manager)."""
+    token = _REGISTRY_SCOPE.set(registry)
+    try:
+        yield registry
+    finally:
+        _REGISTRY_SCOPE.reset(token)
+
+
 def resolve_component(path: Any, kind: str, where: str | None = None) -> type:
     """The registered class named by ``path`` (a short name or a full class path equal to a registered
     class's ``module.qualname``); anything else is a one-line :class:`ConfigError` naming ``where`` (the key)
@@ -60,8 +76,7 @@ def resolve_component(path: Any, kind: str, where: str | None = None) -> type:
     from .plugins_manager import get_plugin_manager
 
     where = where or kind
-    pm = get_plugin_manager()
-    registry = pm.registry
+    registry = _REGISTRY_SCOPE.get() or get_plugin_manager().registry
     if not isinstance(path, str) or not path:
         raise ConfigError(f"{where}: class_path must be a component name, got {path!r}")
     kinds = (kind,) if kind in COMPONENT_KINDS and "." not in path else None
