@@ -160,6 +160,9 @@ class Torus(Space):
       ``DiffusionLoss(residual="wrapped_smooth_l1")`` for their wrapped smooth-L1 loss).
 
     ``n_images`` is K of the truncated image sum (|k| ≤ K); see :meth:`wrapped_normal_score`.
+    ``lifted=False`` instead wraps the sampler's state itself after every step, as FoldingDiff's ancestral
+    sampler does (Wu et al. 2024, §3.2 and Alg. 2: ``modulo_with_wrapped_range`` after each reverse step); for a
+    VP process the two chains differ (the posterior mean is not 2π-equivariant), so reproduce FoldingDiff with it.
 
     Samplers integrate in the cover ℝ^d (``lifted``): the model sees wrapped states, the chain keeps the
     unwrapped ones and the final sample is wrapped. This is the same process (the score is 2π-periodic) and it
@@ -168,8 +171,10 @@ class Torus(Space):
 
     lifted = True
 
-    def __init__(self, noise: NoiseField | None = None, target: str = "wrapped_score", n_images: int = 10):
+    def __init__(self, noise: NoiseField | None = None, target: str = "wrapped_score", n_images: int = 10,
+                 lifted: bool = True):
         super().__init__(noise)
+        self.lifted = bool(lifted)
         if target not in TORUS_TARGETS:
             raise ConfigError(f"Torus target {target!r} is unknown; expected one of {TORUS_TARGETS}")
         if int(n_images) < 1:
@@ -212,7 +217,8 @@ class Torus(Space):
         return -sigma * self.wrapped_normal_score(x_t, alpha * x0, sigma, self.n_images)
 
     def __repr__(self):
-        return f"Torus(noise={self.noise_field!r}, target={self.target!r}, n_images={self.n_images})"
+        return (f"Torus(noise={self.noise_field!r}, target={self.target!r}, n_images={self.n_images}, "
+                f"lifted={self.lifted})")
 
 
 class ZeroCenterOfMass(Space):

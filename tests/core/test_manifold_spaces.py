@@ -291,3 +291,31 @@ def test_euclidean_known_entries_unchanged():
     known = torch.rand(3, 4) > 0.5
     torch.testing.assert_close(Euclidean().replace_known(x, v, known), torch.where(known, v, x))
     torch.testing.assert_close(Euclidean().finish_known(x, v, known), torch.where(known, v, x))
+
+
+def test_torus_not_lifted_wraps_the_state_after_every_step():
+    """Torus(lifted=False): FoldingDiff's sampler — the chain's state itself is wrapped after each step, so
+    the model is handed exactly the state (no cover); lifted=True keeps the cover state and wraps only inputs."""
+
+    class Drift(nn.Module):  # a model that pushes every state far past ±π each step
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x, t, cond=None):
+            self.seen.append(x.detach().clone())
+            return torch.full_like(x, -3.0)
+
+    outs = {}
+    for lifted in (False, True):
+        net = Drift()
+        den = Denoiser(net, VP("cosine", num_steps=100), "eps")
+        space = Torus(target="eps", lifted=lifted)
+        x_T = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        outs[lifted] = sample(den, x_T, steps=20, sampler="ddpm", generator=torch.Generator().manual_seed(1),
+                              space=space)
+        assert ((outs[lifted] >= -math.pi) & (outs[lifted] < math.pi)).all()
+        assert all(((x >= -math.pi) & (x < math.pi)).all() for x in net.seen)  # model inputs always wrapped
+    # a VP posterior mean is not 2π-equivariant: the wrapped chain and the cover chain end elsewhere
+    assert not torch.allclose(outs[False], outs[True])
+    assert Torus().lifted is True and "lifted=False" in repr(Torus(lifted=False))

@@ -1,0 +1,247 @@
+"""Data modules of backbone angle tables (FoldingDiff, Wu et al. 2024, §2.1 and §4.1).
+
+Every chain becomes its (L, 6) angle table (:mod:`.geometry`), centred on the circular mean of the training
+set and wrapped to [−π, π) (FoldingDiff centres each angle on its training mean so the wrapped-normal prior
+at t = 1 sits on the bulk of the data). Items follow the batch contract:
+
+* ``x``        (max_length, 6): centred angles; NaN where undefined, 0 in padding;
+* ``presence`` (max_length, 1): True for the residues of the chain (padding to ``max_length``);
+* ``missing``  (max_length, 6): the angles a chain's termini do not define (φ₀; ψ, ω, θ₂, θ₃ of the last
+               residue) — generated like any entry but never regressed.
+
+FoldingDiff's filter and crop: chains shorter than ``min_length`` (40) are left out, longer ones are cut to a
+random window of ``max_length`` (128) residues each time they are drawn (validation: the central window).
+Everything that was cut, filtered or substituted while reading is reported (``self.report``) and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from polydiff import ConfigError, DataError
+from polydiff.data import DiffusionDataModule
+
+from .geometry import backbone_angles, circular_mean, undefined_mask, wrap
+
+log = logging.getLogger("polydiff.protein")
+DOMAIN = "protein"
+
+
+class Chain:
+    """One training chain: its angle table (L, 6) (radians, NaN where undefined), CA coordinates and name."""
+
+    def __init__(self, angles: np.ndarray, ca: np.ndarray, name: str, sequence: str):
+        self.angles, self.ca, self.name, self.sequence = angles, ca, name, sequence
+
+    def __len__(self):
+        return self.angles.shape[0]
+
+
+def load_chains(paths: Sequence[str | Path], min_length: int = 40, chain: str | None = None,
+                any_suffix: bool = False) -> tuple[list[Chain], list[str]]:
+    """Chains (contiguous segments) of every PDB/mmCIF file under ``paths`` and the report lines.
+
+    Files that cannot be read are reported and skipped (a folder a user brings may hold a few bad files);
+    segments shorter than ``min_length`` are reported as filtered."""
+    from .structure import find_structure_files, read_segments
+
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if any_suffix and p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.is_file())
+        else:
+            files += find_structure_files(p)
+    chains, report = [], []
+    short = 0
+    for f in files:
+        try:
+            segments = read_segments(f, chain=chain)
+        except DataError as exc:
+            report.append(f"skipped: {exc}")
+            continue
+        report.extend(segments[0].notes)
+        for k, seg in enumerate(segments):
+            name = f.stem if len(segments) == 1 else f"{f.stem}#{k}"
+            if len(seg) < min_length:
+                short += 1
+                report.append(f"filtered: {name} ({seg.labels[0]}–{seg.labels[-1]}) has {len(seg)} residues "
+                              f"< min_length {min_length}")
+                continue
+            chains.append(Chain(backbone_angles(seg.coords), seg.coords[:, 1].copy(), name, seg.sequence))
+    report.append(f"{len(chains)} chain(s) of length >= {min_length} from {len(files)} file(s); "
+                  f"{short} segment(s) filtered as too short")
+    return chains, report
+
+
+class AngleDataset(Dataset):
+    """Chains as batch-contract items of ``max_length`` rows (see the module docstring)."""
+
+    def __init__(self, chains: list[Chain], mean: np.ndarray, max_length: int, random_crop: bool, seed: int = 0):
+        self.chains, self.mean, self.max_length, self.random_crop = chains, mean, max_length, random_crop
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.chains)
+
+    def window(self, i: int) -> np.ndarray:
+        a = self.chains[i].angles
+        extra = a.shape[0] - self.max_length
+        if extra <= 0:
+            return a
+        start = int(torch.randint(0, extra + 1, (1,), generator=self.gen)) if self.random_crop else extra // 2
+        return a[start:start + self.max_length]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return make_item(self.window(i), self.mean, self.max_length)
+
+
+def make_item(angles: np.ndarray, mean: np.ndarray, max_length: int) -> dict[str, torch.Tensor]:
+    """Batch-contract item of a chain's (L ≤ max_length, 6) raw angles: centred, wrapped, padded, masked.
+    The crop's own termini are undefined (its φ₀ refers to an atom outside the window)."""
+    L = angles.shape[0]
+    if L > max_length:
+        raise DataError(f"a chain of {L} residues does not fit max_length {max_length}")
+    miss = undefined_mask(L, max_length)
+    x = np.zeros((max_length, 6))
+    x[:L] = wrap(angles - mean)
+    x[miss] = np.nan
+    presence = np.zeros((max_length, 1), dtype=bool)
+    presence[:L] = True
+    return {"x": torch.tensor(x, dtype=torch.float32), "presence": torch.from_numpy(presence),
+            "missing": torch.from_numpy(miss)}
+
+
+class ProteinAngles(DiffusionDataModule):
+    """Backbones from folders/files of PDB or mmCIF (any a user brings) as FoldingDiff angle tables.
+
+    Args:
+        roots: folders (searched recursively for .pdb/.ent/.cif/.mmcif[.gz]) or single files.
+        min_length, max_length: FoldingDiff's filter and crop (40, 128; Wu et al. 2024, §4.1).
+        val_fraction: share of chains held out (at least one when there are two or more).
+        chain: chain id to read in every file (default each file's first protein chain).
+        sample_lengths: lengths of generated chains: None draws them from the training length histogram
+            (after cropping), a list is cycled through.
+        batch_size: FoldingDiff trains with 64 (§4.1).
+    """
+
+    domain = DOMAIN
+
+    def __init__(self, roots: list[str] | str = "../shared/data/protein/kortemme_pfam_domains",
+                 min_length: int = 40, max_length: int = 128, val_fraction: float = 0.1, chain: str | None = None,
+                 sample_lengths: list[int] | None = None, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if not 2 <= min_length <= max_length:
+            raise ConfigError(f"need 2 <= min_length <= max_length, got {min_length}, {max_length}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+        self.min_length, self.max_length = int(min_length), int(max_length)
+        self.val_fraction, self.chain = val_fraction, chain
+        self.sample_lengths = list(sample_lengths) if sample_lengths else None
+        self.report: list[str] = []
+        self.train_chains: list[Chain] = []
+        self.val_chains: list[Chain] = []
+        self.angle_mean: np.ndarray | None = None
+
+    def _load(self) -> tuple[list[Chain], list[str]]:
+        return load_chains(self.roots, self.min_length, self.chain)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        chains, report = self._load()
+        if not chains:
+            raise DataError(f"no chain of >= {self.min_length} residues in {self.roots}:\n  " + "\n  ".join(report))
+        order = torch.randperm(len(chains), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = 0 if len(chains) < 2 or self.val_fraction == 0 else max(1, round(self.val_fraction * len(chains)))
+        self.val_chains = [chains[i] for i in order[:n_val]]
+        self.train_chains = [chains[i] for i in order[n_val:]]
+        self.angle_mean = circular_mean(np.concatenate([c.angles for c in self.train_chains]), axis=0)
+        self.report = report
+        for line in report:
+            log.info(line)
+        self.train_set = AngleDataset(self.train_chains, self.angle_mean, self.max_length, True, self.seed)
+        self.val_set = AngleDataset(self.val_chains or self.train_chains, self.angle_mean, self.max_length, False)
+
+    # -- representation ----------------------------------------------------------------------------
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space angles (..., 6) -> raw angles in [−π, π) (undo the centring)."""
+        self.require_set("train_set")
+        return wrap(x.double() + torch.as_tensor(self.angle_mean))
+
+    def encode(self, angles: np.ndarray) -> dict[str, torch.Tensor]:
+        """Raw (L, 6) angles of one chain -> a batch-contract item (centred, padded, masked)."""
+        self.require_set("train_set")
+        return make_item(angles, self.angle_mean, self.max_length)
+
+    def length_histogram(self) -> np.ndarray:
+        """Counts of training chain lengths (after cropping to max_length), index = length."""
+        self.require_set("train_set")
+        lengths = [min(len(c), self.max_length) for c in self.train_chains]
+        return np.bincount(lengths, minlength=self.max_length + 1)
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Presence masks of ``n`` chains whose lengths come from ``sample_lengths`` or from the training
+        length histogram (FoldingDiff samples lengths from the training set, §4.2)."""
+        if self.sample_lengths:
+            lengths = torch.tensor([self.sample_lengths[i % len(self.sample_lengths)] for i in range(n)])
+        else:
+            hist = torch.as_tensor(self.length_histogram(), dtype=torch.float64)
+            lengths = torch.multinomial(hist, n, replacement=True, generator=generator)
+        bad = [int(v) for v in lengths if not self.min_length <= int(v) <= self.max_length]
+        if bad:
+            raise ConfigError(f"sample lengths {bad} are outside the trained range "
+                              f"{self.min_length}..{self.max_length} residues")
+        presence = torch.arange(self.max_length)[None, :, None] < lengths[:, None, None]
+        return {"presence": presence}
+
+
+class CATHAngles(ProteinAngles):
+    """FoldingDiff's training set: CATH S40 v4.3.0 domains (:mod:`polydiff.datasets.cath`), downloaded and
+    md5-checked on first use into ``root`` (default the polydiff cache)."""
+
+    def __init__(self, root: str | None = None, min_length: int = 40, max_length: int = 128,
+                 val_fraction: float = 0.1, sample_lengths: list[int] | None = None, batch_size: int = 64,
+                 num_workers: int = 0, seed: int = 0):
+        super().__init__(roots=[], min_length=min_length, max_length=max_length, val_fraction=val_fraction,
+                         sample_lengths=sample_lengths, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.root = root
+
+    def prepare_data(self) -> None:
+        from polydiff.datasets.cath import domain_folder
+
+        domain_folder(self.root)
+
+    def _load(self):
+        from polydiff.datasets.cath import domain_folder
+
+        return load_chains([domain_folder(self.root)], self.min_length, any_suffix=True)
+
+
+def lengths_of(presence: torch.Tensor) -> torch.Tensor:
+    """(B, L, 1) or (B, L) presence -> (B,) chain lengths (present residues form a prefix)."""
+    p = presence.reshape(presence.shape[0], presence.shape[1], -1)[..., 0]
+    return p.sum(1)
+
+
+def angles_of_samples(samples: dict, datamodule) -> list[np.ndarray]:
+    """Raw (L_b, 6) angle tables of a batch of samples (decoded and cut to each chain's length)."""
+    x = samples["x"]
+    lengths = lengths_of(samples["presence"]) if samples.get("presence") is not None else torch.full(
+        (x.shape[0],), x.shape[1])
+    if datamodule is None or getattr(datamodule, "angle_mean", None) is None:
+        raise ConfigError("protein samples are angles centred on the training means: turning them into "
+                          "structures needs the training data module (pass --config with its data: section)")
+    raw = datamodule.decode(x)
+    return [raw[b, :int(lengths[b])].numpy() for b in range(x.shape[0])]
+
+
+__all__ = ["ProteinAngles", "CATHAngles", "AngleDataset", "Chain", "load_chains", "make_item", "lengths_of",
+           "angles_of_samples"]
