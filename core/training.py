@@ -654,14 +654,6 @@ class DiffusionModule(L.LightningModule):
                                            null_cond=lambda c: null_conditions(c, num_classes))
         x_T = self.process.prior_sample(shape, generator=generator, space=self.space, presence=presence,
                                         device=self.device, dtype=self.dtype)
-        if isinstance(sampler, str) and sampler not in samplers.SAMPLERS:  # a plugin's registered sampler
-            from .plugins_manager import get_plugin_manager
-
-            hit = get_plugin_manager().registry.find(sampler, ("sampler",))
-            if hit is None:
-                raise ConfigError(f"unknown sampler {sampler!r}; built-in: {sorted(samplers.SAMPLERS)}, "
-                                  f"registered by plugins: {get_plugin_manager().registry.names('sampler')}")
-            sampler = hit[1]
         kwargs = dict(h.sampler_kwargs or {})
         kwargs.update(kw)
         session = None
