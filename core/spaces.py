@@ -89,6 +89,10 @@ class Space:
         """The final sample: known entries are exactly ``x_known``."""
         return torch.where(known, x_known, x)
 
+    def entry_weights(self, x: Tensor) -> Tensor | None:
+        """Loss weights broadcastable to x (a structured state's per-part weights), or None: all equal."""
+        return None
+
     def __repr__(self):
         return f"{type(self).__name__}(noise={self.noise_field!r})"
 
