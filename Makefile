@@ -3,9 +3,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= all,test
+EXTRAS ?= all,test,docs
 
-.PHONY: setup quickstart test clean
+.PHONY: setup quickstart test docs clean
 
 setup: $(VENV)/.installed
 
@@ -23,5 +23,10 @@ quickstart: setup
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
+# The user guide and the API reference from the docstrings (mkdocs + mkdocstrings) into site/; --strict turns a
+# broken link or an unresolved reference into an error. `python -m` keeps the venv's bin/ off griffe's search path.
+docs: setup
+	$(PY) -m mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs
+	rm -rf $(VENV) build dist *.egg-info runs site

@@ -290,6 +290,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance scale w")
     p.add_argument("--num", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the conditions")
+    p.add_argument("--sizes", default=None, help="node counts of variable-size samples: N (all N) or LO:HI (drawn "
+                   "from the training size histogram restricted to [LO, HI]); default: the whole histogram")
 
 
 def _sample_kw(args) -> dict:
@@ -300,6 +302,8 @@ def _sample_kw(args) -> dict:
         kw["steps"] = args.steps
     if args.guidance_scale is not None:
         kw["guidance_scale"] = args.guidance_scale
+    if getattr(args, "sizes", None) is not None:
+        kw["sizes"] = args.sizes
     return kw
 
 

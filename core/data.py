@@ -48,6 +48,109 @@ class TensorItemDataset(Dataset):
         return item
 
 
+def item_size(item: Mapping[str, Any]) -> int:
+    """Number of nodes of a variable-size item: the length of the first axis of ``x`` (of its first part when
+    ``x`` is a mapping of named parts, :mod:`polydiff.structured`)."""
+    if not isinstance(item, Mapping) and isinstance(getattr(item, "num_nodes", None), int):  # a PyG Data item
+        return int(item.num_nodes)
+    x = item.get("x") if isinstance(item, Mapping) else None
+    if isinstance(x, Mapping):
+        x = next(iter(x.values()), None)
+    if not torch.is_tensor(x) or x.ndim < 1:
+        raise DataError(f"a variable-size item needs item['x'] (or its parts) of shape (nodes, ...); got {type(x).__name__}")
+    return int(x.shape[0])
+
+
+def pad_collate(items: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Collate items of different sizes by padding the node axis (axis 0 of ``x``, or of every part) with zeros
+    to the largest item of the batch (dynamic padding, ``torch.nn.utils.rnn.pad_sequence``) and setting
+    ``presence``: (batch, nodes) for parts, broadcastable to ``x`` — (batch, nodes, 1, …) — for a tensor. An
+    item's own ``presence``/``known``/``missing`` masks are padded with False; ``cond`` is collated as usual."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    if not items:
+        raise DataError("pad_collate got no items")
+    sizes = torch.tensor([item_size(it) for it in items])
+    nodes = torch.arange(int(sizes.max()))[None, :] < sizes[:, None]  # (batch, nodes)
+
+    def pad(seqs, what):
+        trail = {tuple(s.shape[1:]) for s in seqs}
+        if len(trail) > 1:
+            raise ShapeError(f"pad_collate: {what} of the items differ beyond the node axis: {sorted(trail)}")
+        return pad_sequence(list(seqs), batch_first=True)
+
+    x0 = items[0]["x"]
+    if isinstance(x0, Mapping):
+        x = {k: pad([it["x"][k] for it in items], f"x[{k!r}]") for k in x0}
+        presence = nodes
+    else:
+        x = pad([it["x"] for it in items], "x")
+        presence = nodes.reshape(*nodes.shape, *([1] * (x.ndim - 2)))
+    out: dict[str, Any] = {"x": x}
+    for key in ("presence", "known", "missing"):
+        if any(it.get(key) is not None for it in items):
+            if not all(it.get(key) is not None for it in items):
+                raise DataError(f"pad_collate: some items have {key!r} and some do not")
+            m = pad([torch.as_tensor(it[key]).bool() for it in items], key)
+            out[key] = m & presence if key == "presence" else m
+    out.setdefault("presence", presence)
+    if any(it.get("cond") for it in items):
+        if not all(it.get("cond") for it in items):
+            raise DataError("pad_collate: some items have 'cond' and some do not")
+        out["cond"] = default_collate([it["cond"] for it in items])
+    return out
+
+
+def parse_sizes(spec: Any) -> tuple[int, int] | list[int]:
+    """A ``sizes`` request: ``"12"``/``12`` → (12, 12); ``"9:29"`` → (9, 29) (a range, bounds included); a list of
+    ints → one size per sample. Raises :class:`ConfigError` naming the expected forms."""
+    if isinstance(spec, (list, tuple)) or torch.is_tensor(spec):
+        sizes = [int(v) for v in (spec.tolist() if torch.is_tensor(spec) else spec)]
+        if not sizes or min(sizes) < 1:
+            raise ConfigError(f"sizes {sizes} must be positive node counts")
+        return sizes
+    text = str(spec).strip()
+    try:
+        lo, _, hi = text.partition(":")
+        bounds = (int(lo), int(hi) if hi else int(lo))
+    except ValueError:
+        raise ConfigError(f"sizes {spec!r}: expected a node count N, a range LO:HI (bounds included) or a list") from None
+    if bounds[0] < 1 or bounds[1] < bounds[0]:
+        raise ConfigError(f"sizes {spec!r}: expected 1 <= LO <= HI")
+    return bounds
+
+
+def draw_sizes(n: int, histogram: Tensor | None, spec: Any = None,
+               generator: torch.Generator | None = None) -> Tensor:
+    """Node counts of ``n`` samples, (n,) long: drawn from the training ``histogram`` (counts indexed by size),
+    restricted to the range of ``spec`` when one is given (``"9:29"``: the histogram's sizes in [9, 29], renormalised);
+    a single size (``12``/``"12"``) gives every sample that size, a list gives them one by one."""
+    req = None if spec is None else parse_sizes(spec)
+    if isinstance(req, list):
+        if len(req) != n:
+            raise ConfigError(f"{len(req)} sizes given for {n} samples")
+        return torch.tensor(req, dtype=torch.long)
+    if req is not None and req[0] == req[1]:
+        return torch.full((n,), req[0], dtype=torch.long)
+    if histogram is None:
+        raise ConfigError("sampling sizes needs the training size histogram (a variable-size data module or a "
+                          "checkpoint that recorded one) unless a single size or a list is given")
+    w = histogram.to(torch.float64).clone()
+    if req is not None:
+        idx = torch.arange(len(w))
+        w[(idx < req[0]) | (idx > req[1])] = 0
+        if not w.sum() > 0:
+            raise ConfigError(f"sizes {spec!r}: no training item has a size in [{req[0]}, {req[1]}] "
+                              f"(training sizes: {torch.nonzero(histogram).flatten().tolist()})")
+    dev = generator.device if generator is not None else None
+    return torch.multinomial(w.to(dev), n, replacement=True, generator=generator).cpu()
+
+
+def _first(x):
+    """Item 0 of a collated ``x`` (a tensor or a mapping of parts)."""
+    return {k: v[0] for k, v in x.items()} if isinstance(x, Mapping) else x[0]
+
+
 def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -158,6 +261,10 @@ class DiffusionDataModule(L.LightningDataModule):
 
     #: Domain name the plugin hooks answer to (``polydiff_write_artifacts``/``polydiff_evaluate``).
     domain: str = "generic"
+    #: Items have different numbers of nodes (axis 0 of ``x``): batches are padded to their largest item
+    #: (:func:`pad_collate`), and the training set's size histogram is recorded in checkpoints and sampled
+    #: at generation.
+    variable_size: bool = False
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
         super().__init__()
@@ -173,6 +280,7 @@ class DiffusionDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._size_histogram: Tensor | None = None
 
     # -- loaders ---------------------------------------------------------------------------------
     def require_set(self, name: str) -> Dataset:
@@ -188,27 +296,50 @@ class DiffusionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> ResumableLoader:
         return ResumableLoader(self.require_set("train_set"), self.batch_size, shuffle=True, seed=self.seed,
-                               drop_last=False, num_workers=self.num_workers)
+                               drop_last=False, num_workers=self.num_workers, collate_fn=self.collate)
 
     def val_dataloader(self) -> ResumableLoader:
-        return ResumableLoader(self.require_set("val_set"), self.batch_size, num_workers=self.num_workers)
+        return ResumableLoader(self.require_set("val_set"), self.batch_size, num_workers=self.num_workers,
+                               collate_fn=self.collate)
 
     def test_dataloader(self) -> ResumableLoader:
         ds = self.test_set if self.test_set is not None else self.require_set("val_set")
-        return ResumableLoader(ds, self.batch_size, num_workers=self.num_workers)
+        return ResumableLoader(ds, self.batch_size, num_workers=self.num_workers, collate_fn=self.collate)
 
     def predict_dataloader(self) -> ResumableLoader:
         return self.test_dataloader()
 
+    def collate(self, items: list[Mapping[str, Any]]) -> dict[str, Any]:
+        """How the loaders batch items: :func:`pad_collate` for variable-size items, else ``default_collate``."""
+        return pad_collate(items) if self.variable_size else default_collate(items)
+
+    def size_histogram(self) -> Tensor:
+        """Counts of the training items' sizes, (max_size + 1,) long (index = number of nodes), computed once.
+        A subclass that knows its sizes without loading every item may override it."""
+        if self._size_histogram is None:
+            ds = self.require_set("train_set")
+            sizes = torch.tensor([item_size(ds[i]) for i in range(len(ds))], dtype=torch.long)
+            if sizes.numel() == 0:
+                raise DataError(f"{type(self).__name__}: the training set is empty; no size histogram")
+            self._size_histogram = torch.bincount(sizes)
+        return self._size_histogram
+
     # -- contract --------------------------------------------------------------------------------
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """Shape of one example's ``x`` (without the batch dimension)."""
+        """Shape of one example's ``x`` (without the batch dimension); for variable-size items the node axis is
+        the largest training size. For items of named parts, a mapping part → shape."""
         item = self.require_set("train_set")[0]
+        if not isinstance(item, Mapping) and hasattr(item, "num_nodes"):  # a graph item (polydiff.graphs)
+            item = {"x": _first(self.collate([item])["x"])}
         if not isinstance(item, Mapping) or "x" not in item:
             got = sorted(item) if isinstance(item, Mapping) else type(item).__name__
             raise DataError(f"{type(self).__name__}: dataset items must be mappings with key 'x' (batch contract); got {got}")
-        return tuple(item["x"].shape)
+        nodes = (len(self.size_histogram()) - 1,) if self.variable_size else None
+        if isinstance(item["x"], Mapping):
+            return {k: (*(nodes or v.shape[:1]), *v.shape[1:]) for k, v in item["x"].items()}
+        shape = tuple(item["x"].shape)
+        return (*nodes, *shape[1:]) if nodes else shape
 
     def example_cond(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor] | None:
         """Conditions for ``n`` samples (e.g. ``{"label": LongTensor (n,)}`` cycling through the classes), or
@@ -226,11 +357,13 @@ class DiffusionDataModule(L.LightningDataModule):
         the first ``n`` validation items (all if None)."""
         ds = self.require_set("val_set")
         count = len(ds) if n is None else min(n, len(ds))
-        return default_collate([ds[i] for i in range(count)])
+        return self.collate([ds[i] for i in range(count)])
 
     def check_batch(self, batch: Mapping[str, Any], expected_shape: tuple[int, ...] | None = None) -> None:
         """Raise :class:`ShapeError` unless ``batch`` follows the contract and its items have ``expected_shape``."""
         x, _, _, _ = unpack(batch)
+        if self.variable_size and expected_shape is not None and x.ndim >= 2 and x.shape[1] <= expected_shape[0]:
+            expected_shape = (x.shape[1], *expected_shape[1:])  # padded to the batch's largest item
         if expected_shape is not None and tuple(x.shape[1:]) != tuple(expected_shape):
             raise ShapeError(
                 f"{type(self).__name__} yields batch['x'] of shape {tuple(x.shape)}; the model was built for "

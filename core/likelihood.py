@@ -27,7 +27,7 @@ import torch
 from .checks import check_finite, expand_like
 from .errors import ConfigError, ShapeError
 from .processes import VP, GaussianProcess
-from .spaces import Euclidean, Space
+from .spaces import Euclidean, Space, Torus
 
 __all__ = [
     "NLLResult", "ode_nll", "dequantize", "dequantized_ode_nll", "ddpm_vlb", "ddpm_coefficients", "ddpm_vlb_term",
@@ -79,7 +79,8 @@ def _probability_flow(denoiser, process, space, presence, cond):
         f = expand_like(process.drift_coef(tt), x)
         g2 = expand_like(process.diffusion_sq(tt), x)
         s = expand_like(process.sigma(tt), x)
-        eps = denoiser(x, tt, cond).eps
+        # the torus is integrated in its cover; the model sees the wrapped state
+        eps = denoiser(space.project(x, presence) if isinstance(space, Torus) else x, tt, cond).eps
         out = f * x + 0.5 * g2 * eps / s
         return out if presence is None else out * presence
 

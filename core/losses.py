@@ -267,6 +267,9 @@ class DiffusionLoss:
         target = target_for(kind, x0_target, eps_target, t, process)
         estimate = target_for(kind, pred.x0, pred.eps, t, process)
         count = mask.sum()
+        entry_w = space.entry_weights(x0)  # per-part loss weights of a structured state (polydiff.structured)
+        if entry_w is not None:
+            mask = mask * entry_w
         if self.residual == "squared":
             sq = (estimate - target) ** 2 * mask
         else:

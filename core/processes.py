@@ -121,13 +121,9 @@ class GaussianProcess:
         return self.prior_std * space.noise(shape, generator=generator, presence=presence, **kw)
 
     def prior_logp(self, x: Tensor, space: Space | None = None, presence=None) -> Tensor:
-        """log N(x; 0, prior_std² I) summed per sample over the space's degrees of freedom, shape (batch,)."""
-        space = space or Euclidean()
-        dof = space.degrees_of_freedom(x, presence)
-        mask = space.presence_weights(x, presence)
-        sq = ((x * mask) ** 2).flatten(1).sum(1)
-        var = self.prior_std**2
-        return -0.5 * sq / var - 0.5 * dof * math.log(2 * math.pi * var)
+        """log N(x; 0, prior_std² I) summed per sample over the space's degrees of freedom, shape (batch,)
+        (the wrapped normal on a torus: :meth:`polydiff.spaces.Space.gaussian_log_prob`)."""
+        return (space or Euclidean()).gaussian_log_prob(x, self.prior_std, presence)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -59,6 +59,13 @@ class Space:
         """Number of free real coordinates per sample, shape (batch,) (for densities and bits/dim)."""
         return self.presence_weights(x, presence).flatten(1).sum(1)
 
+    def gaussian_log_prob(self, x: Tensor, std: float, presence: Tensor | None = None) -> Tensor:
+        """log density of the space's N(0, std² I) (e.g. the prior), summed per sample over its degrees of
+        freedom, shape (batch,)."""
+        dof = self.degrees_of_freedom(x, presence)
+        sq = ((x * self.presence_weights(x, presence)) ** 2).flatten(1).sum(1)
+        return -0.5 * sq / std**2 - 0.5 * dof * math.log(2 * math.pi * std**2)
+
     #: True for a quotient of a Euclidean cover (the torus): samplers then keep the state in the cover during the
     #: loop (:meth:`project_step` after each step), project only the model's input (shifting x̂_0 back into the
     #: state's chart) and the final sample, so that multistep solvers never mix x̂_0 from different charts.
@@ -81,6 +88,10 @@ class Space:
     def finish_known(self, x: Tensor, x_known: Tensor, known: Tensor, presence: Tensor | None = None) -> Tensor:
         """The final sample: known entries are exactly ``x_known``."""
         return torch.where(known, x_known, x)
+
+    def entry_weights(self, x: Tensor) -> Tensor | None:
+        """Loss weights broadcastable to x (a structured state's per-part weights), or None: all equal."""
+        return None
 
     def __repr__(self):
         return f"{type(self).__name__}(noise={self.noise_field!r})"
@@ -210,6 +221,11 @@ class Torus(Space):
         sigma = _sigma_like(sigma, x)
         logp, _ = _wrapped_normal(x.to(F64) - mean.to(F64), sigma, int(n_images))
         return logp.expand(x.shape)
+
+    def gaussian_log_prob(self, x, std, presence=None):
+        """log WN(x; 0, std² I) on [−π, π)^d: the law of a wrapped N(0, std² I) draw (the prior on the torus)."""
+        lp = self.wrapped_normal_log_prob(x, torch.zeros_like(x), std, self.n_images)
+        return (lp * self.presence_weights(x, presence).to(lp.dtype)).flatten(1).sum(1).to(x.dtype)
 
     def denoising_target(self, x_t: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         if self.target == "eps":

@@ -36,6 +36,7 @@ from .losses import DiffusionLoss
 from .parameterization import PARAMETERIZATIONS, Denoiser
 from .processes import GaussianProcess, get_process
 from .spaces import Euclidean, Space
+from .structured import CategoricalSession, ProductSpace, StructuredBackbone, find_structured
 
 Tensor = torch.Tensor
 
@@ -218,6 +219,10 @@ class DiffusionModule(L.LightningModule):
         val_sample_every_n_epochs: how often validation draws them.
         final_num_samples: samples written through the artifact hook when ``fit`` ends (0 = none).
         seed: seed of the training generator (offset by the global rank) and of validation sampling.
+        parts: a state of named parts instead of one tensor, ``{name: {features, space, scale, loss_weight,
+            kind, num_classes}}`` (:class:`polydiff.structured.Part`): batches then hold ``x`` as a mapping of
+            parts, the backbone is called ``backbone(parts, t, cond) -> parts`` (:class:`StructuredBackbone`) and
+            the engine works on the packed tensor (:class:`ProductSpace`). ``space`` must then be None.
     """
 
     def __init__(
@@ -247,6 +252,7 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
         lr_decay_at: list[float] | None = None,
         lr_decay_gamma: float = 0.1,
+        parts: dict[str, dict] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -273,6 +279,12 @@ class DiffusionModule(L.LightningModule):
                              ("space", self.space if space is not None else None)):
                 if getattr(obj, "_polydiff_spec", None) is not None and isinstance(self.hparams.get(key), Mapping):
                     self.hparams[key] = obj._polydiff_spec
+        self.structure: ProductSpace | None = None
+        if parts is not None:  # a state of named parts: the engine sees the packed tensor (polydiff.structured)
+            if space is not None:
+                raise ConfigError("pass either space (one tensor) or parts (each part has its own space), not both")
+            self.structure = self.space = ProductSpace(parts)
+            backbone = StructuredBackbone(backbone, self.structure)
         net = backbone if conditioner is None else _Conditioned(backbone, conditioner)
         self.denoiser = Denoiser(net, process, parameterization, learned_variance=learned_variance)
         self.loss_fn = instantiate(loss, "loss") if loss is not None else DiffusionLoss(parameterization)
@@ -282,6 +294,7 @@ class DiffusionModule(L.LightningModule):
         self._pending_rng: dict | None = None
         self._checked_shape = False
         self._sample_shape: tuple[int, ...] | None = None
+        self._size_histogram: Tensor | None = None
         self._domain: str | None = None
         self._datamodule = None
 
@@ -304,12 +317,32 @@ class DiffusionModule(L.LightningModule):
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample as the engine sees it (the packed tensor for a state of parts); for variable-size
+        data the node axis is the largest training size."""
         dm = self.datamodule
         if dm is not None:
-            return tuple(dm.sample_shape)
+            shape = dm.sample_shape
+            return self.structure.packed_shape(shape) if self.structure is not None else tuple(shape)
         if self._sample_shape is None:
             raise ConfigError("sample_shape is unknown: attach a datamodule or load a checkpoint written by fit")
         return self._sample_shape
+
+    @property
+    def size_histogram(self) -> Tensor | None:
+        """Counts of the training items' node counts (index = size) for variable-size data, else None; from
+        the data module, or from the checkpoint (``checkpoint["polydiff"]["size_histogram"]``)."""
+        dm = self.datamodule
+        if dm is not None and getattr(dm, "variable_size", False):
+            return dm.size_histogram()
+        return self._size_histogram
+
+    def flat_batch(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A batch as the Gaussian engine sees it: a state of parts is packed (:meth:`ProductSpace.flat_batch`);
+        a single-tensor batch is returned unchanged."""
+        if self.structure is None:
+            return batch
+        flat, _ = self.structure.flat_batch(batch)
+        return flat
 
     @property
     def domain(self) -> str:
@@ -333,6 +366,13 @@ class DiffusionModule(L.LightningModule):
         """Raise a :class:`~polydiff.errors.ShapeError` unless ``batch`` follows the batch contract of this
         module's process (:mod:`polydiff.batch`; integer token ids for a discrete process) and, with a data
         module, its items have ``sample_shape``. Training and evaluation call it on their first batch."""
+        if self.structure is not None:  # a state of parts: checked once packed
+            flat = self.flat_batch(batch)
+            unpack(flat)
+            if tuple(flat["x"].shape[2:]) != tuple(self.sample_shape[1:]):
+                raise ShapeError(f"batch packs to shape {tuple(flat['x'].shape)}; the model was built for "
+                                 f"(batch, nodes, {', '.join(map(str, self.sample_shape[1:]))})")
+            return
         dm = self.datamodule
         if dm is not None and hasattr(dm, "check_batch"):
             dm.check_batch(batch, self.sample_shape)
@@ -361,10 +401,9 @@ class DiffusionModule(L.LightningModule):
         every random draw comes from ``generator``. Every entry besides ``loss`` is logged as
         ``<stage>/<name>``."""
         model = self.denoiser if model is None else model
-        loss, parts = self.loss_fn(model, batch, generator=generator, space=self.space, return_components=True)
+        loss, parts = self._loss(model, batch, generator)
         terms = {"loss": loss}
-        if "vlb" in parts:
-            terms["vlb"] = parts["vlb"]
+        terms.update({k: v for k, v in parts.items() if k == "vlb" or k.endswith("_loss")})
         return terms
 
     def _log_terms(self, terms: Mapping[str, Tensor], stage: str, batch: Mapping[str, Any]) -> None:
@@ -379,6 +418,22 @@ class DiffusionModule(L.LightningModule):
         terms = self.compute_loss(batch, gen)
         self._log_terms(terms, "train", batch)
         return terms["loss"]
+
+    def _loss(self, model, batch, generator):
+        """(loss, components) of a batch; a state of parts is packed, and its categorical parts add their terms
+        at the same diffusion time (:class:`polydiff.structured.CategoricalSession`), times their loss weight."""
+        if self.structure is None:
+            return self.loss_fn(model, batch, generator=generator, space=self.space, return_components=True)
+        flat, tokens = self.structure.flat_batch(batch)
+        if not tokens:
+            return self.loss_fn(model, flat, generator=generator, space=self.space, return_components=True)
+        with CategoricalSession(find_structured(model), flat.get("presence"), generator, clean=tokens,
+                                known=flat.get("known")) as session:
+            loss, parts = self.loss_fn(model, flat, generator=generator, space=self.space, return_components=True)
+        for k, term in session.loss(t_min=self.process.t_min).items():
+            loss = loss + self.structure.parts[k].loss_weight * term
+            parts[f"{k}_loss"] = term.detach()
+        return loss, parts
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimiser step, then the EMA update — before callbacks (checkpoints) see the step."""
@@ -416,7 +471,7 @@ class DiffusionModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """Samples conditioned on the batch's cond/presence/known (known entries taken from batch['x'])."""
-        x, presence, known, cond = unpack(batch)
+        x, presence, known, cond = unpack(self.flat_batch(batch))
         g = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
         x_known = x if known is not None else None
         out = _to_cpu(self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known,
@@ -462,6 +517,9 @@ class DiffusionModule(L.LightningModule):
             extra["sample_shape"] = list(self.sample_shape)
         except ConfigError:
             pass
+        hist = self.size_histogram
+        if hist is not None:
+            extra["size_histogram"] = hist.cpu()
         if self._train_gen is not None:
             extra["train_generator"] = self._train_gen.get_state()
             extra["train_generator_device"] = str(self._train_gen.device)
@@ -472,6 +530,8 @@ class DiffusionModule(L.LightningModule):
         self._domain = extra.get("domain")
         if extra.get("sample_shape") is not None:
             self._sample_shape = tuple(extra["sample_shape"])
+        if extra.get("size_histogram") is not None:
+            self._size_histogram = extra["size_histogram"].cpu()
         rank = self.global_rank if self._trainer is not None else 0
         if rank > 0:
             # the checkpoint holds rank 0's states; other ranks re-seed from (seed, rank, step) so that their
@@ -539,10 +599,19 @@ class DiffusionModule(L.LightningModule):
         x_known: Tensor | None = None,
         use_ema: bool = True,
         shape: tuple[int, ...] | None = None,
+        sizes: Any = None,
         **kw,
     ) -> dict[str, Tensor]:
         """Draw ``n`` samples with :func:`polydiff.samplers.sample`; returns a batch-contract dict
-        (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device.
+        (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device. For a state of parts ``x``
+        is the mapping of parts in data units and ``presence`` is per node, (n, nodes); ``known`` is then per node
+        too and ``x_known`` a mapping of parts (data units; integer ids for categorical parts, which stay fixed on
+        the known nodes).
+
+        Variable size: without ``presence``, each sample's node count is drawn from the training size histogram
+        (:attr:`size_histogram`), or set by ``sizes`` (see :func:`polydiff.data.draw_sizes`: ``12``, ``"9:29"``
+        = the histogram restricted to [9, 29], or a list); the batch is padded to its largest size and
+        ``presence`` marks each sample's nodes.
 
         ``guidance_scale`` w ≠ 1 with a condition applies classifier-free guidance
         ε̃ = ε(x, ∅) + w (ε(x, c) − ε(x, ∅)) (Ho & Salimans 2022, Eq. 6).
@@ -557,9 +626,25 @@ class DiffusionModule(L.LightningModule):
         model = self.sampling_model(use_ema)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(h.seed)
+        if presence is None and (sizes is not None or self.size_histogram is not None):
+            from .data import draw_sizes
+
+            drawn = draw_sizes(int(n), self.size_histogram, sizes, generator).to(self.device)
+            shape = (int(n), int(drawn.max()), *shape[2:])
+            nodes = torch.arange(shape[1], device=self.device)[None, :] < drawn[:, None]
+            presence = nodes.reshape(*nodes.shape, *([1] * (len(shape) - 2)))
         cond = {k: v.to(self.device) for k, v in dict(cond or {}).items()}
         presence = presence.to(self.device) if presence is not None else None
         known = known.to(self.device) if known is not None else None
+        if self.structure is not None:  # per-node masks of a state of parts → broadcastable to the packed x
+            probe = torch.empty(shape, device="meta")
+            presence = self.structure.node_presence(presence, probe) if presence is not None else None
+            known = self.structure.node_presence(known, probe) if known is not None else None
+        known_ids = None
+        if self.structure is not None and isinstance(x_known, Mapping):  # known parts: pack, keep the ids apart
+            x_known = {k: v.to(self.device) for k, v in x_known.items()}
+            known_ids = {k: x_known[k] for k in self.structure.categorical}
+            x_known = self.structure.pack({k: x_known[k] for k in self.structure.continuous})
         x_known = x_known.to(self.device) if x_known is not None else None
         if cond and guidance_scale != 1.0:
             from .guidance import ClassifierFreeGuidance
@@ -569,23 +654,36 @@ class DiffusionModule(L.LightningModule):
                                            null_cond=lambda c: null_conditions(c, num_classes))
         x_T = self.process.prior_sample(shape, generator=generator, space=self.space, presence=presence,
                                         device=self.device, dtype=self.dtype)
-        if isinstance(sampler, str) and sampler not in samplers.SAMPLERS:  # a plugin's registered sampler
-            from .plugins_manager import get_plugin_manager
-
-            hit = get_plugin_manager().registry.find(sampler, ("sampler",))
-            if hit is None:
-                raise ConfigError(f"unknown sampler {sampler!r}; built-in: {sorted(samplers.SAMPLERS)}, "
-                                  f"registered by plugins: {get_plugin_manager().registry.names('sampler')}")
-            sampler = hit[1]
         kwargs = dict(h.sampler_kwargs or {})
         kwargs.update(kw)
-        x0 = samplers.sample(model, x_T, steps=steps, sampler=sampler, generator=generator, space=self.space,
-                             cond=cond or None, presence=presence, known=known, x_known=x_known, **kwargs)
+        session = None
+        if self.structure is not None and self.structure.categorical:  # stepped on the same grid, per step
+            session = CategoricalSession(find_structured(model), presence, generator, shape=shape[:-1],
+                                         device=self.device, known=known if known_ids else None, x_known=known_ids)
+            user_callback = kwargs.get("callback")
+
+            def callback(info):
+                session.callback(info)
+                return user_callback(info) if user_callback is not None else None
+
+            kwargs["callback"] = callback
+            session.__enter__()
+        try:
+            x0 = samplers.sample(model, x_T, steps=steps, sampler=sampler, generator=generator, space=self.space,
+                                 cond=cond or None, presence=presence, known=known, x_known=x_known, **kwargs)
+        finally:
+            if session is not None:
+                session.__exit__()
         out: dict[str, Any] = {"x": x0}
         if cond:
             out["cond"] = cond
         if presence is not None:
             out["presence"] = presence
+        if self.structure is not None:
+            out["x"] = {**self.structure.unpack(x0), **(session.result() if session is not None else {})}
+            out["x"] = {k: out["x"][k] for k in self.structure.parts}
+            if presence is not None and presence.ndim == x0.ndim:
+                out["presence"] = presence.squeeze(-1)
         if known is not None:
             out["known"] = known
         return out

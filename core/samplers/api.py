@@ -43,12 +43,21 @@ DETERMINISTIC = ("ddim", "pndm", "dpmpp_2m", "dpmpp_3m", "unipc", "euler", "heun
 
 
 def get_sampler(name: str | Callable) -> Callable:
-    """The sampler function registered under ``name`` (a callable is returned unchanged)."""
+    """The sampler function for ``name`` — the one place sampler names are resolved: a built-in of
+    :data:`SAMPLERS`, else a sampler a plugin registered (component kind ``sampler``; the plugins are loaded
+    only for such a name). A callable is returned unchanged."""
     if callable(name):
         return name
-    if not isinstance(name, str) or name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name]
+    if isinstance(name, str) and name in SAMPLERS:
+        return SAMPLERS[name]
+    from ..plugins_manager import get_plugin_manager
+
+    registry = get_plugin_manager().registry
+    hit = registry.find(name, ("sampler",)) if isinstance(name, str) else None
+    if hit is None:
+        raise ConfigError(f"unknown sampler {name!r}; built-in: {sorted(SAMPLERS)}, registered by plugins: "
+                          f"{registry.names('sampler') or 'none'}{registry.unavailable_hint()}")
+    return hit[1]
 
 
 def sample(
