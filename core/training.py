@@ -906,7 +906,9 @@ class DiffusionModule(L.LightningModule):
     ) -> dict[str, Tensor]:
         """Draw ``n`` samples with :func:`polydiff.samplers.sample`; returns a batch-contract dict
         (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device. For a state of parts ``x``
-        is the mapping of parts in data units and ``presence`` is per node, (n, nodes).
+        is the mapping of parts in data units and ``presence`` is per node, (n, nodes); ``known`` is then per node
+        too and ``x_known`` a mapping of parts (data units; integer ids for categorical parts, which stay fixed on
+        the known nodes).
 
         Variable size: without ``presence``, each sample's node count is drawn from the training size histogram
         (:attr:`size_histogram`), or set by ``sizes`` (see :func:`polydiff.data.draw_sizes`: ``12``, ``"9:29"``
@@ -940,6 +942,11 @@ class DiffusionModule(L.LightningModule):
             probe = torch.empty(shape, device="meta")
             presence = self.structure.node_presence(presence, probe) if presence is not None else None
             known = self.structure.node_presence(known, probe) if known is not None else None
+        known_ids = None
+        if self.structure is not None and isinstance(x_known, Mapping):  # known parts: pack, keep the ids apart
+            x_known = {k: v.to(self.device) for k, v in x_known.items()}
+            known_ids = {k: x_known[k] for k in self.structure.categorical}
+            x_known = self.structure.pack({k: x_known[k] for k in self.structure.continuous})
         x_known = x_known.to(self.device) if x_known is not None else None
         if cond and guidance_scale != 1.0:
             from .guidance import ClassifierFreeGuidance
@@ -954,7 +961,7 @@ class DiffusionModule(L.LightningModule):
         session = None
         if self.structure is not None and self.structure.categorical:  # stepped on the same grid, per step
             session = CategoricalSession(find_structured(model), presence, generator, shape=shape[:-1],
-                                         device=self.device)
+                                         device=self.device, known=known if known_ids else None, x_known=known_ids)
             user_callback = kwargs.get("callback")
 
             def callback(info):
