@@ -89,10 +89,9 @@ def main(argv=None) -> int:
     log(f"trained {trainer.global_step} steps in {train_s / 60:.1f} min")
 
     lengths = np.linspace(args.min_len, args.max_len, args.num).round().astype(int).tolist()
-    dm.sample_lengths = lengths
     module.attach_datamodule(dm)
     t0 = time.time()
-    samples = module.generate(args.num, seed=args.seed)
+    samples = module.generate(args.num, seed=args.seed, sizes=lengths)
     sample_s = time.time() - t0
     log(f"sampled {args.num} backbones ({args.sample_steps} steps) in {sample_s:.0f} s")
     write_artifacts(samples, out / "samples", prefix="sample", datamodule=dm)

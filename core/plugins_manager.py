@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,30 @@ class Registry:
         """``kind:name`` strings of everything a plugin registered."""
         return [f"{k}:{n}" for (k, n), p in self._owner.items() if p == plugin]
 
+    def resolve(self, path: str, kinds: Iterable[str] | None = None) -> tuple[str, str, Any] | None:
+        """(kind, name, obj) of a registered component named by ``path``, or None; never imports anything.
+
+        ``path`` is a short name (looked up in ``kinds``, default all) or a full class path that equals a
+        registered class's ``module.qualname`` (any kind), or names it through a module that is already
+        imported (a re-export such as ``polydiff.backbones.MLP``). This is how names read from files
+        (checkpoints, ``sample --config``) become code: only registered components can be reached.
+        """
+        if not isinstance(path, str) or not path:
+            return None
+        if "." not in path:
+            hit = self.find(path, kinds)
+            return (hit[0], path, hit[1]) if hit is not None else None
+        module, _, attr = path.rpartition(".")
+        alias = sys.modules.get(module)
+        target = alias.__dict__.get(attr) if alias is not None else None
+        for kind, items in self._items.items():
+            for name, obj in items.items():
+                if not isinstance(obj, type):
+                    continue
+                if f"{obj.__module__}.{obj.__qualname__}" == path or (target is not None and target is obj):
+                    return kind, name, obj
+        return None
+
     def class_path(self, name: str, kinds: Iterable[str] | None = None) -> str:
         """Full import path of a registered class given by short name (an import path is returned as is)."""
         if "." in name:
@@ -177,8 +202,10 @@ class PolydiffPluginManager(pluggy.PluginManager):
                 _record_import_failure(info, exc, dist)
                 self._note_unavailable(info)
                 continue
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not bring the CLI down
-                _mark_broken(info, exc)
+            except KeyboardInterrupt:  # the user's Ctrl-C still stops the program
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not
+                _mark_broken(info, exc)   # bring the CLI down
                 self._note_unavailable(info)
                 continue
             self._register_plugin(plugin, info)
@@ -209,7 +236,9 @@ class PolydiffPluginManager(pluggy.PluginManager):
         self.registry.current_plugin = info.name
         try:
             impl.function(registry=self.registry)
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit included, as at import
             _mark_broken(info, exc, during="polydiff_register")
             self.unregister(name=info.name)
         finally:
@@ -407,6 +436,18 @@ def _register_core(registry: Registry) -> None:
     from .training import DiffusionModule
 
     registry.add("module", DiffusionModule)
+    from .losses import DiffusionLoss
+    from .schedules import SCHEDULES
+    from . import graphs, structured, testing_data
+
+    registry.add("loss", DiffusionLoss)
+    for cls in SCHEDULES.values():
+        registry.add("schedule", cls)
+    registry.add("space", structured.ProductSpace)
+    for cls in (structured.ConcatBackbone, structured.StructuredBackbone, graphs.PyGBackbone):
+        registry.add("backbone", cls)
+    for cls in (testing_data.MixtureDataModule, testing_data.PointSetDataModule, testing_data.ToyMoleculeDataModule):
+        registry.add("datamodule", cls)  # the engine's toy data modules (tests, examples, docs)
 
 
 _MANAGER: PolydiffPluginManager | None = None
