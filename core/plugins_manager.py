@@ -422,7 +422,6 @@ def _pip_command(info: PluginInfo, missing: str, dist) -> str:
 def _register_core(registry: Registry) -> None:
     """The engine's own components, registered under the plugin name ``polydiff``."""
     from . import processes, spaces
-
     from .discrete import DiscreteProcess
 
     for cls in (processes.VP, processes.VE, processes.SubVP, processes.EDM, processes.RectifiedFlow, DiscreteProcess):
@@ -441,12 +440,17 @@ def _register_core(registry: Registry) -> None:
     from . import graphs, structured, testing_data
 
     registry.add("loss", DiffusionLoss)
+    from .discrete import D3PMLoss, MDLMLoss
+
+    for cls in (D3PMLoss, MDLMLoss):  # the discrete family's losses
+        registry.add("loss", cls)
     for cls in SCHEDULES.values():
         registry.add("schedule", cls)
     registry.add("space", structured.ProductSpace)
     for cls in (structured.ConcatBackbone, structured.StructuredBackbone, graphs.PyGBackbone):
         registry.add("backbone", cls)
-    for cls in (testing_data.MixtureDataModule, testing_data.PointSetDataModule, testing_data.ToyMoleculeDataModule):
+    for cls in (testing_data.MixtureDataModule, testing_data.PointSetDataModule, testing_data.ToyMoleculeDataModule,
+                testing_data.CategoricalDataModule):
         registry.add("datamodule", cls)  # the engine's toy data modules (tests, examples, docs)
 
 
