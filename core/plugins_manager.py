@@ -15,7 +15,6 @@ The :class:`Registry` maps short names to components per kind, so a YAML config 
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import re
 import traceback
@@ -390,21 +389,25 @@ def _pip_command(info: PluginInfo, missing: str, dist) -> str:
     return f"pip install {missing}"
 
 
+#: The engine's own components, named by import path (``module:attribute``, as entry points name plugins) and
+#: loaded when a plugin manager is built. The manager imports no engine module itself, so the modules that use
+#: it (training, samplers, the CLI) and the manager never import each other. A list attribute registers each
+#: of its items (the backbones: the networks, not the embedding modules exported beside them).
+ENGINE_COMPONENTS = (
+    ("process", "polydiff.processes:VP"), ("process", "polydiff.processes:VE"), ("process", "polydiff.processes:SubVP"),
+    ("process", "polydiff.processes:EDM"), ("process", "polydiff.processes:RectifiedFlow"),
+    ("space", "polydiff.spaces:Euclidean"), ("space", "polydiff.spaces:Torus"),
+    ("space", "polydiff.spaces:ZeroCenterOfMass"), ("noise", "polydiff.spaces:GaussianNoise"),
+    ("backbone", "polydiff.backbones:BACKBONES"), ("module", "polydiff.training:DiffusionModule"),
+)
+
+
 def _register_core(registry: Registry) -> None:
-    """The engine's own components, registered under the plugin name ``polydiff``."""
-    from . import processes, spaces
-
-    for cls in (processes.VP, processes.VE, processes.SubVP, processes.EDM, processes.RectifiedFlow):
-        registry.add("process", cls)
-    for cls in (spaces.Euclidean, spaces.Torus, spaces.ZeroCenterOfMass):
-        registry.add("space", cls)
-    registry.add("noise", spaces.GaussianNoise)
-    backbones = importlib.import_module("polydiff.backbones")
-    for cls in backbones.BACKBONES:  # the networks (the embedding modules exported beside them are parts)
-        registry.add("backbone", cls)
-    from .training import DiffusionModule
-
-    registry.add("module", DiffusionModule)
+    """The engine's own components (:data:`ENGINE_COMPONENTS`), registered under the plugin name ``polydiff``."""
+    for kind, target in ENGINE_COMPONENTS:
+        obj = md.EntryPoint(name=kind, value=target, group=GROUP).load()
+        for item in obj if isinstance(obj, (list, tuple)) else [obj]:
+            registry.add(kind, item)
 
 
 _MANAGER: PolydiffPluginManager | None = None
@@ -428,10 +431,8 @@ def get_plugin_manager(reload: bool = False, entrypoints: bool = True) -> Polydi
 def _core_version() -> str:
     try:
         return md.version("polydiff")
-    except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
-        from . import __version__
-
-        return __version__
+    except md.PackageNotFoundError:  # pragma: no cover - running from a source tree, not installed
+        return ""
 
 
 def resolve_config_names(cfg: Any, registry: Registry, key: str | None = None) -> Any:
