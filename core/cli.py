@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
 import sys
 import tempfile
@@ -26,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, PolydiffError
+from .errors import ConfigError, DataError, PolydiffError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # main() passes LightningCLI the preprocessed argv explicitly, which differs from sys.argv on purpose.
@@ -42,6 +43,9 @@ class CLIError(PolydiffError):
 def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
     import yaml
 
+    from .plugins_manager import resolve_config_names
+    from .training import load_yaml_config
+
     p = Path(path)
     if not p.is_file():
         task = registry.items("task").get(path)
@@ -49,15 +53,9 @@ def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
             raise ConfigError(f"config file {path} not found, and no plugin registers a task of that name; "
                               f"registered tasks: {registry.names('task') or 'none'}")
         p = path = Path(task)
-    try:
-        cfg = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if cfg is None:
-        return path
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping (trainer:, model:, data:, ...)")
-    from .plugins_manager import resolve_config_names
+    cfg = load_yaml_config(p)
+    if not cfg:
+        return str(path)
 
     resolved = resolve_config_names(cfg, registry)
     if resolved == cfg:
@@ -145,12 +143,33 @@ def _make_cli_class():
 
     class PolydiffCLI(LightningCLI):
         """LightningCLI with polydiff defaults: seed 0, TensorBoard + CSV logs, checkpoints with a ``last.ckpt``,
-        ``weights_only`` checkpoint loading, and configs saved next to the logs."""
+        ``weights_only`` checkpoint loading, configs saved next to the logs, and ``--ckpt_path last`` / a run
+        folder resolved to the newest valid checkpoint (:func:`resolve_ckpt_path`)."""
 
         def add_arguments_to_parser(self, parser) -> None:
             from .checkpointing import PolydiffCheckpoint
 
             parser.add_lightning_class_args(PolydiffCheckpoint, "checkpoint")
+
+        def _parse_ckpt_path(self) -> None:
+            """Lightning merges a ``--ckpt_path`` file's hyper-parameters into the model config, where jsonargparse
+            would import the class paths it names: the file is read by polydiff's loader and every class path
+            in it must be registered before Lightning sees it."""
+            if self.config.get("subcommand"):
+                ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+                if ckpt_path and _is_local_file(ckpt_path):
+                    from .checkpointing import load_checkpoint
+                    from .training import check_registered
+
+                    hp = load_checkpoint(ckpt_path).get("hyper_parameters") or {}
+                    check_registered(hp, f"{ckpt_path}: hyper_parameters")
+            super()._parse_ckpt_path()
+
+        def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+            kwargs = super()._prepare_subcommand_kwargs(subcommand)
+            if kwargs.get("ckpt_path") is not None:
+                kwargs["ckpt_path"] = resolve_ckpt_path(kwargs["ckpt_path"], self.trainer)
+            return kwargs
 
         def before_instantiate_classes(self) -> None:
             cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -159,11 +178,72 @@ def _make_cli_class():
     return PolydiffCLI
 
 
+def resolve_ckpt_path(value, trainer) -> str | None:
+    """What ``--ckpt_path`` means to polydiff.
+
+    * ``last`` or a folder: the checkpoint with the highest recorded ``global_step`` among the files that load
+      (:func:`polydiff.checkpointing.find_resume_checkpoint`), in the folder, or for ``last`` in the
+      ``checkpoint.dirpath`` if one is configured, else in the newest run of the logger that holds checkpoints
+      (``runs/polydiff/version_N/checkpoints``). Stale temporary files there are removed first. The choice is
+      printed.
+    * a file: checked to be a readable checkpoint with a state_dict (one-line error otherwise).
+    * ``best``, ``hpc``, remote URLs: Lightning's meaning.
+    """
+    from .checkpointing import _is_local, find_resume_checkpoint, load_checkpoint
+
+    value = str(value)
+    if value in ("best", "hpc") or not _is_local(value):
+        return value
+    if value == "last":
+        folder = _last_run_folder(trainer)
+    elif Path(value).is_dir():
+        folder = Path(value)
+    else:
+        ckpt = load_checkpoint(value)
+        state = ckpt.get("state_dict")
+        if not isinstance(state, dict) or not all(isinstance(k, str) and hasattr(v, "shape") for k, v in state.items()):
+            raise DataError(f"checkpoint {value} has no state_dict of named tensors; expected a file written by "
+                            "polydiff fit")
+        return value
+    path, step = find_resume_checkpoint(folder)
+    print(f"polydiff: resuming from {path} (global step {step})", file=sys.stderr, flush=True)
+    return str(path)
+
+
+def _is_local_file(value) -> bool:
+    from .checkpointing import _is_local
+
+    return _is_local(value) and Path(str(value)).is_file()
+
+
+def _last_run_folder(trainer) -> Path:
+    cb = getattr(trainer, "checkpoint_callback", None)
+    if cb is not None and getattr(cb, "dirpath", None):
+        return Path(cb.dirpath)
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir) / "checkpoints"
+    root = Path(getattr(logger, "root_dir", None) or logger.save_dir or trainer.default_root_dir)
+
+    def version(p: Path) -> int:
+        tail = p.name.rpartition("_")[2]
+        return int(tail) if tail.isdigit() else -1
+
+    runs = sorted((p for p in root.glob("version_*") if (p / "checkpoints").is_dir()), key=version)
+    if not runs:
+        raise DataError(f"--ckpt_path last: no run with checkpoints under {root}; pass the run folder or a "
+                        "checkpoint file")
+    return runs[-1] / "checkpoints"
+
+
 def run_lightning(argv: list[str]) -> int:
     from .data import DiffusionDataModule
     from .plugins_manager import get_plugin_manager
     from .training import DiffusionModule
 
+    import logging
+
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # "Seed set to 0" is noise
     pm = get_plugin_manager()
     with tempfile.TemporaryDirectory(prefix="polydiff_cfg_") as tmp:
         args = preprocess_args(argv, pm.registry, Path(tmp))
@@ -234,51 +314,25 @@ def condense_parser_error(msg: str) -> str:
 # -- sample / evaluate ----------------------------------------------------------------------------------
 def load_for_sampling(ckpt: str, config: str | None = None):
     """(module, datamodule | None) from a checkpoint; the data module comes from the checkpoint (CLI-made) or
-    from the ``data:`` section of ``config``."""
-    import torch
+    from the ``data:`` section of ``config``. Both are rebuilt through the plugin registry only."""
+    from .checkpointing import load_checkpoint
+    from .training import DiffusionModule, datamodule_from_checkpoint, datamodule_from_config
 
-    from .training import DiffusionModule, _import_path
-
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {ckpt} not found")
-    module = DiffusionModule.from_checkpoint(path)
-    dm = None
-    if config is not None:
-        dm = _datamodule_from_config(config)
-    else:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        hp = dict(raw.get("datamodule_hyper_parameters") or {})
-        inst = hp.pop("_instantiator", None)
-        if inst is not None and "_class_path" in hp:
-            from .data import DiffusionDataModule
-
-            dm = _import_path(inst)(DiffusionDataModule, hp)
+    raw = load_checkpoint(ckpt)
+    module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
+    dm = datamodule_from_config(config) if config is not None else datamodule_from_checkpoint(raw, ckpt)
     if dm is not None:
         try:  # no prepare_data(): sampling must not start a download
             dm.setup("fit")
-        except (PolydiffError, OSError) as exc:
-            print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({exc}); sampling "
+        except Exception as exc:  # noqa: BLE001 - data gone, offline, or a bad data config
+            why = one_line(str(exc) or type(exc).__name__)
+            if config is not None:  # the user asked for this data module: its failure is the error
+                raise ConfigError(f"{config}: data module {type(dm).__name__} could not be set up ({why})") from None
+            print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({why}); sampling "
                   "without it (shape and domain from the checkpoint)", file=sys.stderr)
             return module, None
         module.attach_datamodule(dm)
     return module, dm
-
-
-def _datamodule_from_config(config: str):
-    import yaml
-
-    from .plugins_manager import get_plugin_manager, resolve_config_names
-    from .training import instantiate
-
-    p = Path(config)
-    if not p.is_file():
-        raise ConfigError(f"config file {config} not found")
-    cfg = yaml.safe_load(p.read_text()) or {}
-    data = resolve_config_names(cfg, get_plugin_manager().registry).get("data")
-    if data is None:
-        raise ConfigError(f"{config}: has no 'data:' section")
-    return instantiate(data, "datamodule")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -450,10 +504,11 @@ def cmd_new_plugin(args) -> int:
 
 # -- entry point ----------------------------------------------------------------------------------------
 def build_parser(plugin_commands: dict) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="polydiff",
         description="One diffusion engine for many scientific domains.",
-        epilog="fit/validate/test/predict take Lightning CLI options: polydiff fit --help",
+        epilog="fit/validate/test/predict take Lightning CLI options: polydiff fit --help. --debug (or "
+               "POLYDIFF_DEBUG=1) shows tracebacks instead of one-line errors.",
     )
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name in LIGHTNING_COMMANDS:
@@ -499,32 +554,99 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point ``polydiff``; returns the exit status (also used by tests)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] in LIGHTNING_COMMANDS:
-            return run_lightning(argv)
-        from .plugins_manager import get_plugin_manager
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one ``polydiff: error:`` line (no usage block)."""
 
-        pm = get_plugin_manager()
-        try:
-            commands = pm.commands()
-        except Exception as exc:  # noqa: BLE001 - a plugin's command hook must not break the CLI
-            print(f"polydiff: warning: a plugin's polydiff_commands failed: {exc}", file=sys.stderr)
-            commands = {}
-        parser = build_parser(commands)
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 0
-        return int(args.func(args) or 0)
-    except PolydiffError as exc:
-        return _fail(str(exc))
-    except FileNotFoundError as exc:
-        return _fail(str(exc))
+    def error(self, message):
+        raise CLIError(f"{message} (see `{self.prog} --help`)")
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` on one line (newlines folded, long messages cut)."""
+    text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an exception that reached :func:`main`.
+
+    Status 2 is a bad input the user can fix: a polydiff typed error anywhere in the exception's chain (Lightning
+    and jsonargparse wrap ours), a bad command line or config, a missing or unreadable file, a checkpoint
+    whose weights do not fit its model. Anything else is status 1, reported as unexpected."""
+    seen: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    for e in seen:
+        if isinstance(e, PolydiffError):
+            return 2, one_line(str(e))
+    for e in seen:
+        if isinstance(e, argparse.ArgumentError):
+            return 2, one_line(condense_parser_error(str(e)))
+        if isinstance(e, OSError) and getattr(e, "filename", None):
+            return 2, one_line(f"{e.filename}: {e.strerror or e}")
+        if type(e).__name__ in ("MisconfigurationException", "YAMLError") or type(e).__module__.startswith("yaml"):
+            return 2, one_line(str(e))
+        if isinstance(e, RuntimeError) and str(e).startswith("Error(s) in loading state_dict"):
+            return 2, one_line("the checkpoint's weights do not fit the configured model: " + str(e), 300)
+    first = one_line(str(exc), 300) or "(no message)"
+    return 1, (f"unexpected {type(exc).__name__}: {first} (a bug in polydiff or a plugin; rerun with --debug or "
+               "POLYDIFF_DEBUG=1 for the traceback)")
+
+
+def debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("POLYDIFF_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"polydiff: warning: {one_line(str(message))}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``polydiff``; returns the exit status (also used by tests).
+
+    Every error is one line ``polydiff: error: ...`` on stderr: status 2 for bad input (a file, config or option
+    the user can fix), 1 for anything unexpected, 130 for Ctrl-C. ``--debug`` (anywhere on the command line)
+    or ``POLYDIFF_DEBUG=1`` shows the traceback instead, and Python's warnings in full."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    saved_format = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
+    try:
+        return _main(argv)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line; --debug shows the traceback
+        if debug:
+            raise
+        code, msg = describe_error(exc)
+        return _fail(msg, code)
+    finally:
+        warnings.formatwarning = saved_format
+
+
+def _main(argv: list[str]) -> int:
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        return run_lightning(argv)
+    from .plugins_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    try:
+        commands = pm.commands()
+    except Exception as exc:  # noqa: BLE001 - a plugin's command hook must not break the CLI
+        print(f"polydiff: warning: a plugin's polydiff_commands failed: {one_line(str(exc))}", file=sys.stderr)
+        commands = {}
+    parser = build_parser(commands)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
 
 
 def console_main() -> None:  # pragma: no cover - thin wrapper

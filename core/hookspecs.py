@@ -43,6 +43,8 @@ COMPONENT_KINDS = (
     "module",       # DiffusionModule subclasses (special training logic)
     "process",      # GaussianProcess subclasses
     "space",        # Space subclasses
+    "schedule",     # VPSchedule subclasses (noise schedules of the VP process)
+    "loss",         # loss classes (DiffusionLoss and its kin) named in module configs
     "noise",        # NoiseField subclasses
     "metric",       # callables or torchmetrics classes
     "sampler",      # sampler functions usable by name

@@ -51,7 +51,7 @@ from typing import Mapping
 import torch
 
 from .batch import backbone_cond, target_mask, unpack
-from .checks import check_mask, expand_like
+from .checks import check_dtype_matches, check_mask, expand_like
 from .errors import ConfigError
 from .likelihood import ddpm_coefficients, ddpm_vlb_term, rng_device
 from .parameterization import PARAMETERIZATIONS, coefficients, target_for
@@ -244,6 +244,7 @@ class DiffusionLoss:
         kind = self.parameterization or getattr(denoiser, "parameterization", None) or "eps"
         space = space or Euclidean()
         x, presence, known, cond = unpack(batch)
+        check_dtype_matches(x, denoiser, "batch['x']")
         mask = target_mask(x, presence, known, check_mask(batch.get("missing"), x, "batch['missing']"))
         x0 = torch.nan_to_num(x) if not torch.isfinite(x).all() else x  # NaN only where absent or missing
         x0 = space.project(x0, presence)  # padding → 0; wrapped / centred like every state of the space

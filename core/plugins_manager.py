@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,30 @@ class Registry:
         """``kind:name`` strings of everything a plugin registered."""
         return [f"{k}:{n}" for (k, n), p in self._owner.items() if p == plugin]
 
+    def resolve(self, path: str, kinds: Iterable[str] | None = None) -> tuple[str, str, Any] | None:
+        """(kind, name, obj) of a registered component named by ``path``, or None; never imports anything.
+
+        ``path`` is a short name (looked up in ``kinds``, default all) or a full class path that equals a
+        registered class's ``module.qualname`` (any kind), or names it through a module that is already
+        imported (a re-export such as ``polydiff.backbones.MLP``). This is how names read from files
+        (checkpoints, ``sample --config``) become code: only registered components can be reached.
+        """
+        if not isinstance(path, str) or not path:
+            return None
+        if "." not in path:
+            hit = self.find(path, kinds)
+            return (hit[0], path, hit[1]) if hit is not None else None
+        module, _, attr = path.rpartition(".")
+        alias = sys.modules.get(module)
+        target = alias.__dict__.get(attr) if alias is not None else None
+        for kind, items in self._items.items():
+            for name, obj in items.items():
+                if not isinstance(obj, type):
+                    continue
+                if f"{obj.__module__}.{obj.__qualname__}" == path or (target is not None and target is obj):
+                    return kind, name, obj
+        return None
+
     def class_path(self, name: str, kinds: Iterable[str] | None = None) -> str:
         """Full import path of a registered class given by short name (an import path is returned as is)."""
         if "." in name:
@@ -176,8 +201,10 @@ class PolydiffPluginManager(pluggy.PluginManager):
                 _record_import_failure(info, exc, dist)
                 self._note_unavailable(info)
                 continue
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not bring the CLI down
-                _mark_broken(info, exc)
+            except KeyboardInterrupt:  # the user's Ctrl-C still stops the program
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not
+                _mark_broken(info, exc)   # bring the CLI down
                 self._note_unavailable(info)
                 continue
             self._register_plugin(plugin, info)
@@ -208,7 +235,9 @@ class PolydiffPluginManager(pluggy.PluginManager):
         self.registry.current_plugin = info.name
         try:
             impl.function(registry=self.registry)
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit included, as at import
             _mark_broken(info, exc, during="polydiff_register")
             self.unregister(name=info.name)
         finally:
@@ -391,14 +420,20 @@ def _pip_command(info: PluginInfo, missing: str, dist) -> str:
 
 #: The engine's own components, named by import path (``module:attribute``, as entry points name plugins) and
 #: loaded when a plugin manager is built. The manager imports no engine module itself, so the modules that use
-#: it (training, samplers, the CLI) and the manager never import each other. A list attribute registers each
-#: of its items (the backbones: the networks, not the embedding modules exported beside them).
+#: it (training, samplers, the CLI) and the manager never import each other. A list or dict attribute registers
+#: each of its items (the backbones: the networks, not the embedding modules exported beside them).
 ENGINE_COMPONENTS = (
     ("process", "polydiff.processes:VP"), ("process", "polydiff.processes:VE"), ("process", "polydiff.processes:SubVP"),
     ("process", "polydiff.processes:EDM"), ("process", "polydiff.processes:RectifiedFlow"),
     ("space", "polydiff.spaces:Euclidean"), ("space", "polydiff.spaces:Torus"),
     ("space", "polydiff.spaces:ZeroCenterOfMass"), ("noise", "polydiff.spaces:GaussianNoise"),
     ("backbone", "polydiff.backbones:BACKBONES"), ("module", "polydiff.training:DiffusionModule"),
+    ("loss", "polydiff.losses:DiffusionLoss"), ("schedule", "polydiff.schedules:SCHEDULES"),
+    ("space", "polydiff.structured:ProductSpace"), ("backbone", "polydiff.structured:ConcatBackbone"),
+    ("backbone", "polydiff.structured:StructuredBackbone"), ("backbone", "polydiff.graphs:PyGBackbone"),
+    # the engine's toy data modules (tests, examples, docs)
+    ("datamodule", "polydiff.testing_data:MixtureDataModule"), ("datamodule", "polydiff.testing_data:PointSetDataModule"),
+    ("datamodule", "polydiff.testing_data:ToyMoleculeDataModule"),
 )
 
 
@@ -406,7 +441,8 @@ def _register_core(registry: Registry) -> None:
     """The engine's own components (:data:`ENGINE_COMPONENTS`), registered under the plugin name ``polydiff``."""
     for kind, target in ENGINE_COMPONENTS:
         obj = md.EntryPoint(name=kind, value=target, group=GROUP).load()
-        for item in obj if isinstance(obj, (list, tuple)) else [obj]:
+        items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else [obj]
+        for item in items:
             registry.add(kind, item)
 
 

@@ -552,34 +552,51 @@ def _check_datamodule(pm, dm_name: str, kwargs: dict, tmp, report: dict, fail) -
 
 def _check_task(reg, task: str, datamodule_kwargs: dict, tmp, report: dict, fail) -> None:
     """Build a task's model and data, call the backbone, train two steps, sample four items."""
-    from pathlib import Path
-
-    import yaml
-
-    from .errors import ShapeError
-    from .plugins_manager import resolve_config_names
-    from .training import instantiate
+    from .training import instantiate, registry_scope
 
     try:
-        path = Path(reg.get("task", task))
-        cfg = resolve_config_names(yaml.safe_load(path.read_text()) or {}, reg)
-        model_spec, data_spec = dict(cfg.get("model") or {}), dict(cfg.get("data") or {})
-        if not model_spec or not data_spec:
-            fail("task-config", f"task {task!r}: {path} needs model: and data: sections")
+        with registry_scope(reg):  # the plugin under test is registered here, not in the global manager
+            dm, module = _build_task(reg, task, datamodule_kwargs, instantiate, fail)
+        if dm is None:
             return
-        data_args = dict(data_spec.get("init_args") or {})
-        short = data_spec["class_path"].rsplit(".", 1)[-1]
-        data_args.update(datamodule_kwargs.get(short, {}))
-        dm = instantiate({"class_path": data_spec["class_path"], "init_args": data_args}, "datamodule")
-        model_args = dict(model_spec.get("init_args") or {})
-        model_args.update(val_num_samples=0, final_num_samples=0)
-        module = instantiate({"class_path": model_spec["class_path"], "init_args": model_args}, "module")
         dm.prepare_data()
         dm.setup("fit")
         module.attach_datamodule(dm)
     except Exception as exc:  # noqa: BLE001
         fail("task-config", f"task {task!r} does not build: {type(exc).__name__}: {exc}")
         return
+    _run_task(task, dm, module, tmp, report, fail)
+
+
+def _build_task(reg, task: str, datamodule_kwargs: dict, instantiate, fail):
+    """(data module, module) of a task's config, or (None, None) after reporting a config without them."""
+    from pathlib import Path
+
+    import yaml
+
+    from .plugins_manager import resolve_config_names
+
+    path = Path(reg.get("task", task))
+    cfg = resolve_config_names(yaml.safe_load(path.read_text()) or {}, reg)
+    model_spec, data_spec = dict(cfg.get("model") or {}), dict(cfg.get("data") or {})
+    if not model_spec or not data_spec:
+        fail("task-config", f"task {task!r}: {path} needs model: and data: sections")
+        return None, None
+    data_args = dict(data_spec.get("init_args") or {})
+    short = data_spec["class_path"].rsplit(".", 1)[-1]
+    data_args.update(datamodule_kwargs.get(short, {}))
+    dm = instantiate({"class_path": data_spec["class_path"], "init_args": data_args}, "datamodule")
+    model_args = dict(model_spec.get("init_args") or {})
+    model_args.update(val_num_samples=0, final_num_samples=0)
+    module = instantiate({"class_path": model_spec["class_path"], "init_args": model_args}, "module")
+    return dm, module
+
+
+def _run_task(task: str, dm, module, tmp, report: dict, fail) -> None:
+    from pathlib import Path
+
+    from .errors import ShapeError
+
     batch = next(iter(dm.train_dataloader()))
     x = batch["x"]
     try:

@@ -19,8 +19,9 @@ types and :meth:`DiffusionModule.from_checkpoint` rebuilds it from the checkpoin
 from __future__ import annotations
 
 import copy
-import importlib
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,7 +32,7 @@ from torch import nn
 
 from .batch import unpack
 from .checkpointing import atomic_torch_save, install as _install_atomic_io
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, DataError, PolydiffError, ShapeError
 from .losses import DiffusionLoss
 from .parameterization import PARAMETERIZATIONS, Denoiser
 from .processes import GaussianProcess, get_process
@@ -47,47 +48,208 @@ warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `n
 
 
 # -- building components from names/specs ----------------------------------------------------------------
-def _import_path(path: str) -> Any:
-    module, _, name = path.rpartition(".")
+# The only instantiator LightningCLI writes into hyper-parameters. polydiff never calls it (it would import
+# whatever class path the file names); it only recognises it and rebuilds through the registry instead.
+LIGHTNING_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+
+
+_REGISTRY_SCOPE: ContextVar = ContextVar("polydiff_registry_scope", default=None)
+
+
+@contextmanager
+def registry_scope(registry):
+    """Resolve component names through ``registry`` instead of the process-wide plugin manager's inside the
+    block (e.g. :func:`polydiff.testing.check_plugin`, which loads the plugin under test into its own manager)."""
+    token = _REGISTRY_SCOPE.set(registry)
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {path!r}: {exc}") from None
+        yield registry
+    finally:
+        _REGISTRY_SCOPE.reset(token)
 
 
-def instantiate(spec: Any, kind: str) -> Any:
-    """Build a component from an object (returned unchanged), a registry short name, an import path, or a
-    ``{"class_path": ..., "init_args": {...}}`` spec whose init args may themselves be specs. The spec is
+def resolve_component(path: Any, kind: str, where: str | None = None) -> type:
+    """The registered class named by ``path`` (a short name or a full class path equal to a registered
+    class's ``module.qualname``); anything else is a one-line :class:`ConfigError` naming ``where`` (the key)
+    and the value. Nothing is imported: names read from files (checkpoints, configs given to ``sample``)
+    can reach only components that an installed plugin registered."""
+    from .hookspecs import COMPONENT_KINDS
+    from .plugins_manager import get_plugin_manager
+
+    where = where or kind
+    registry = _REGISTRY_SCOPE.get() or get_plugin_manager().registry
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{where}: class_path must be a component name, got {path!r}")
+    kinds = (kind,) if kind in COMPONENT_KINDS and "." not in path else None
+    hit = registry.resolve(path, kinds)
+    if hit is None and kinds is None and "." not in path:
+        hit = registry.resolve(path)
+    if hit is None or not isinstance(hit[2], type):
+        hint = missing_plugin_hint(path)
+        if "." not in path and hint == "" and kinds:
+            raise ConfigError(f"{where}: unknown {kind} {path!r}; registered {kind}s: {registry.names(kind) or 'none'}")
+        raise ConfigError(f"{where}: {path!r} is not a registered component{hint}; only classes registered by "
+                          "installed plugins may be named (see `polydiff plugins`)")
+    return hit[2]
+
+
+def missing_plugin_hint(path: str, made_by: Mapping[str, str] | None = None) -> str:
+    """`` (it belongs to plugin 'x', which is broken: ...)`` when ``path`` lies in the package of a plugin that
+    did not load (or that ``made_by`` names and is not installed); ``""`` otherwise."""
+    from .plugins_manager import get_plugin_manager
+
+    infos = get_plugin_manager().infos
+    for info in infos.values():
+        pkg = info.module.split(":")[0]
+        if not info.ok and (path == pkg or path.startswith(pkg + ".")):
+            return f" (it belongs to {info.summary()})"
+    for name, version in dict(made_by or {}).items():
+        if name not in infos:
+            return f" (the checkpoint was made with plugin {name!r} {version}, which is not installed here)"
+        if not infos[name].ok:
+            return f" (the checkpoint was made with {infos[name].summary()})"
+    return ""
+
+
+def instantiate(spec: Any, kind: str, where: str | None = None) -> Any:
+    """Build a component from an object (returned unchanged), a registry short name, or a
+    ``{"class_path": ..., "init_args": {...}}`` spec whose init args may themselves be specs. Class paths are
+    resolved through the plugin registry only (:func:`resolve_component`), never imported. The spec is
     remembered on the object (``_polydiff_spec``) so hyper-parameters stay plain types."""
+    where = where or kind
     if spec is None or not isinstance(spec, (str, Mapping)):
         return spec
     if isinstance(spec, str):
         spec = {"class_path": spec, "init_args": {}}
     if "class_path" not in spec:
-        raise ConfigError(f"{kind} spec {dict(spec)} has no 'class_path'")
-    path = spec["class_path"]
-    if "." in path:
-        cls = _import_path(path)
-    else:
-        from .hookspecs import COMPONENT_KINDS
-        from .plugins_manager import get_plugin_manager
-
-        registry = get_plugin_manager().registry
-        if kind in COMPONENT_KINDS:
-            cls = registry.get(kind, path)
-        else:  # a nested argument (e.g. a loss or a schedule): any kind may hold the name
-            hit = registry.find(path)
-            if hit is None:
-                raise ConfigError(f"unknown component {path!r} for {kind!r}; registered names: {registry.names()}")
-            cls = hit[1]
-    init_args = {k: instantiate(v, k) if isinstance(v, Mapping) and "class_path" in v else v
-                 for k, v in dict(spec.get("init_args") or {}).items()}
-    obj = cls(**init_args)
+        raise ConfigError(f"{where}: spec {dict(spec)} has no 'class_path'")
+    cls = resolve_component(spec["class_path"], kind, f"{where}.class_path")
+    raw_args = spec.get("init_args") or {}
+    if not isinstance(raw_args, Mapping):
+        raise ConfigError(f"{where}.init_args: expected a mapping of argument names to values, got {raw_args!r}")
+    raw_args = {**raw_args, **dict(spec.get("dict_kwargs") or {})}
+    init_args = {k: build_value(v, str(k), f"{where}.init_args.{k}") for k, v in raw_args.items()}
+    try:
+        obj = cls(**init_args)
+    except PolydiffError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot build {cls.__name__} from init_args {sorted(init_args)}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     try:
         obj._polydiff_spec = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": _plain(init_args)}
     except AttributeError:  # objects with __slots__
         pass
     return obj
+
+
+def build_value(value: Any, key: str, where: str) -> Any:
+    """A hyper-parameter value with every nested ``{"class_path": ...}`` spec built (registry only); plain
+    values are returned unchanged."""
+    if isinstance(value, Mapping):
+        if "class_path" in value:
+            return instantiate(value, key, where)
+        return {k: build_value(v, str(k), f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [build_value(v, key, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def check_registered(value: Any, where: str, kind: str = "module") -> None:
+    """Raise a :class:`ConfigError` unless every class path in ``value`` (``_class_path`` / ``class_path`` keys,
+    at any depth) names a registered component and ``_instantiator`` is LightningCLI's. For hyper-parameters
+    that a third-party parser (LightningCLI) will instantiate: it then only meets registered classes."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            key = f"{where}.{k}"
+            if k == "_instantiator":
+                if v != LIGHTNING_INSTANTIATOR:
+                    raise ConfigError(f"{key}: {v!r} is not accepted; checkpoints may only hold {LIGHTNING_INSTANTIATOR!r}")
+            elif k in ("_class_path", "class_path"):
+                resolve_component(v, kind if k == "_class_path" else "", key)
+            else:
+                check_registered(v, key, str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_registered(v, f"{where}[{i}]", kind)
+
+
+def _resolve_hparams(hp: dict, path, base: type, kind: str, where: str) -> tuple[type, dict]:
+    if path is None or path == f"{base.__module__}.{base.__qualname__}":  # the class the caller named in code
+        cls = base
+    else:
+        cls = resolve_component(path, kind, f"{where}._class_path")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{where}._class_path: {path!r} is not a {base.__name__}")
+    args = {}
+    for k, v in hp.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ConfigError(f"{where}: hyper-parameter name {k!r} is not an identifier")
+        if isinstance(v, Mapping) and "class_path" in v and v.get("init_args", {}) is None:
+            raise ConfigError(
+                f"{where}.{k}: was a Python object without a spec; build the module with registry names or "
+                "{class_path, init_args} specs (as the CLI does) to rebuild it from a checkpoint")
+        args[k] = build_value(v, k, f"{where}.{k}")
+    return cls, args
+
+
+def rebuild_from_hparams(hp: Mapping[str, Any], base: type, kind: str, where: str,
+                         default_class_path: str | None = None, made_by: Mapping[str, str] | None = None) -> Any:
+    """An object of a registered subclass of ``base`` from hyper-parameters stored in a checkpoint (the
+    module's or the data module's): ``_class_path`` must name a registered ``kind``, ``_instantiator`` may only
+    be LightningCLI's (recognised, never called), and every nested spec goes through :func:`instantiate`."""
+    hp = dict(hp)
+    inst = hp.pop("_instantiator", None)
+    if inst is not None and inst != LIGHTNING_INSTANTIATOR:
+        raise ConfigError(f"{where}._instantiator: {inst!r} is not accepted; checkpoints may only hold "
+                          f"{LIGHTNING_INSTANTIATOR!r} (written by the polydiff CLI)")
+    path = hp.pop("_class_path", None) or default_class_path
+    try:
+        cls, args = _resolve_hparams(hp, path, base, kind, where)
+    except ConfigError as exc:
+        hint = missing_plugin_hint("", made_by)
+        if hint and "is not a registered component" in str(exc) and hint not in str(exc):
+            raise ConfigError(f"{exc}{hint}") from None
+        raise
+    try:
+        return cls(**args)
+    except PolydiffError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot build {cls.__name__} from the stored hyper-parameters: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
+    """The ``polydiff`` entry of a checkpoint with every field of the expected type (a :class:`DataError`
+    naming the field otherwise); {} when absent."""
+    extra = checkpoint.get("polydiff")
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise DataError(f"{name}: 'polydiff' is a {type(extra).__name__}; expected a mapping")
+    extra = dict(extra)
+
+    def bad(key, expected):
+        raise DataError(f"{name}: polydiff.{key} is {extra[key]!r:.80}; expected {expected}")
+
+    if extra.get("domain") is not None and not isinstance(extra["domain"], str):
+        bad("domain", "a domain name")
+    shape = extra.get("sample_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and
+                                  all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
+        bad("sample_shape", "a list of positive integers")
+    for key in ("train_generator", "rng_cpu"):
+        if key in extra and not (torch.is_tensor(extra[key]) and extra[key].dtype == torch.uint8):
+            bad(key, "a uint8 RNG state tensor")
+    if "rng_cuda" in extra and not (isinstance(extra["rng_cuda"], (list, tuple)) and
+                                    all(torch.is_tensor(s) and s.dtype == torch.uint8 for s in extra["rng_cuda"])):
+        bad("rng_cuda", "a list of uint8 RNG state tensors")
+    if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
+        bad("train_generator_device", "a device name")
+    if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
+                                        or not isinstance(checkpoint["global_step"], int)):
+        raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")
+    return extra
 
 
 def _plain(value: Any) -> Any:
@@ -105,6 +267,100 @@ def _plain(value: Any) -> Any:
         return spec
     cls = type(value)
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": None}
+
+
+def datamodule_from_checkpoint(checkpoint: Mapping, name: str = "checkpoint"):
+    """The data module a CLI-made checkpoint records (``datamodule_hyper_parameters``), rebuilt through the
+    plugin registry only; None when the checkpoint records none. Not set up (no download starts)."""
+    from .data import DiffusionDataModule
+
+    hp = checkpoint.get("datamodule_hyper_parameters")
+    if not hp:
+        return None
+    if not isinstance(hp, Mapping):
+        raise DataError(f"{name}: datamodule_hyper_parameters is a {type(hp).__name__}, expected a mapping")
+    if "_class_path" not in hp:
+        return None
+    extra = checkpoint.get("polydiff") if isinstance(checkpoint.get("polydiff"), Mapping) else {}
+    made_by = extra.get("plugins") if isinstance(extra.get("plugins"), Mapping) else None
+    return rebuild_from_hparams(hp, DiffusionDataModule, "datamodule", f"{name}: datamodule_hyper_parameters",
+                                made_by=made_by)
+
+
+def load_yaml_config(path: str | Path) -> dict:
+    """A YAML config file as a mapping, parsed with ``yaml.safe_load`` (no tags that build Python objects), with
+    one-line :class:`ConfigError` for a missing, unreadable, malformed or non-mapping file, or one whose
+    aliases expand to an absurd size."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        raise ConfigError(f"{path}: {_yaml_where(exc)}YAML tag refused ({exc.problem}); configs are data: "
+                          "plain mappings, lists, strings and numbers only") from None
+    except yaml.YAMLError as exc:
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: {_yaml_where(exc)}not valid YAML ({what})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping (trainer:, model:, data:, ...), "
+                          f"got a {type(cfg).__name__}")
+    _check_size(cfg, str(path))
+    return cfg
+
+
+def _yaml_where(exc) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+
+
+def _check_size(cfg: Any, path: str, limit: int = 100_000) -> None:
+    """Refuse configs whose YAML aliases expand (when walked) to more than ``limit`` nodes ("billion laughs")."""
+    sizes: dict[int, int] = {}
+
+    def size(v, depth=0) -> int:
+        if depth > 200:
+            raise ConfigError(f"{path}: YAML nested more than 200 levels deep")
+        if not isinstance(v, (dict, list)):
+            return 1
+        if id(v) in sizes:
+            return sizes[id(v)]
+        items = v.values() if isinstance(v, dict) else v
+        n = 1
+        for x in items:
+            n += size(x, depth + 1)
+            if n > limit:
+                raise ConfigError(f"{path}: the config expands to more than {limit} values (YAML aliases?)")
+        sizes[id(v)] = n
+        return n
+
+    size(cfg)
+
+
+def datamodule_from_config(path: str | Path):
+    """The data module of a YAML config's ``data:`` section (short names or registered class paths only),
+    not set up. Used where a config is read outside LightningCLI (``sample/evaluate --config``)."""
+    from .plugins_manager import get_plugin_manager, resolve_config_names
+
+    cfg = load_yaml_config(path)
+    data = resolve_config_names(cfg, get_plugin_manager().registry).get("data")
+    if data is None:
+        raise ConfigError(f"{path}: has no 'data:' section")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: data: must be a {{class_path, init_args}} mapping or a data module name, got {data!r}")
+    return instantiate(data, "datamodule", f"{path}: data")
 
 
 class EMA(nn.Module):
@@ -523,10 +779,46 @@ class DiffusionModule(L.LightningModule):
         if self._train_gen is not None:
             extra["train_generator"] = self._train_gen.get_state()
             extra["train_generator_device"] = str(self._train_gen.device)
+        extra["plugins"] = self._plugins_used(checkpoint)
         checkpoint["polydiff"] = extra
 
+    def _plugins_used(self, checkpoint: dict) -> dict[str, str]:
+        """{plugin: version} of the plugins whose registered classes the checkpoint names (the module, the data
+        module, every component spec), so loading it elsewhere can say which plugin is missing. The stored
+        ``_class_path`` of the module and data module are rewritten to the classes' own ``module.qualname``
+        (a config may have named them through an alias)."""
+        from .plugins_manager import CORE, get_plugin_manager
+
+        pm = get_plugin_manager()
+        for key, obj in (("hyper_parameters", self), ("datamodule_hyper_parameters", self.datamodule)):
+            hp = checkpoint.get(key)
+            if isinstance(hp, dict) and "_class_path" in hp and obj is not None:
+                hp["_class_path"] = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        paths: list[str] = []
+
+        def walk(v):
+            if isinstance(v, Mapping):
+                for k, x in v.items():
+                    if k in ("class_path", "_class_path") and isinstance(x, str):
+                        paths.append(x)
+                    else:
+                        walk(x)
+            elif isinstance(v, (list, tuple)):
+                for x in v:
+                    walk(x)
+
+        walk(checkpoint.get("hyper_parameters"))
+        walk(checkpoint.get("datamodule_hyper_parameters"))
+        paths.append(f"{type(self).__module__}.{type(self).__qualname__}")
+        used = {CORE}
+        for p in paths:
+            hit = pm.registry.resolve(p)
+            if hit is not None:
+                used.add(pm.registry.owner(hit[0], hit[1]))
+        return {name: pm.infos[name].version if name in pm.infos else "" for name in sorted(used)}
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        extra = checkpoint.get("polydiff", {})
+        extra = checked_extras(checkpoint)
         self._domain = extra.get("domain")
         if extra.get("sample_shape") is not None:
             self._sample_shape = tuple(extra["sample_shape"])
@@ -545,43 +837,53 @@ class DiffusionModule(L.LightningModule):
                 g = torch.Generator(device=extra.get("train_generator_device", "cpu"))
                 g.set_state(extra["train_generator"].cpu())
                 self._train_gen = g
-            except RuntimeError:  # saved on a device this machine lacks: a fresh generator is seeded instead
-                self._train_gen = None
+            except (RuntimeError, ValueError, TypeError):  # saved on a device this machine lacks (or damaged):
+                self._train_gen = None                       # a fresh generator is seeded instead
         if "rng_cpu" in extra:
             self._pending_rng = {"cpu": extra["rng_cpu"].cpu(),
                                  "cuda": [s.cpu() for s in extra.get("rng_cuda", [])]}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location="cpu") -> "DiffusionModule":
-        """Rebuild a module (of the class that was trained) from a checkpoint alone, loading with
-        ``weights_only=True``; EMA weights, sample shape and domain come back too."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"checkpoint {path} not found")
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        hp = dict(ckpt.get("hyper_parameters") or {})
-        if not hp:
-            raise ConfigError(f"{path}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
-        instantiator = hp.pop("_instantiator", None)
-        if instantiator is not None:  # written through the CLI: hparams are the config (Lightning's mechanism)
-            module = _import_path(instantiator)(cls, hp)
-        else:
-            path_ = hp.pop("_class_path", None) or ckpt.get("polydiff", {}).get("module_class")
-            target = _import_path(path_) if path_ else cls
-            if not (isinstance(target, type) and issubclass(target, cls)):
-                raise ConfigError(f"{path}: holds a {path_}, not a {cls.__name__}")
-            bad = [k for k, v in hp.items() if isinstance(v, Mapping) and v.get("init_args", {}) is None]
-            if bad:
-                raise ConfigError(
-                    f"{path}: hyper-parameter(s) {bad} were Python objects without a spec; build the module with "
-                    "registry names or {class_path, init_args} specs (as the CLI does) to rebuild it from a checkpoint"
-                )
-            module = target(**hp)
+    def from_checkpoint(cls, path: str | Path, map_location="cpu",
+                        checkpoint: Mapping | None = None) -> "DiffusionModule":
+        """Rebuild a module (of the class that was trained) from a checkpoint alone; EMA weights, sample shape
+        and domain come back too.
+
+        The file is read as data (:func:`polydiff.checkpointing.load_checkpoint`) and every class it names
+        (the module, each component spec) is resolved through the plugin registry, never imported: a
+        checkpoint naming anything else is refused with a :class:`ConfigError` naming the key and value.
+        ``checkpoint``: the contents of ``path`` if the caller has already loaded them."""
+        from .checkpointing import load_checkpoint
+
+        name = str(path)
+        ckpt = dict(checkpoint) if checkpoint is not None else load_checkpoint(path, map_location=map_location)
+        hp = ckpt.get("hyper_parameters")
+        state = ckpt.get("state_dict")
+        if not isinstance(hp, Mapping) or not hp:
+            raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
+        if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+            raise DataError(f"{name}: checkpoint has no state_dict of named tensors; it was not written by polydiff fit")
+        extra = checked_extras(ckpt, name)
+        made_by = extra.get("plugins") if isinstance(extra.get("plugins"), Mapping) else None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise DataError(f"{name}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); the run that "
+                            "wrote it had diverged or the file is damaged")
+        default = extra.get("module_class") if "_class_path" not in hp else None
+        module = rebuild_from_hparams(hp, cls, "module", f"{name}: hyper_parameters",
+                                      default_class_path=default, made_by=made_by)
+        if not isinstance(module, cls):
+            raise ConfigError(f"{name}: holds a {type(module).__name__}, not a {cls.__name__}")
         module.hparams.clear()  # keep the stored config (rebuilding made objects out of it)
-        module.hparams.update(ckpt["hyper_parameters"])
+        module.hparams.update(hp)
         module.on_load_checkpoint(ckpt)
         module._pending_rng = None
-        module.load_state_dict(ckpt["state_dict"])
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()
+            detail = " ".join(line.strip() for line in first[1:3])[:300]
+            raise DataError(f"{name}: the weights do not fit the model its hyper-parameters describe ({detail})") from None
         return module.eval()
 
     # -- sampling ----------------------------------------------------------------------------------
@@ -604,7 +906,9 @@ class DiffusionModule(L.LightningModule):
     ) -> dict[str, Tensor]:
         """Draw ``n`` samples with :func:`polydiff.samplers.sample`; returns a batch-contract dict
         (``x`` plus the ``cond``/``presence``/``known`` used) on the module's device. For a state of parts ``x``
-        is the mapping of parts in data units and ``presence`` is per node, (n, nodes).
+        is the mapping of parts in data units and ``presence`` is per node, (n, nodes); ``known`` is then per node
+        too and ``x_known`` a mapping of parts (data units; integer ids for categorical parts, which stay fixed on
+        the known nodes).
 
         Variable size: without ``presence``, each sample's node count is drawn from the training size histogram
         (:attr:`size_histogram`), or set by ``sizes`` (see :func:`polydiff.data.draw_sizes`: ``12``, ``"9:29"``
@@ -638,6 +942,11 @@ class DiffusionModule(L.LightningModule):
             probe = torch.empty(shape, device="meta")
             presence = self.structure.node_presence(presence, probe) if presence is not None else None
             known = self.structure.node_presence(known, probe) if known is not None else None
+        known_ids = None
+        if self.structure is not None and isinstance(x_known, Mapping):  # known parts: pack, keep the ids apart
+            x_known = {k: v.to(self.device) for k, v in x_known.items()}
+            known_ids = {k: x_known[k] for k in self.structure.categorical}
+            x_known = self.structure.pack({k: x_known[k] for k in self.structure.continuous})
         x_known = x_known.to(self.device) if x_known is not None else None
         if cond and guidance_scale != 1.0:
             from .guidance import ClassifierFreeGuidance
@@ -652,7 +961,7 @@ class DiffusionModule(L.LightningModule):
         session = None
         if self.structure is not None and self.structure.categorical:  # stepped on the same grid, per step
             session = CategoricalSession(find_structured(model), presence, generator, shape=shape[:-1],
-                                         device=self.device)
+                                         device=self.device, known=known if known_ids else None, x_known=known_ids)
             user_callback = kwargs.get("callback")
 
             def callback(info):

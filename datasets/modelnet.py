@@ -74,7 +74,10 @@ def check_points(arr, path: Path, allow_batch: bool = False) -> np.ndarray:
 def triangulate(polys, num_vertices: int, path: Path) -> np.ndarray:
     tris = []
     for poly in polys:
-        poly = [int(i) for i in poly]
+        try:
+            poly = [int(i) for i in poly]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"{path}: face indices must be integers ({exc})") from None
         if len(poly) < 3:
             raise DataError(f"{path}: face with {len(poly)} vertices; expected at least 3")
         for k in range(1, len(poly) - 1):  # fan triangulation of convex polygons

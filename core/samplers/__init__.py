@@ -7,12 +7,14 @@ Every sampler also accepts ``process``, ``space``, ``cond``, ``presence``, ``kno
 ``known_mode``, ``info``, ``clip_x0``, ``dynamic_threshold``, ``threshold_max``, ``callback`` and ``progress``
 and honours them in the same way through :class:`Context` (public, for samplers registered by plugins). :func:`sample` is the one-call
 entry point; :data:`SAMPLERS` maps names to functions; :func:`ddim_invert` encodes data to x_t (DDIM run
-forwards), decoded by ``sample(..., sampler="ddim", x_T=x_t, t_start=t)``.
+forwards), decoded by ``sample(..., sampler="ddim", x_T=x_t, t_start=t)``. Grids and per-step coefficients
+are cached per process (:func:`cache_info`, :func:`clear_cache`).
 """
 
 from .adaptive import ode_adaptive, sde_adaptive
 from .api import DETERMINISTIC, SAMPLERS, get_sampler, sample
 from .base import Context
+from .cache import cache_info, clear_cache
 from .dpm_solver import dpmpp_2m, dpmpp_3m, dpmpp_sde
 from .first_order import ddim, ddpm, euler, heun
 from .grids import GRIDS, check_grid, make_grid
@@ -22,7 +24,7 @@ from .sde import annealed_langevin, euler_maruyama, pc
 from .unipc import unipc
 
 __all__ = [
-    "sample", "SAMPLERS", "Context", "ddim_invert", "DETERMINISTIC", "get_sampler", "make_grid", "check_grid", "GRIDS",
+    "sample", "SAMPLERS", "Context", "ddim_invert", "cache_info", "clear_cache", "DETERMINISTIC", "get_sampler", "make_grid", "check_grid", "GRIDS",
     "ddpm", "ddim", "pndm", "dpmpp_2m", "dpmpp_3m", "dpmpp_sde", "unipc", "euler", "heun",
     "euler_maruyama", "pc", "annealed_langevin", "ode_adaptive", "sde_adaptive",
 ]

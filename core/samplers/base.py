@@ -26,6 +26,7 @@ from ..errors import ConfigError, ShapeError
 from ..parameterization import Prediction
 from ..processes import GaussianProcess
 from ..spaces import Euclidean, Space
+from .cache import cached
 from .grids import check_grid
 
 Tensor = torch.Tensor
@@ -99,11 +100,14 @@ class Context:
             self.x_known = torch.where(self.known, x_known, torch.zeros_like(x_known)).to(self.dtype)
         else:
             self.x_known = None
-        self.grid = check_grid(grid, batch).to(self.device)  # (G, N+1)
+        grid = check_grid(grid, batch)  # (G, N+1)
+        # Coefficients of a shared grid are cached per (process, grid values, dtype, device, x.ndim).
+        self._key = None
+        if grid.shape[0] == 1:
+            self._key = (grid.cpu().numpy().tobytes(), str(self.device), self.dtype, x_T.ndim)
+        self.grid = grid.to(self.device)
         self.steps = self.grid.shape[1] - 1
-        self.alpha, self.sigma = self.process.alpha_sigma(self.grid)
-        if not (torch.isfinite(self.alpha).all() and torch.isfinite(self.sigma).all()):
-            raise ConfigError("the process gives non-finite α or σ on this grid")
+        self.alpha, self.sigma = self.cached("alpha_sigma", (), self._alpha_sigma)
         # Model times per column, (batch,) float64 each.
         self.t_cols = self.columns(self.grid)
         self.info = info
@@ -139,6 +143,20 @@ class Context:
         self._clips = self.clip_x0 is not None or self.dynamic_threshold is not None
 
     # -- coefficients -------------------------------------------------------------------------
+    def _alpha_sigma(self):
+        alpha, sigma = self.process.alpha_sigma(self.grid)
+        if not (torch.isfinite(alpha).all() and torch.isfinite(sigma).all()):
+            raise ConfigError("the process gives non-finite α or σ on this grid")
+        return alpha, sigma
+
+    def cached(self, tag: str, options, build: Callable):
+        """``build()`` — a sampler's per-step coefficient tables — computed once per (process, grid, dtype,
+        device, x.ndim, tag, options) for a shared grid; per-sample grids build every time. The returned
+        tensors are shared between calls: never modify them in place."""
+        if self._key is None:
+            return build()
+        return cached(self.process, tag, (options, self._key), build)
+
     def columns(self, t: Tensor) -> Tensor:
         """(G, M) float64 times -> (M, batch) contiguous, so that row i is the model's (batch,) time."""
         return t.T.expand(t.shape[1], self.batch).contiguous()

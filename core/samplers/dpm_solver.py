@@ -88,14 +88,16 @@ def multistep_weights(ctx: Context, ords: Tensor, stochastic: bool = False, d2_f
 
 def _multistep(model, x_T, grid, generator, order, lower_order_final, stochastic, common, d2_factor=2.0):
     ctx = Context(model, x_T, grid, generator, **common)
-    ords = step_orders(ctx, order, lower_order_final)
-    A, W, std = multistep_weights(ctx, ords, stochastic, d2_factor)
-    c_A = ctx.col(A)
-    c_W = [ctx.col(W[..., k]) for k in range(3)]
-    c_std = ctx.col(std)
-    used = ords.max(0).values.tolist()
-    noisy = ctx.any_per_step(std > 0) if stochastic else [False] * ctx.steps
-    a_col, s_col = ctx.col(ctx.alpha), ctx.col(ctx.sigma)
+
+    def build():
+        ords = step_orders(ctx, order, lower_order_final)
+        A, W, std = multistep_weights(ctx, ords, stochastic, d2_factor)
+        noisy = ctx.any_per_step(std > 0) if stochastic else [False] * ctx.steps
+        return (ctx.col(A), [ctx.col(W[..., k]) for k in range(3)], ctx.col(std), ords.max(0).values.tolist(),
+                noisy, ctx.col(ctx.alpha), ctx.col(ctx.sigma))
+
+    options = (order, bool(lower_order_final), bool(stochastic), float(d2_factor))
+    c_A, c_W, c_std, used, noisy, a_col, s_col = ctx.cached("dpm_solver", options, build)
     hist: list[Tensor] = []
     x = ctx.start(x_T)
     for i in range(ctx.steps):

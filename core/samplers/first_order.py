@@ -42,21 +42,8 @@ def ddpm(model, x_T, grid, generator=None, *, variance: str = "beta_tilde", **co
     if variance not in ("beta", "beta_tilde", "learned"):
         raise ConfigError(f"variance must be 'beta', 'beta_tilde' or 'learned'; got {variance!r}")
     ctx = Context(model, x_T, grid, generator, **common)
-    a, s = ctx.alpha, ctx.sigma
-    a0, s0, a1, s1 = a[:, :-1], s[:, :-1], a[:, 1:], s[:, 1:]
-    ratio, var_ts = _transition(a0, s0, a1, s1)
-    c_x0 = ctx.col(a1 * var_ts / s0**2)
-    c_x = ctx.col(ratio * s1**2 / s0**2)
-    beta_tilde = var_ts * s1**2 / s0**2
-    if variance == "learned":
-        log_beta = ctx.col(torch.log(var_ts.clamp_min(1e-300)))
-        log_bt = ctx.col(torch.log(beta_tilde.clamp_min(1e-300)))
-        std = None
-    else:
-        std = ctx.col(torch.sqrt(var_ts if variance == "beta" else beta_tilde))
-    noisy = ctx.any_per_step(s1 > 0)
-    last_zero = ctx.col((s1 > 0).to(a.dtype))
-    a_col, s_col = ctx.col(a), ctx.col(s)
+    c_x0, c_x, log_beta, log_bt, std, noisy, last_zero, a_col, s_col = ctx.cached(
+        "ddpm", variance, lambda: _ddpm_coefficients(ctx, variance))
     x = ctx.start(x_T)
     for i in range(ctx.steps):
         pred = ctx.at(x, i)
@@ -76,6 +63,24 @@ def ddpm(model, x_T, grid, generator=None, *, variance: str = "beta_tilde", **co
     return ctx.finish(x)
 
 
+def _ddpm_coefficients(ctx: Context, variance: str):
+    a, s = ctx.alpha, ctx.sigma
+    a0, s0, a1, s1 = a[:, :-1], s[:, :-1], a[:, 1:], s[:, 1:]
+    ratio, var_ts = _transition(a0, s0, a1, s1)
+    c_x0 = ctx.col(a1 * var_ts / s0**2)
+    c_x = ctx.col(ratio * s1**2 / s0**2)
+    beta_tilde = var_ts * s1**2 / s0**2
+    log_beta = log_bt = std = None
+    if variance == "learned":
+        log_beta = ctx.col(torch.log(var_ts.clamp_min(1e-300)))
+        log_bt = ctx.col(torch.log(beta_tilde.clamp_min(1e-300)))
+    else:
+        std = ctx.col(torch.sqrt(var_ts if variance == "beta" else beta_tilde))
+    noisy = ctx.any_per_step(s1 > 0)
+    last_zero = ctx.col((s1 > 0).to(a.dtype))
+    return c_x0, c_x, log_beta, log_bt, std, noisy, last_zero, ctx.col(a), ctx.col(s)
+
+
 def ddim(model, x_T, grid, generator=None, *, eta: float = 0.0, **common):
     """DDIM (Song et al. 2021, "Denoising Diffusion Implicit Models", Eq. 12 and 16):
     x_s = α_s x̂_0 + √(σ_s² − σ_η²) ε̂ + σ_η z with σ_η² = η² β̃. η = 0 is the deterministic sampler (a first
@@ -83,13 +88,7 @@ def ddim(model, x_T, grid, generator=None, *, eta: float = 0.0, **common):
     if eta < 0:
         raise ConfigError(f"eta must be ≥ 0, got {eta}")
     ctx = Context(model, x_T, grid, generator, **common)
-    a, s = ctx.alpha, ctx.sigma
-    a0, s0, a1, s1 = a[:, :-1], s[:, :-1], a[:, 1:], s[:, 1:]
-    var = eta**2 * posterior_variance(a0, s0, a1, s1)
-    c_x0, c_eps = ctx.col(a1), ctx.col(torch.sqrt((s1**2 - var).clamp_min(0.0)))
-    std = ctx.col(torch.sqrt(var))
-    noisy = ctx.any_per_step(var > 0) if eta > 0 else [False] * ctx.steps
-    a_col, s_col = ctx.col(a), ctx.col(s)
+    c_x0, c_eps, std, noisy, a_col, s_col = ctx.cached("ddim", float(eta), lambda: _ddim_coefficients(ctx, eta))
     x = ctx.start(x_T)
     for i in range(ctx.steps):
         pred = ctx.at(x, i)
@@ -99,6 +98,16 @@ def ddim(model, x_T, grid, generator=None, *, eta: float = 0.0, **common):
         x = ctx.after_step(x, i + 1, a_col, s_col)
         x = ctx.end_step(x, i, pred.x0)
     return ctx.finish(x)
+
+
+def _ddim_coefficients(ctx: Context, eta: float):
+    a, s = ctx.alpha, ctx.sigma
+    a0, s0, a1, s1 = a[:, :-1], s[:, :-1], a[:, 1:], s[:, 1:]
+    var = eta**2 * posterior_variance(a0, s0, a1, s1)
+    c_x0, c_eps = ctx.col(a1), ctx.col(torch.sqrt((s1**2 - var).clamp_min(0.0)))
+    std = ctx.col(torch.sqrt(var))
+    noisy = ctx.any_per_step(var > 0) if eta > 0 else [False] * ctx.steps
+    return c_x0, c_eps, std, noisy, ctx.col(a), ctx.col(s)
 
 
 def _churn(ctx: Context, s_churn, s_tmin, s_tmax, s_noise):
@@ -125,15 +134,11 @@ def _churn(ctx: Context, s_churn, s_tmin, s_tmax, s_noise):
     return churned, t_hat, a_hat, s_hat, sig_hat, scale, add
 
 
-def _karras(model, x_T, grid, generator, second_order, s_churn, s_tmin, s_tmax, s_noise, common):
-    if s_churn < 0 or s_noise < 0:
-        raise ConfigError(f"s_churn and s_noise must be ≥ 0; got s_churn={s_churn}, s_noise={s_noise}")
-    ctx = Context(model, x_T, grid, generator, **common)
+def _karras_coefficients(ctx: Context, second_order, s_churn, s_tmin, s_tmax, s_noise):
     a, s = ctx.alpha, ctx.sigma
     a1, s1 = a[:, 1:], s[:, 1:]
     churned, t_hat, a_hat, s_hat, sig_hat, scale, add = _churn(ctx, s_churn, s_tmin, s_tmax, s_noise)
     use_churn = ctx.any_per_step(churned)
-    t_hat_cols = ctx.columns(t_hat) if any(use_churn) else None
     c_scale, c_add = ctx.col(scale), ctx.col(add)
     c_x0, c_eps = ctx.col(a1), ctx.col(s1)
     # Heun correction (Alg. 2 lines 9-11) wherever σ_{i+1} > 0 and σ̂ is finite (α̂ > 0).
@@ -141,7 +146,17 @@ def _karras(model, x_T, grid, generator, second_order, s_churn, s_tmin, s_tmax, 
     heun_step = ctx.all_per_step(finite) if second_order else [False] * ctx.steps
     c_y = ctx.col(torch.where(finite, a1 / a_hat, torch.zeros_like(a1)))
     c_d = ctx.col(torch.where(finite, a1 * (s1 / a1 - sig_hat), torch.zeros_like(a1)))
-    a_col, s_col = ctx.col(a), ctx.col(s)
+    return use_churn, t_hat, c_scale, c_add, c_x0, c_eps, heun_step, c_y, c_d, ctx.col(a), ctx.col(s)
+
+
+def _karras(model, x_T, grid, generator, second_order, s_churn, s_tmin, s_tmax, s_noise, common):
+    if s_churn < 0 or s_noise < 0:
+        raise ConfigError(f"s_churn and s_noise must be ≥ 0; got s_churn={s_churn}, s_noise={s_noise}")
+    ctx = Context(model, x_T, grid, generator, **common)
+    options = (second_order, float(s_churn), float(s_tmin), float(s_tmax), float(s_noise))
+    use_churn, t_hat, c_scale, c_add, c_x0, c_eps, heun_step, c_y, c_d, a_col, s_col = ctx.cached(
+        "karras", options, lambda: _karras_coefficients(ctx, *options))
+    t_hat_cols = ctx.columns(t_hat) if any(use_churn) else None
     x = ctx.start(x_T)
     for i in range(ctx.steps):
         if use_churn[i]:

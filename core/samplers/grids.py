@@ -16,6 +16,8 @@ from ``t_0`` to ``t_N``. Kinds:
 For ``karras`` and ``log_snr``, when σ(t_end) = 0 (data end of VP, sub-VP, rectified flow) the spacing runs
 to the smallest positive noise level of the process (``process.t_min``; σ̃ = 0.002 of EDM if that has
 σ = 0 too) and the grid ends with a final step to ``t_end``, as in Karras et al. Alg. 1 (σ_N = 0).
+
+Grids with a scalar ``t_start`` are cached per process (:mod:`.cache`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from ..errors import ConfigError, ShapeError
 from ..processes import GaussianProcess
+from .cache import cached
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -101,9 +104,12 @@ def make_grid(
     t_end = float(t_end)
     if not 0.0 <= t_end < float(starts.min()):
         raise ShapeError(f"t_end={t_end} must lie in [0, t_start) with t_start={float(starts.min()):.4g}")
-    rows = [_row(process, steps, kind, float(s), t_end, rho, offset, sigma_min) for s in starts]
-    grid = torch.stack(rows)
-    return grid if per_sample else grid[0]
+    if per_sample:
+        return torch.stack([_row(process, steps, kind, float(s), t_end, rho, offset, sigma_min) for s in starts])
+    t0 = float(starts[0])
+    key = (kind, steps, t0, t_end, float(rho), int(offset), None if sigma_min is None else float(sigma_min))
+    # A second call with the same arguments builds nothing (see .cache); a copy keeps the cached grid intact.
+    return cached(process, "grid", key, lambda: _row(process, steps, kind, t0, t_end, rho, offset, sigma_min)).clone()
 
 
 def _row(process, steps, kind, t0, t_end, rho, offset, sigma_min=None) -> Tensor:

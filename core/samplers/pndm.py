@@ -23,16 +23,11 @@ Tensor = torch.Tensor
 _AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
 
-def pndm(model, x_T, grid, generator=None, *, warmup: str = "prk", **common):
-    """PNDM sampler (Liu et al. 2022, Alg. 1 / Eq. 12-13). See the module docstring."""
-    if warmup not in ("prk", "plms"):
-        raise ConfigError(f"warmup must be 'prk' or 'plms'; got {warmup!r}")
-    ctx = Context(model, x_T, grid, generator, **common)
+def _coefficients(ctx: Context):
     a, s = ctx.alpha, ctx.sigma
     a0, s0, a1, s1 = a[:, :-1], s[:, :-1], a[:, 1:], s[:, 1:]
     t_mid = 0.5 * (ctx.grid[:, :-1] + ctx.grid[:, 1:])
     am, sm = ctx.process.alpha_sigma(t_mid)
-    t_mid_cols = ctx.columns(t_mid)
     ok = a0 > 0
     safe_a0 = torch.where(ok, a0, torch.ones_like(a0))
 
@@ -43,14 +38,22 @@ def pndm(model, x_T, grid, generator=None, *, warmup: str = "prk", **common):
         c0 = torch.where(ok, torch.zeros_like(a0), a_to)
         return ctx.col(cx), ctx.col(ce), ctx.col(c0)
 
-    to_next, to_mid = transfer(a1, s1), transfer(am, sm)
-    a_col, s_col = ctx.col(a), ctx.col(s)
+    prk_ok = ctx.all_per_step(s1 > 0)  # PRK's last evaluation sits at the step's end: never at σ = 0
+    return t_mid, transfer(a1, s1), transfer(am, sm), prk_ok, ctx.col(a), ctx.col(s)
+
+
+def pndm(model, x_T, grid, generator=None, *, warmup: str = "prk", **common):
+    """PNDM sampler (Liu et al. 2022, Alg. 1 / Eq. 12-13). See the module docstring."""
+    if warmup not in ("prk", "plms"):
+        raise ConfigError(f"warmup must be 'prk' or 'plms'; got {warmup!r}")
+    ctx = Context(model, x_T, grid, generator, **common)
+    t_mid, to_next, to_mid, prk_ok, a_col, s_col = ctx.cached("pndm", (), lambda: _coefficients(ctx))
+    t_mid_cols = ctx.columns(t_mid)
 
     def phi(coefs, i, x, eps, x0):
         cx, ce, c0 = coefs
         return cx[i] * x + ce[i] * eps + c0[i] * x0
 
-    prk_ok = ctx.all_per_step(s1 > 0)  # PRK's last evaluation sits at the step's end: never at σ = 0
     eps_hist: list[Tensor] = []
     x = ctx.start(x_T)
     for i in range(ctx.steps):

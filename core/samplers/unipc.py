@@ -84,16 +84,7 @@ def _corrector(lam, a1, s0, s1, p, variant):
     return A, W
 
 
-def unipc(model, x_T, grid, generator=None, *, order: int = 2, variant: str = "bh2", corrector: bool = True,
-          lower_order_final: bool = True, **common):
-    """UniPC-p sampler (Zhao et al. 2023). ``order`` is p of UniP-p (default 2, as diffusers); with the
-    corrector the global order is p + 1. ``lower_order_final`` lowers the order over the last p − 1 steps
-    (diffusers' default), and the last step to σ = 0 is always first order."""
-    if order not in (1, 2, 3):
-        raise ConfigError(f"order must be 1, 2 or 3; got {order}")
-    if variant not in ("bh1", "bh2"):
-        raise ConfigError(f"variant must be 'bh1' or 'bh2'; got {variant!r}")
-    ctx = Context(model, x_T, grid, generator, **common)
+def _coefficients(ctx: Context, order: int, variant: str, corrector: bool, lower_order_final: bool):
     n = ctx.steps
     ords = step_orders(ctx, order, False)
     if lower_order_final:
@@ -121,11 +112,24 @@ def unipc(model, x_T, grid, generator=None, *, order: int = 2, variant: str = "b
     if not (torch.isfinite(A).all() and torch.isfinite(Wp).all()):
         raise ConfigError("UniPC coefficients are not finite on this grid")
     Wc = torch.nan_to_num(Wc)
-    c_A = ctx.col(A)
-    c_Wp = [ctx.col(Wp[..., k]) for k in range(P)]
-    c_Wc = [ctx.col(Wc[..., k]) for k in range(P + 1)]
-    used = ords.max(0).values.tolist()
-    a_col, s_col = ctx.col(ctx.alpha), ctx.col(ctx.sigma)
+    return (ctx.col(A), [ctx.col(Wp[..., k]) for k in range(P)], [ctx.col(Wc[..., k]) for k in range(P + 1)],
+            ords.max(0).values.tolist(), use_c, ctx.col(ctx.alpha), ctx.col(ctx.sigma))
+
+
+def unipc(model, x_T, grid, generator=None, *, order: int = 2, variant: str = "bh2", corrector: bool = True,
+          lower_order_final: bool = True, **common):
+    """UniPC-p sampler (Zhao et al. 2023). ``order`` is p of UniP-p (default 2, as diffusers); with the
+    corrector the global order is p + 1. ``lower_order_final`` lowers the order over the last p − 1 steps
+    (diffusers' default), and the last step to σ = 0 is always first order."""
+    if order not in (1, 2, 3):
+        raise ConfigError(f"order must be 1, 2 or 3; got {order}")
+    if variant not in ("bh1", "bh2"):
+        raise ConfigError(f"variant must be 'bh1' or 'bh2'; got {variant!r}")
+    ctx = Context(model, x_T, grid, generator, **common)
+    n, P = ctx.steps, order
+    c_A, c_Wp, c_Wc, used, use_c, a_col, s_col = ctx.cached(
+        "unipc", (order, variant, bool(corrector), bool(lower_order_final)),
+        lambda: _coefficients(ctx, order, variant, corrector, lower_order_final))
     hist: list[Tensor] = []  # model x̂0 at columns …, i−1, i
     x = ctx.start(x_T)
     x_prev = None

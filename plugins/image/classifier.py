@@ -232,8 +232,10 @@ def get_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, test_
     path = Path(cache_dir) / f"image_classifier-{key}.pt" if cache_dir is not None else None
     model = None
     if path is not None and path.is_file():
+        from polydiff.checkpointing import load_checkpoint
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_checkpoint(path)
             model = ImageClassifier(train_images.shape[1], num_classes)
             model.load_state_dict(state["model"])
             model.to(_device()).eval()

@@ -23,14 +23,15 @@ Tensor = torch.Tensor
 # -- loading ------------------------------------------------------------------------------------------
 def load_checkpoint(path):
     """(DiffusionModule, data hyper-parameters dict) from a ``polydiff fit`` checkpoint."""
+    from polydiff.checkpointing import load_checkpoint
     from polydiff.training import DiffusionModule
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} not found")
-    module = DiffusionModule.from_checkpoint(path)
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    data_hp = dict(raw.get("datamodule_hyper_parameters") or {})
+    raw = load_checkpoint(path)
+    module = DiffusionModule.from_checkpoint(path, checkpoint=raw)
+    data_hp = raw.get("datamodule_hyper_parameters") or {}
+    if not isinstance(data_hp, dict):
+        raise DataError(f"{path}: datamodule_hyper_parameters is a {type(data_hp).__name__}, expected a mapping")
+    data_hp = dict(data_hp)
     return module, data_hp
 
 
@@ -97,14 +98,20 @@ def counterfactual_maps(method, x: Tensor, batch: int = 32, seed: int = 0, repea
 def load_classifier(path):
     from .networks import NoisyClassifier
 
+    from polydiff.checkpointing import load_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"classifier file {path} not found")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" not in blob or "init_args" not in blob:
-        raise DataError(f"{path}: not a classifier written by `polydiff train-classifier` (keys {sorted(blob)})")
-    clf = NoisyClassifier(**blob["init_args"])
-    clf.load_state_dict(blob["state_dict"])
+    blob = load_checkpoint(path)
+    if not isinstance(blob.get("state_dict"), dict) or not isinstance(blob.get("init_args"), dict):
+        raise DataError(f"{path}: not a classifier written by `polydiff train-classifier` (keys {sorted(map(str, blob))})")
+    try:
+        clf = NoisyClassifier(**blob["init_args"])
+        clf.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path}: classifier weights or init_args do not fit NoisyClassifier "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return clf.eval()
 
 
@@ -276,23 +283,13 @@ def add_classifier_arguments(p):
 
 
 def run_train_classifier(args) -> int:
-    import yaml
-
     from polydiff import VP
-    from polydiff.plugins_manager import get_plugin_manager, resolve_config_names
-    from polydiff.training import instantiate
+    from polydiff.training import datamodule_from_config
 
     from .networks import NoisyClassifier
     from .train import fit_classifier
 
-    cfg_path = Path(args.config)
-    if not cfg_path.is_file():
-        raise ConfigError(f"config file {cfg_path} not found")
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    data = resolve_config_names(cfg, get_plugin_manager().registry).get("data")
-    if data is None:
-        raise ConfigError(f"{cfg_path}: has no 'data:' section")
-    dm = instantiate(data, "datamodule")
+    dm = datamodule_from_config(args.config)
     dm.conditional = True
     dm.setup("fit")
     ds = dm.train_set

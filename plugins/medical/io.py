@@ -48,25 +48,101 @@ def _check_affine(affine: np.ndarray, path) -> None:
                         "expected a voxel-to-world matrix with non-zero voxel sizes")
 
 
+def _check_complete(path: Path) -> int:
+    """The size of the (decompressed) file; a :class:`DataError` saying "truncated" when a gzip stream ends
+    early, and naming the problem when a ``.gz`` file is not gzip or is corrupt."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"\x1f\x8b":
+        if str(path).lower().endswith(".gz"):
+            raise DataError(f"{path}: cannot read as NIfTI: named .nii.gz but not gzip-compressed")
+        return path.stat().st_size
+    size = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                size += len(chunk)
+    except EOFError:
+        raise DataError(f"{path}: NIfTI file is truncated (the gzip stream ends early)") from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise DataError(f"{path}: cannot read as NIfTI: corrupt gzip data ({exc})") from None
+    return size
+
+
+def _raw_pixdim(path: Path) -> np.ndarray:
+    """``pixdim`` exactly as stored in a NIfTI-1 (float32 at byte 76) or NIfTI-2 (float64 at byte 104) header."""
+    import gzip
+    import struct
+
+    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        head = f.read(540)
+    if len(head) < 348:
+        raise DataError(f"{path}: NIfTI file is truncated ({len(head)} header bytes; expected at least 348)")
+    for order in "<>":
+        sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
+        if sizeof_hdr == 348:
+            return np.asarray(struct.unpack(order + "8f", head[76:108]), dtype=np.float64)
+        if sizeof_hdr == 540 and len(head) >= 540:
+            return np.asarray(struct.unpack(order + "8d", head[104:168]), dtype=np.float64)
+    raise DataError(f"{path}: not a NIfTI file (header size field {struct.unpack('<i', head[:4])[0]}; expected 348 or 540)")
+
+
+def _check_header(img, path: Path, size: int) -> None:
+    """Voxel sizes must be finite and positive, and the file must hold all the voxels its header declares."""
+    hdr = img.header
+    shape = tuple(int(d) for d in img.shape)
+    if not shape or any(d <= 0 for d in shape):
+        raise DataError(f"{path}: NIfTI header declares shape {shape}; expected positive sizes")
+    pixdim = _raw_pixdim(path)[1:1 + min(len(shape), 3)]  # as stored: nibabel's loader "repairs" bad ones
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
+        raise DataError(f"{path}: NIfTI voxel sizes (pixdim) are {pixdim.tolist()}; expected finite sizes > 0 mm")
+    offset = int(hdr.get_data_offset()) if hasattr(hdr, "get_data_offset") else 0
+    need = offset + int(np.prod(shape, dtype=np.float64)) * hdr.get_data_dtype().itemsize
+    if need > size:
+        raise DataError(f"{path}: NIfTI file is truncated: its header declares {shape} voxels "
+                        f"({need} bytes) but the file holds {size} bytes")
+
+
 def read_nifti(path, orientation: str | None = "RAS", spacing: Sequence[float] | None = None,
                allow_nan: bool = False):
     """Read a NIfTI file → (volume (C, X, Y, Z) float32 tensor, affine (4, 4) float64 numpy, nibabel image).
 
     3D files get one channel; 4D files put the 4th axis first as channels; 2D files get Z = 1.
     ``orientation`` (e.g. "RAS") and ``spacing`` (mm per axis) are applied with MONAI; the returned
-    affine is the one of the returned array. Raises :class:`DataError` naming the file on a missing or
-    unreadable file, a non-invertible affine, a wrong number of dimensions or NaN voxels.
+    affine is the one of the returned array. Raises :class:`DataError` naming the file on a missing,
+    truncated or unreadable file, voxel sizes (pixdim) that are not finite and positive, a non-invertible
+    affine, a wrong number of dimensions or NaN voxels.
     """
+    import warnings
+
     import nibabel as nib
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: NIfTI file not found")
+    raw_size = _check_complete(path)
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise DataError(f"{path}: cannot read as NIfTI ({exc})") from exc
+        with warnings.catch_warnings():  # nibabel warns and "repairs" bad headers; the checks below refuse them
+            warnings.simplefilter("ignore")
+            logger, level = nib.imageglobals.logger, nib.imageglobals.logger.level
+            logger.setLevel(50)  # nor its log lines ("setting 0 dims to 1")
+            try:
+                img = nib.load(str(path))
+            finally:
+                logger.setLevel(level)
+            _check_header(img, path, raw_size)
+            data = np.asanyarray(img.dataobj, dtype=np.float32)
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{path}: NIfTI data does not fit in memory") from None
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for corrupt files
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot read as NIfTI ({first})") from None
     affine = np.asarray(img.affine, dtype=np.float64)
     _check_affine(affine, path)
     if data.ndim == 2:
@@ -87,10 +163,12 @@ def read_nifti(path, orientation: str | None = "RAS", spacing: Sequence[float] |
         from monai.transforms import Orientation, Spacing
 
         mt = MetaTensor(vol, affine=torch.as_tensor(affine))
-        if orientation is not None:
-            mt = Orientation(axcodes=orientation)(mt)
-        if spacing is not None:
-            mt = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear")(mt)
+        with warnings.catch_warnings():  # MONAI's deprecation notices about its own defaults are not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            if orientation is not None:
+                mt = Orientation(axcodes=orientation)(mt)
+            if spacing is not None:
+                mt = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear")(mt)
         affine = mt.affine.detach().cpu().numpy().astype(np.float64)
         vol = mt.as_tensor().float().contiguous()
     return vol, affine, img

@@ -24,11 +24,12 @@ from .normalize import Normalizer
 def run_complete(args) -> int:
     from polydiff.training import DiffusionModule
 
+    from polydiff.checkpointing import load_checkpoint
+
     ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
-        raise ConfigError(f"checkpoint {ckpt} not found")
-    module = DiffusionModule.from_checkpoint(ckpt)
-    extra = torch.load(ckpt, map_location="cpu", weights_only=True).get("polydiff", {})
+    raw = load_checkpoint(ckpt)
+    module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
+    extra = raw.get("polydiff") if isinstance(raw.get("polydiff"), dict) else {}
     norm = Normalizer.from_state(extra.get("normalization") or {"mode": "none"})
     partial_raw = io.read_points(args.input)
     if partial_raw.ndim != 2:

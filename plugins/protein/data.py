@@ -4,10 +4,14 @@ Every chain becomes its (L, 6) angle table (:mod:`.geometry`), centred on the ci
 set and wrapped to [−π, π) (FoldingDiff centres each angle on its training mean so the wrapped-normal prior
 at t = 1 sits on the bulk of the data). Items follow the batch contract:
 
-* ``x``        (max_length, 6): centred angles; NaN where undefined, 0 in padding;
-* ``presence`` (max_length, 1): True for the residues of the chain (padding to ``max_length``);
-* ``missing``  (max_length, 6): the angles a chain's termini do not define (φ₀; ψ, ω, θ₂, θ₃ of the last
-               residue) — generated like any entry but never regressed.
+* ``x``        (L, 6): centred angles of the chain's L ≤ ``max_length`` residues; NaN where undefined;
+* ``missing``  (L, 6): the angles a chain's termini do not define (φ₀; ψ, ω, θ₂, θ₃ of the last residue) —
+               generated like any entry but never regressed.
+
+Chains have different lengths (``variable_size``): the engine pads each batch to its longest chain and sets
+``presence`` (batch, L_max, 1) (:func:`polydiff.data.pad_collate`), records the training length histogram in
+checkpoints and draws the lengths of generated chains from it, or takes them from ``polydiff sample --sizes``
+(FoldingDiff samples lengths from the training set, §4.2).
 
 FoldingDiff's filter and crop: chains shorter than ``min_length`` (40) are left out, longer ones are cut to a
 random window of ``max_length`` (128) residues each time they are drawn (validation: the central window).
@@ -81,7 +85,7 @@ def load_chains(paths: Sequence[str | Path], min_length: int = 40, chain: str | 
 
 
 class AngleDataset(Dataset):
-    """Chains as batch-contract items of ``max_length`` rows (see the module docstring)."""
+    """Chains as batch-contract items of at most ``max_length`` rows (see the module docstring)."""
 
     def __init__(self, chains: list[Chain], mean: np.ndarray, max_length: int, random_crop: bool, seed: int = 0):
         self.chains, self.mean, self.max_length, self.random_crop = chains, mean, max_length, random_crop
@@ -99,23 +103,16 @@ class AngleDataset(Dataset):
         return a[start:start + self.max_length]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return make_item(self.window(i), self.mean, self.max_length)
+        return make_item(self.window(i), self.mean)
 
 
-def make_item(angles: np.ndarray, mean: np.ndarray, max_length: int) -> dict[str, torch.Tensor]:
-    """Batch-contract item of a chain's (L ≤ max_length, 6) raw angles: centred, wrapped, padded, masked.
-    The crop's own termini are undefined (its φ₀ refers to an atom outside the window)."""
-    L = angles.shape[0]
-    if L > max_length:
-        raise DataError(f"a chain of {L} residues does not fit max_length {max_length}")
-    miss = undefined_mask(L, max_length)
-    x = np.zeros((max_length, 6))
-    x[:L] = wrap(angles - mean)
+def make_item(angles: np.ndarray, mean: np.ndarray) -> dict[str, torch.Tensor]:
+    """Batch-contract item of a chain's (L, 6) raw angles: centred, wrapped, terminal angles masked.
+    A crop's own termini are undefined (its φ₀ refers to an atom outside the window)."""
+    miss = undefined_mask(angles.shape[0])
+    x = wrap(angles - mean)
     x[miss] = np.nan
-    presence = np.zeros((max_length, 1), dtype=bool)
-    presence[:L] = True
-    return {"x": torch.tensor(x, dtype=torch.float32), "presence": torch.from_numpy(presence),
-            "missing": torch.from_numpy(miss)}
+    return {"x": torch.tensor(x, dtype=torch.float32), "missing": torch.from_numpy(miss)}
 
 
 class ProteinAngles(DiffusionDataModule):
@@ -126,16 +123,15 @@ class ProteinAngles(DiffusionDataModule):
         min_length, max_length: FoldingDiff's filter and crop (40, 128; Wu et al. 2024, §4.1).
         val_fraction: share of chains held out (at least one when there are two or more).
         chain: chain id to read in every file (default each file's first protein chain).
-        sample_lengths: lengths of generated chains: None draws them from the training length histogram
-            (after cropping), a list is cycled through.
         batch_size: FoldingDiff trains with 64 (§4.1).
     """
 
     domain = DOMAIN
+    variable_size = True
 
     def __init__(self, roots: list[str] | str = "../shared/data/protein/kortemme_pfam_domains",
                  min_length: int = 40, max_length: int = 128, val_fraction: float = 0.1, chain: str | None = None,
-                 sample_lengths: list[int] | None = None, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if not 2 <= min_length <= max_length:
             raise ConfigError(f"need 2 <= min_length <= max_length, got {min_length}, {max_length}")
@@ -144,7 +140,6 @@ class ProteinAngles(DiffusionDataModule):
         self.roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
         self.min_length, self.max_length = int(min_length), int(max_length)
         self.val_fraction, self.chain = val_fraction, chain
-        self.sample_lengths = list(sample_lengths) if sample_lengths else None
         self.report: list[str] = []
         self.train_chains: list[Chain] = []
         self.val_chains: list[Chain] = []
@@ -177,30 +172,23 @@ class ProteinAngles(DiffusionDataModule):
         return wrap(x.double() + torch.as_tensor(self.angle_mean))
 
     def encode(self, angles: np.ndarray) -> dict[str, torch.Tensor]:
-        """Raw (L, 6) angles of one chain -> a batch-contract item (centred, padded, masked)."""
+        """Raw (L, 6) angles of one chain -> a batch-contract item (centred, wrapped, terminal angles masked)."""
         self.require_set("train_set")
-        return make_item(angles, self.angle_mean, self.max_length)
+        return make_item(angles, self.angle_mean)
 
-    def length_histogram(self) -> np.ndarray:
-        """Counts of training chain lengths (after cropping to max_length), index = length."""
+    def size_histogram(self) -> torch.Tensor:
+        """Counts of training chain lengths after cropping to ``max_length`` (index = length), so that the
+        model's sample shape is ``(max_length, 6)``."""
         self.require_set("train_set")
         lengths = [min(len(c), self.max_length) for c in self.train_chains]
-        return np.bincount(lengths, minlength=self.max_length + 1)
+        return torch.from_numpy(np.bincount(lengths, minlength=self.max_length + 1)).long()
 
-    def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Presence masks of ``n`` chains whose lengths come from ``sample_lengths`` or from the training
-        length histogram (FoldingDiff samples lengths from the training set, §4.2)."""
-        if self.sample_lengths:
-            lengths = torch.tensor([self.sample_lengths[i % len(self.sample_lengths)] for i in range(n)])
-        else:
-            hist = torch.as_tensor(self.length_histogram(), dtype=torch.float64)
-            lengths = torch.multinomial(hist, n, replacement=True, generator=generator)
-        bad = [int(v) for v in lengths if not self.min_length <= int(v) <= self.max_length]
+    def check_lengths(self, lengths) -> None:
+        """ConfigError naming the lengths outside the trained range (e.g. from ``polydiff sample --sizes 20``)."""
+        bad = sorted({int(v) for v in lengths if not self.min_length <= int(v) <= self.max_length})
         if bad:
-            raise ConfigError(f"sample lengths {bad} are outside the trained range "
-                              f"{self.min_length}..{self.max_length} residues")
-        presence = torch.arange(self.max_length)[None, :, None] < lengths[:, None, None]
-        return {"presence": presence}
+            raise ConfigError(f"chain length(s) {bad} are outside the trained range {self.min_length}..{self.max_length} "
+                              "residues (pass --sizes within it)")
 
 
 class CATHAngles(ProteinAngles):
@@ -208,10 +196,9 @@ class CATHAngles(ProteinAngles):
     md5-checked on first use into ``root`` (default the polydiff cache)."""
 
     def __init__(self, root: str | None = None, min_length: int = 40, max_length: int = 128,
-                 val_fraction: float = 0.1, sample_lengths: list[int] | None = None, batch_size: int = 64,
-                 num_workers: int = 0, seed: int = 0):
+                 val_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
         super().__init__(roots=[], min_length=min_length, max_length=max_length, val_fraction=val_fraction,
-                         sample_lengths=sample_lengths, batch_size=batch_size, num_workers=num_workers, seed=seed)
+                         batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.root = root
 
     def prepare_data(self) -> None:
@@ -239,6 +226,8 @@ def angles_of_samples(samples: dict, datamodule) -> list[np.ndarray]:
     if datamodule is None or getattr(datamodule, "angle_mean", None) is None:
         raise ConfigError("protein samples are angles centred on the training means: turning them into "
                           "structures needs the training data module (pass --config with its data: section)")
+    if hasattr(datamodule, "check_lengths"):
+        datamodule.check_lengths(lengths.tolist())
     raw = datamodule.decode(x)
     return [raw[b, :int(lengths[b])].numpy() for b in range(x.shape[0])]
 

@@ -63,20 +63,21 @@ def infill(module, datamodule, coords: np.ndarray, keep: list[tuple[int, int]], 
     if not lo <= L <= hi:
         raise DataError(f"{source}: chain of {L} residues is outside the trained length range {lo}..{hi}")
     raw = backbone_angles(coords)
-    item = datamodule.encode(raw)
-    kept = np.zeros(datamodule.max_length, dtype=bool)
+    item = datamodule.encode(raw)  # (L, 6)
+    kept = np.zeros(L, dtype=bool)
     for a, b in keep:
         kept[a:b] = True
-    known = torch.from_numpy(kept)[:, None] & item["presence"] & ~item["missing"]
+    known = torch.from_numpy(kept)[:, None] & ~item["missing"]
     x_known = torch.nan_to_num(item["x"])
+    presence = torch.ones(L, 1, dtype=torch.bool)
     rep = lambda t: t[None].expand(num, *t.shape).clone()  # noqa: E731
     g = torch.Generator(device=module.device).manual_seed(seed)
-    out = module.sample(num, generator=g, presence=rep(item["presence"]), known=rep(known), x_known=rep(x_known),
-                        **sample_kw)
+    out = module.sample(num, generator=g, presence=rep(presence), known=rep(known), x_known=rep(x_known),
+                        shape=(L, 6), **sample_kw)
     x = out["x"].detach().cpu()
-    decoded = datamodule.decode(x)[:, :L].numpy()
-    angles = np.where(kept[None, :L, None] & np.isfinite(raw)[None], raw[None], decoded)
-    return {"angles": angles, "x": x, "known": rep(known), "x_known": rep(x_known), "kept": kept[:L], "raw": raw}
+    decoded = datamodule.decode(x).numpy()
+    angles = np.where(kept[None, :, None] & np.isfinite(raw)[None], raw[None], decoded)
+    return {"angles": angles, "x": x, "known": rep(known), "x_known": rep(x_known), "kept": kept, "raw": raw}
 
 
 def add_arguments(parser) -> None:

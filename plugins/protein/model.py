@@ -46,8 +46,9 @@ class RelativeSelfAttention(nn.Module):
         q, k, v = self.qkv(h).view(B, L, 3, self.heads, self.d).permute(2, 0, 3, 1, 4)  # (B, H, L, d) each
         pos = torch.arange(L, device=h.device)
         offset = (pos[None, :] - pos[:, None]).clamp(-self.max_offset + 1, self.max_offset - 1) + self.max_offset - 1
-        r = self.rel(offset)  # (L, L, d)
-        scores = q @ k.transpose(-1, -2) + torch.einsum("bhid,ijd->bhij", q, r)
+        # q_i · r_{offset(i, j)}: score q against the whole offset table once, then pick each pair's offset
+        rel = (q @ self.rel.weight.T).gather(-1, offset.expand(B, self.heads, L, L))  # (B, H, L, L)
+        scores = q @ k.transpose(-1, -2) + rel
         scores = scores / math.sqrt(self.d)
         if key_pad is not None:
             scores = scores.masked_fill(key_pad[:, None, None, :], torch.finfo(scores.dtype).min)

@@ -42,8 +42,12 @@ def _read_csv(path):
     import torch
 
     from polydiff.datasets.csv_series import load_table
+    from polydiff.errors import DataError
 
     table = load_table(path)
+    big = np.abs(np.nan_to_num(table.values)).max(initial=0.0)
+    if big > np.finfo(np.float32).max:
+        raise DataError(f"{path}: holds values up to {big:.4g}, beyond float32's range; rescale the data")
     missing = ~torch.as_tensor(table.observed_mask.T[None], dtype=torch.bool)
     return {"x": torch.as_tensor(np.nan_to_num(table.values).T[None], dtype=torch.float32), "missing": missing}
 

@@ -265,7 +265,9 @@ def load_official(path: str | Path, dropout: float = 0.1) -> CSDIBackbone:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: CSDI checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from polydiff.checkpointing import load_checkpoint
+
+    state = load_checkpoint(path)
     if "embed_layer.weight" not in state:
         raise DataError(f"{path}: not an official CSDI state dict (no 'embed_layer.weight')")
     ours = convert_official_state_dict(state)

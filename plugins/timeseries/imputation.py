@@ -18,6 +18,7 @@ import torch
 
 from polydiff import ConfigError, Denoiser, Euclidean, NoiseField, ShapeError
 from polydiff.samplers import sample
+from polydiff.checks import check_finite_where, check_mask, check_tensor, to_model_dtype
 
 Tensor = torch.Tensor
 
@@ -56,13 +57,17 @@ def impute(denoiser: Denoiser, observed: Tensor, known: Tensor, n_samples: int =
             keep CSDI's attention maps in cache, where one call on all rows is slower; the seeded draw then
             depends on the chunking (``noise_fn`` draws do not).
 
+    Inputs are checked as the CLI checks a CSV (:func:`check_impute_inputs`): a :class:`polydiff.ShapeError`
+    naming the argument, with the caller's shapes, for NaN/inf at known entries, a ``known`` mask that is not
+    boolean or exact 0/1, or shapes the model cannot take; float64/integer ``observed`` is converted to the
+    model's dtype (see :func:`polydiff.checks.to_model_dtype`).
+
     Returns (B, n_samples, K, L), equal to ``observed`` on the known entries.
     """
     process = denoiser.process
     if process.num_steps is None:
         raise ConfigError("CSDI imputation needs a discrete process (VP with num_steps)")
-    if observed.shape != known.shape:
-        raise ShapeError(f"observed {tuple(observed.shape)} and known {tuple(known.shape)} must have the same shape")
+    observed, known, cond = check_impute_inputs(denoiser, observed, known, cond)
     B, n, T = observed.shape[0], int(n_samples), process.num_steps
     if n < 1:
         raise ConfigError(f"n_samples must be >= 1, got {n}")
@@ -88,6 +93,42 @@ def impute(denoiser: Denoiser, observed: Tensor, known: Tensor, n_samples: int =
                             x_known=obs_rep[rows], known_mode="condition"))
     x = torch.cat(parts)
     return x.reshape(B, n, *shape[1:])
+
+
+def check_impute_inputs(denoiser: Denoiser, observed, known, cond=None):
+    """(observed, known, cond) of :func:`impute`, validated: ``observed`` a (B, K, L) real tensor converted to the
+    model's dtype, ``known`` boolean (exact 0/1 numbers are accepted and converted) of the same shape, finite
+    ``observed`` wherever ``known``, ``cond`` tensors with B rows, and a trial call of the network on the first
+    series so that a shape the model cannot take is reported with the caller's shapes (not B·n_samples rows)."""
+    check_tensor(observed, "observed", 3, "(B, K, L)")
+    check_tensor(known, "known")
+    if tuple(known.shape) != tuple(observed.shape):
+        raise ShapeError(f"known has shape {tuple(known.shape)} but observed has {tuple(observed.shape)}; "
+                         "expected the same (B, K, L)")
+    known = check_mask(known, observed, "known")
+    param = next(iter(denoiser.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    observed = to_model_dtype(observed, dtype, "observed")
+    check_finite_where(observed, known, "observed")
+    cond = dict(cond or {})
+    for k, v in cond.items():
+        check_tensor(v, f"cond[{k!r}]")
+        if v.ndim == 0 or v.shape[0] != observed.shape[0]:
+            raise ShapeError(f"cond[{k!r}] has shape {tuple(v.shape)}; expected {observed.shape[0]} rows, one per "
+                             f"series of observed {tuple(observed.shape)}")
+    if observed.shape[0]:
+        trial = {k: v[:1] for k, v in cond.items()}
+        trial["known"] = known[:1]
+        trial["observed"] = torch.where(known[:1], torch.nan_to_num(observed[:1]), torch.zeros_like(observed[:1]))
+        t = torch.ones(1, dtype=torch.float64, device=observed.device)
+        try:
+            with torch.no_grad():
+                denoiser(torch.zeros_like(observed[:1]), t, trial)
+        except (RuntimeError, ValueError, IndexError, ShapeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ShapeError(f"observed of shape {tuple(observed.shape)} (B, K, L) does not fit the model "
+                             f"({first})") from None
+    return observed, known, cond
 
 
 def point_estimate(samples: Tensor) -> Tensor:

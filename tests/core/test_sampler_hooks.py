@@ -293,3 +293,91 @@ def test_ddim_inversion_never_calls_the_model_at_sigma_zero_and_takes_hooks():
         ddim_invert(model, torch.zeros(2, 2), grid="cosine")
     with pytest.raises(ShapeError, match="x0"):
         ddim_invert(model, torch.zeros(2))
+
+
+# -- cached grids and coefficients -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "heun", "pndm", "dpmpp_2m", "dpmpp_sde", "unipc"])
+def test_second_sample_call_builds_no_grid_and_no_coefficients(name):
+    from polydiff.samplers import cache_info, clear_cache
+
+    proc = VP("linear", num_steps=1000)
+    model = ExactDenoiser(MIX, proc)
+    x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    clear_cache()
+    first = sample(model, x_T, sampler=name, steps=8, grid="karras", generator=torch.Generator().manual_seed(1))
+    info = cache_info()
+    assert info["grid"] == {"hits": 0, "builds": 1}
+    tags = {t for t in info if t not in ("grid", "alpha_sigma")}
+    assert len(tags) == 1 and info[tags.pop()]["builds"] == 1
+    second = sample(model, x_T, sampler=name, steps=8, grid="karras", generator=torch.Generator().manual_seed(1))
+    info2 = cache_info()
+    assert torch.equal(first, second)
+    assert all(v["builds"] == info[k]["builds"] for k, v in info2.items())  # nothing built again
+    assert info2["grid"]["hits"] == 1
+    # another step count, grid kind, dtype or process builds anew
+    sample(model, x_T, sampler=name, steps=9, grid="karras")
+    sample(model, x_T.double(), sampler=name, steps=8, grid="karras")
+    assert cache_info()["grid"]["builds"] == 2
+    assert cache_info()["alpha_sigma"]["builds"] == 3
+
+
+def test_cache_is_per_process_and_skips_per_sample_grids():
+    from polydiff.samplers import cache_info, clear_cache
+
+    clear_cache()
+    a, b = VP("cosine", num_steps=100), VP("linear", num_steps=100)
+    ga, gb = make_grid(a, 5, "log_snr"), make_grid(b, 5, "log_snr")
+    assert not torch.equal(ga, gb)
+    ga[0] = 0.5  # callers get a copy: the cached grid is untouched
+    assert make_grid(a, 5, "log_snr")[0] == 1.0
+    assert cache_info()["grid"] == {"hits": 1, "builds": 2}
+    make_grid(a, 5, "log_snr", t_start=torch.tensor([1.0, 0.5], dtype=F64))
+    make_grid(a, 5, "log_snr", t_start=torch.tensor([1.0, 0.5], dtype=F64))
+    assert cache_info()["grid"] == {"hits": 1, "builds": 2}
+    model = ExactDenoiser(MIX, a)
+    t_start = torch.tensor([1.0, 0.5], dtype=F64)
+    sample(model, shape=(2, 2), steps=4, t_start=t_start)
+    assert "ddim" not in cache_info()  # per-sample grids: coefficients built, never stored
+
+
+def test_sampler_registered_by_a_plugin_gets_the_hooks_by_name():
+    import types
+
+    from polydiff.hookspecs import hookimpl
+    from polydiff.plugins_manager import get_plugin_manager
+
+    def plugin_euler(model, x_T, grid, generator=None, **common):  # written on the public Context
+        ctx = Context(model, x_T, grid, generator, **common)
+        x = ctx.start(x_T)
+        for i in range(ctx.steps):
+            pred = ctx.at(x, i)
+            x = ctx.alpha[0, i + 1].item() * pred.x0 + ctx.sigma[0, i + 1].item() * pred.eps
+            x = ctx.end_step(ctx.after_step(x, i + 1), i, pred.x0)
+        return ctx.finish(x)
+
+    plugin = types.ModuleType("hooked_sampler_plugin")
+
+    @hookimpl
+    def polydiff_register(registry):
+        registry.add("sampler", plugin_euler, name="plugin_euler")
+
+    plugin.polydiff_register = polydiff_register
+    pm = get_plugin_manager(reload=True)
+    try:
+        pm.add_plugin(plugin, "hooked_sampler_plugin")
+        model = Spy(VP())
+        known = torch.tensor([[True, False]]).expand(4, 2)
+        x_known = torch.full((4, 2), 0.3)
+        x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+        seen = []
+        out = sample(model, x_T, sampler="plugin_euler", steps=5, clip_x0=0.2, known=known, x_known=x_known,
+                     known_mode="condition", callback=lambda d: seen.append(d["i"]))
+        ref = sample(Spy(VP()), x_T, sampler="ddim", steps=5, clip_x0=0.2, known=known, x_known=x_known,
+                     known_mode="condition")
+        torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+        assert seen == [0, 1, 2, 3, 4] and out[:, 1].abs().max() <= 0.2 + 1e-6
+        assert torch.equal(out[:, 0], x_known[:, 0]) and torch.equal(model.seen[0]["known"], known)
+    finally:
+        get_plugin_manager(reload=True)

@@ -390,3 +390,23 @@ def test_parts_through_the_cli(tmp_path, monkeypatch):
     assert got["x"]["pos"].shape[-1] == 3 and got["x"]["types"].shape[-1] == 2
     assert set(got["presence"].sum(1).tolist()) <= {4, 5}
     assert (got["x"]["pos"].sum(1).abs() < 1e-4).all()
+
+
+def test_known_nodes_fix_both_parts():
+    """Known nodes (a fragment): their positions and type ids are kept; a known id selects the components that
+    agree with it (node 0 of type 1 → only assignment [1, 1, 1])."""
+    from polydiff.training import DiffusionModule
+
+    process = polydiff.VP()
+    module = DiffusionModule(JointOracle(process), process=process, parts=CAT_PARTS, parameterization="x0",
+                             ema_decay=0, sample_steps=50, sampler="dpmpp_2m").double()
+    n = 200
+    mu = MEANS - MEANS.mean(1, keepdim=True)
+    known = torch.zeros(n, N_NODES, dtype=torch.bool)
+    known[:, 0] = True
+    x_known = {"pos": mu[1].expand(n, -1, -1).clone(), "types": TYPES[1].expand(n, -1).clone()}
+    out = module.sample(n, shape=(N_NODES, DIM), known=known, x_known=x_known,
+                        generator=torch.Generator().manual_seed(0))
+    assert (out["x"]["types"][:, 0] == 1).all()
+    assert (out["x"]["types"] == TYPES[1]).all(-1).float().mean() > 0.99
+    torch.testing.assert_close(out["x"]["pos"][:, 0], x_known["pos"][:, 0])

@@ -2,12 +2,15 @@
 checkpoint round trip with weights_only loading, and that training lowers the loss."""
 
 import math
+import types
 
 import lightning as L
 import pytest
 import torch
 
 from polydiff.errors import ConfigError
+from polydiff.hookspecs import hookimpl
+from polydiff.plugins_manager import get_plugin_manager
 from polydiff.testing import ExactDenoiser, MixtureDataModule, sliced_wasserstein
 from polydiff.training import EMA, DiffusionModule, drop_conditions, null_conditions
 
@@ -226,7 +229,16 @@ def test_subclass_trains_and_is_rebuilt_as_the_subclass(tmp_path):
     trainer = _trainer(tmp_path, 2, limit_val_batches=0)
     trainer.fit(module, dm)
     trainer.save_checkpoint(tmp_path / "s.ckpt")
-    rebuilt = DiffusionModule.from_checkpoint(tmp_path / "s.ckpt")
+    # a checkpoint may only name registered classes: unregistered, the subclass is refused ...
+    with pytest.raises(ConfigError, match="ScaledLossModule' is not a registered component"):
+        DiffusionModule.from_checkpoint(tmp_path / "s.ckpt")
+    assert type(ScaledLossModule.from_checkpoint(tmp_path / "s.ckpt")) is ScaledLossModule  # ... unless named in code
+    plugin = types.SimpleNamespace(polydiff_register=hookimpl(lambda registry: registry.add("module", ScaledLossModule)))
+    get_plugin_manager().add_plugin(plugin, "scaled_loss_plugin")
+    try:  # registered by a plugin, it is rebuilt as the subclass
+        rebuilt = DiffusionModule.from_checkpoint(tmp_path / "s.ckpt")
+    finally:
+        get_plugin_manager(reload=True)
     assert type(rebuilt) is ScaledLossModule and rebuilt.loss_scale == 3.0
     with pytest.raises(ConfigError, match="not a ScaledLossModule"):
         torch.save({**torch.load(tmp_path / "s.ckpt", weights_only=True),

@@ -49,16 +49,20 @@ def test_fit_sample_evaluate_infill(fitted, capsys):
     final = sorted((ckpt.parents[1] / "samples").glob("samples_*.pdb"))
     assert len(final) == 2
     out = work / "sampled"
-    assert main(["sample", "--ckpt", str(ckpt), "--num", "3", "--out", str(out)]) == 0
+    assert main(["sample", "--ckpt", str(ckpt), "--num", "3", "--sizes", "50:128", "--out", str(out)]) == 0
     pdbs = sorted(out.glob("samples_*.pdb"))
     assert len(pdbs) == 3 and (out / "samples_ramachandran.png").stat().st_size > 10_000
     for p in pdbs:
         bb = read_backbone(p)  # valid, continuous backbones of a trained length
-        assert 40 <= len(bb) <= 128
+        assert 50 <= len(bb) <= 128
         c, n = bb.coords[:-1, 2], bb.coords[1:, 0]  # NeRF's standard bonds, to the PDB's 3 decimals
         assert np.allclose(np.linalg.norm(n - c, axis=1), 1.33, atol=2e-3)
         assert np.allclose(np.linalg.norm(bb.coords[:, 1] - bb.coords[:, 0], axis=1), 1.46, atol=2e-3)
         assert np.allclose(np.linalg.norm(bb.coords[:, 2] - bb.coords[:, 1], axis=1), 1.52, atol=2e-3)
+
+    fixed = work / "fixed"
+    assert main(["sample", "--ckpt", str(ckpt), "--num", "2", "--sizes", "60", "--out", str(fixed)]) == 0
+    assert [len(read_backbone(p)) for p in sorted(fixed.glob("samples_*.pdb"))] == [60, 60]
 
     metrics_path = work / "metrics.json"
     assert main(["evaluate", "--ckpt", str(ckpt), "--num", "3", "--out", str(metrics_path)]) == 0
@@ -90,6 +94,9 @@ def test_bad_input_is_one_line(fitted, tmp_path, capsys):
     rc = main(["infill", "--ckpt", str(ckpt), "--pdb", str(bad), "--keep", "A:1-5", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "garbage.pdb" in err[0] and "no atoms" in err[0]
+    rc = main(["sample", "--ckpt", str(ckpt), "--num", "2", "--sizes", "20", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "[20] are outside the trained range 40..128" in err[0]
     crn = require_shared("protein", "fixtures", "1CRN.pdb")  # 46 residues: inside 40..128, but keep is wrong
     rc = main(["infill", "--ckpt", str(ckpt), "--pdb", str(crn), "--keep", "A:40-60", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()

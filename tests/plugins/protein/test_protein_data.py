@@ -28,6 +28,7 @@ def test_filter_and_crop_reported(dm, tmp_path):
     long = [i for i, c in enumerate(dm.train_chains) if len(c) > 128]
     assert long  # e.g. the 150-residue PF00179 domain
     i = long[0]
+    assert dm.train_set[i]["x"].shape == (128, 6)
     crops = {tuple(np.nan_to_num(dm.train_set[i]["x"][:3, 3].numpy()).round(5)) for _ in range(8)}
     assert len(crops) > 1  # a fresh random window per draw
     assert dm.val_set.window(0).shape[0] <= 128
@@ -37,18 +38,22 @@ def test_items_follow_the_batch_contract(dm):
     chain = min(dm.train_chains, key=len)
     L = len(chain)
     item = dm.encode(chain.angles)
-    x, presence, missing = item["x"], item["presence"], item["missing"]
-    assert x.shape == (128, 6) and presence.shape == (128, 1) and missing.shape == (128, 6)
-    assert presence[:L].all() and not presence[L:].any()
+    x, missing = item["x"], item["missing"]
+    assert x.shape == (L, 6) and missing.shape == (L, 6) and "presence" not in item
     assert missing[0].tolist() == [True, False, False, False, False, False]
     assert missing[L - 1].tolist() == [False, True, True, False, True, True]
     assert missing.sum() == 5
     assert torch.isnan(x[missing]).all() and torch.isfinite(x[~missing]).all()  # masked, never zero-filled
-    assert (x[L:] == 0).all()
-    ok = ~missing[:L]
-    assert (x[:L][ok] >= -np.pi).all() and (x[:L][ok] < np.pi).all()
-    back = dm.decode(x[None])[0, :L].numpy()
+    ok = ~missing
+    assert (x[ok] >= -np.pi).all() and (x[ok] < np.pi).all()
+    back = dm.decode(x[None])[0].numpy()
     np.testing.assert_allclose(np.cos(back[ok.numpy()] - chain.angles[ok.numpy()]), 1.0, atol=1e-6)
+    # a batch is padded to its longest chain, with presence; padding is never missing
+    batch = dm.collate([dm.encode(chain.angles), dm.encode(dm.train_chains[0].angles[:100])])
+    Lmax = max(L, 100)
+    assert batch["x"].shape == (2, Lmax, 6) and batch["presence"].shape == (2, Lmax, 1)
+    assert batch["presence"][0, :L].all() and not batch["presence"][0, L:].any()
+    assert not batch["missing"][0, L:].any() and batch["missing"][0, :L].equal(missing)
 
 
 def test_centred_on_training_circular_mean(dm):
@@ -60,18 +65,16 @@ def test_centred_on_training_circular_mean(dm):
     assert abs(abs(np.degrees(dm.angle_mean[2])) - 180) < 5
 
 
-def test_length_sampling(dm):
-    hist = dm.length_histogram()
-    assert hist.sum() == len(dm.train_chains) and hist[:40].sum() == 0
-    out = dm.sample_inputs(200, torch.Generator().manual_seed(0))["presence"]
-    lengths = out[..., 0].sum(1)
-    assert set(lengths.tolist()) <= set(np.nonzero(hist)[0].tolist())
-    dm2 = ProteinAngles(roots=dm.roots, sample_lengths=[50, 128])
-    dm2.train_set, dm2.train_chains, dm2.angle_mean = dm.train_set, dm.train_chains, dm.angle_mean
-    assert dm2.sample_inputs(3)["presence"][..., 0].sum(1).tolist() == [50, 128, 50]
-    dm2.sample_lengths = [20]
-    with pytest.raises(ConfigError, match=r"sample lengths \[20\] are outside the trained range 40\.\.128"):
-        dm2.sample_inputs(1)
+def test_length_histogram_and_trained_range(dm):
+    from polydiff.plugins.protein.data import angles_of_samples
+
+    hist = dm.size_histogram()
+    assert hist.sum() == len(dm.train_chains) and hist[:40].sum() == 0 and len(hist) == 129
+    assert dm.sample_shape == (128, 6)
+    assert hist[128] == sum(len(c) >= 128 for c in dm.train_chains)  # long chains count as their crop
+    presence = torch.arange(30)[None, :, None] < torch.tensor([20, 30])[:, None, None]
+    with pytest.raises(ConfigError, match=r"chain length\(s\) \[20, 30\] are outside the trained range 40\.\.128"):
+        angles_of_samples({"x": torch.zeros(2, 30, 6), "presence": presence}, dm)
 
 
 def test_user_folder_with_a_bad_file(tmp_path):
