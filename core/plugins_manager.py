@@ -15,7 +15,6 @@ The :class:`Registry` maps short names to components per kind, so a YAML config 
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import re
 import sys
@@ -419,39 +418,35 @@ def _pip_command(info: PluginInfo, missing: str, dist) -> str:
     return f"pip install {missing}"
 
 
+#: The engine's own components, named by import path (``module:attribute``, as entry points name plugins) and
+#: loaded when a plugin manager is built. The manager imports no engine module itself, so the modules that use
+#: it (training, samplers, the CLI) and the manager never import each other. A list or dict attribute registers
+#: each of its items (the backbones: the networks, not the embedding modules exported beside them).
+ENGINE_COMPONENTS = (
+    ("process", "polydiff.processes:VP"), ("process", "polydiff.processes:VE"), ("process", "polydiff.processes:SubVP"),
+    ("process", "polydiff.processes:EDM"), ("process", "polydiff.processes:RectifiedFlow"),
+    ("process", "polydiff.discrete:DiscreteProcess"),
+    ("space", "polydiff.spaces:Euclidean"), ("space", "polydiff.spaces:Torus"),
+    ("space", "polydiff.spaces:ZeroCenterOfMass"), ("noise", "polydiff.spaces:GaussianNoise"),
+    ("backbone", "polydiff.backbones:BACKBONES"), ("module", "polydiff.training:DiffusionModule"),
+    ("loss", "polydiff.losses:DiffusionLoss"), ("loss", "polydiff.discrete:D3PMLoss"),
+    ("loss", "polydiff.discrete:MDLMLoss"), ("schedule", "polydiff.schedules:SCHEDULES"),
+    ("space", "polydiff.structured:ProductSpace"), ("backbone", "polydiff.structured:ConcatBackbone"),
+    ("backbone", "polydiff.structured:StructuredBackbone"), ("backbone", "polydiff.graphs:PyGBackbone"),
+    # the engine's toy data modules (tests, examples, docs)
+    ("datamodule", "polydiff.testing_data:MixtureDataModule"), ("datamodule", "polydiff.testing_data:PointSetDataModule"),
+    ("datamodule", "polydiff.testing_data:ToyMoleculeDataModule"),
+    ("datamodule", "polydiff.testing_data:CategoricalDataModule"),
+)
+
+
 def _register_core(registry: Registry) -> None:
-    """The engine's own components, registered under the plugin name ``polydiff``."""
-    from . import processes, spaces
-    from .discrete import DiscreteProcess
-
-    for cls in (processes.VP, processes.VE, processes.SubVP, processes.EDM, processes.RectifiedFlow, DiscreteProcess):
-        registry.add("process", cls)
-    for cls in (spaces.Euclidean, spaces.Torus, spaces.ZeroCenterOfMass):
-        registry.add("space", cls)
-    registry.add("noise", spaces.GaussianNoise)
-    backbones = importlib.import_module("polydiff.backbones")
-    for cls in backbones.BACKBONES:  # the networks (the embedding modules exported beside them are parts)
-        registry.add("backbone", cls)
-    from .training import DiffusionModule
-
-    registry.add("module", DiffusionModule)
-    from .losses import DiffusionLoss
-    from .schedules import SCHEDULES
-    from . import graphs, structured, testing_data
-
-    registry.add("loss", DiffusionLoss)
-    from .discrete import D3PMLoss, MDLMLoss
-
-    for cls in (D3PMLoss, MDLMLoss):  # the discrete family's losses
-        registry.add("loss", cls)
-    for cls in SCHEDULES.values():
-        registry.add("schedule", cls)
-    registry.add("space", structured.ProductSpace)
-    for cls in (structured.ConcatBackbone, structured.StructuredBackbone, graphs.PyGBackbone):
-        registry.add("backbone", cls)
-    for cls in (testing_data.MixtureDataModule, testing_data.PointSetDataModule, testing_data.ToyMoleculeDataModule,
-                testing_data.CategoricalDataModule):
-        registry.add("datamodule", cls)  # the engine's toy data modules (tests, examples, docs)
+    """The engine's own components (:data:`ENGINE_COMPONENTS`), registered under the plugin name ``polydiff``."""
+    for kind, target in ENGINE_COMPONENTS:
+        obj = md.EntryPoint(name=kind, value=target, group=GROUP).load()
+        items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else [obj]
+        for item in items:
+            registry.add(kind, item)
 
 
 _MANAGER: PolydiffPluginManager | None = None
@@ -475,10 +470,8 @@ def get_plugin_manager(reload: bool = False, entrypoints: bool = True) -> Polydi
 def _core_version() -> str:
     try:
         return md.version("polydiff")
-    except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
-        from . import __version__
-
-        return __version__
+    except md.PackageNotFoundError:  # pragma: no cover - running from a source tree, not installed
+        return ""
 
 
 def resolve_config_names(cfg: Any, registry: Registry, key: str | None = None) -> Any:

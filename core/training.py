@@ -52,6 +52,9 @@ warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `n
 # The only instantiator LightningCLI writes into hyper-parameters. polydiff never calls it (it would import
 # whatever class path the file names); it only recognises it and rebuilds through the registry instead.
 LIGHTNING_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+# what a constructor raises when a spec holds values of the wrong type or an impossible size (e.g. a layer of
+# 10^12 units read from a damaged checkpoint): reported as a ConfigError naming the spec
+_BUILD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError, MemoryError)
 
 
 _REGISTRY_SCOPE: ContextVar = ContextVar("polydiff_registry_scope", default=None)
@@ -133,9 +136,9 @@ def instantiate(spec: Any, kind: str, where: str | None = None) -> Any:
         obj = cls(**init_args)
     except PolydiffError:
         raise
-    except (TypeError, ValueError) as exc:
+    except _BUILD_ERRORS as exc:  # wrong types or sizes in a spec (from a file or a caller)
         raise ConfigError(f"{where}: cannot build {cls.__name__} from init_args {sorted(init_args)}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
     try:
         obj._polydiff_spec = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": _plain(init_args)}
     except AttributeError:  # objects with __slots__
@@ -215,9 +218,9 @@ def rebuild_from_hparams(hp: Mapping[str, Any], base: type, kind: str, where: st
         return cls(**args)
     except PolydiffError:
         raise
-    except (TypeError, ValueError) as exc:
+    except _BUILD_ERRORS as exc:
         raise ConfigError(f"{where}: cannot build {cls.__name__} from the stored hyper-parameters: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
 
 
 def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:

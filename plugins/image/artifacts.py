@@ -96,7 +96,9 @@ def read_png(path: str | Path) -> dict[str, Tensor]:
             mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
             arr = np.asarray(im.convert(mode), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from exc
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises SyntaxError, ValueError, struct.error ... on corrupt files
+        raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     x = torch.from_numpy(arr.astype(np.float32))[None] / 127.5 - 1.0
     return {"x": x}

@@ -16,6 +16,7 @@ model stores its mode with its checkpoint and every reported metric names the ev
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,9 +114,17 @@ class Normalizer:
 
     @classmethod
     def from_state(cls, state: dict) -> "Normalizer":
-        if not isinstance(state, dict) or "mode" not in state:
-            raise ConfigError(f"normalisation state must be a dict with a 'mode'; got {state!r}")
-        return cls(mode=state["mode"], mean=state.get("mean"), std=state.get("std"))
+        if not isinstance(state, dict) or not isinstance(state.get("mode"), str):
+            raise ConfigError(f"normalisation state must be a dict with a 'mode' name; got {state!r:.200}")
+        mean, std = state.get("mean"), state.get("std")
+        if state["mode"] == "global":  # read from a checkpoint: check before use
+            ok_mean = isinstance(mean, (list, tuple)) and len(mean) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in mean)
+            ok_std = isinstance(std, (int, float)) and not isinstance(std, bool) and math.isfinite(std) and std > 0
+            if not (ok_mean and ok_std):
+                raise ConfigError(f"global normalisation needs a mean of 3 finite numbers and a std > 0; got "
+                                  f"mean={mean!r:.100}, std={std!r:.50}")
+        return cls(mode=state["mode"], mean=mean, std=std)
 
     def describe(self) -> str:
         if self.mode == "global":
