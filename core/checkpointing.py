@@ -108,7 +108,7 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
             try:
                 p.unlink()
                 removed.append(p)
-            except OSError:
+            except OSError:  # e.g. a read-only run folder: the file stays, and resuming does not need it gone
                 pass
     return removed
 

@@ -729,9 +729,7 @@ class DiffusionModule(L.LightningModule):
         at the same diffusion time (:class:`polydiff.structured.CategoricalSession`), times their loss weight."""
         if self.is_discrete:  # D3PM: hybrid loss with its vb/ce parts (bits); MDLM: the NELBO (nats/token)
             return self.loss_fn(model, batch, generator=generator, return_components=True)
-        if self.structure is None:
-            return self.loss_fn(model, batch, generator=generator, space=self.space, return_components=True)
-        flat, tokens = self.structure.flat_batch(batch)
+        flat, tokens = (batch, None) if self.structure is None else self.structure.flat_batch(batch)
         if not tokens:
             return self.loss_fn(model, flat, generator=generator, space=self.space, return_components=True)
         with CategoricalSession(find_structured(model), flat.get("presence"), generator, clean=tokens,
