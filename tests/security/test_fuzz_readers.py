@@ -293,7 +293,8 @@ def _checkpoint() -> dict:
 
 def _rebuild(path):
     from polydiff.checkpointing import load_checkpoint
-    from polydiff.training import DiffusionModule, datamodule_from_checkpoint
+    from polydiff.components import datamodule_from_checkpoint
+    from polydiff.training import DiffusionModule
 
     raw = load_checkpoint(path)
     module = DiffusionModule.from_checkpoint(path, checkpoint=raw)
@@ -408,7 +409,7 @@ data:
 
 def test_yaml_configs_survive_mutations(tmp_path):
     from polydiff.data import DiffusionDataModule
-    from polydiff.training import datamodule_from_config
+    from polydiff.components import datamodule_from_config
 
     def check(dm, where):
         assert isinstance(dm, DiffusionDataModule), f"{where}: built {type(dm).__name__}"
