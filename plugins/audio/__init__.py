@@ -36,31 +36,32 @@ def polydiff_register(registry) -> None:
 
 
 def _read(path):
-    """An audio file as a batch of one waveform ``x`` (1, 1, samples) at its own rate (``sample_rate`` beside)."""
+    """An audio file as a batch of one waveform ``x`` (1, 1, samples) at its own rate, ``cond["sample_rate"]`` (1,)."""
     import torch
 
     from .io import read_audio
 
     wave, sr = read_audio(path)
-    return {"x": torch.from_numpy(wave)[None, None], "sample_rate": sr}
+    return {"x": torch.from_numpy(wave)[None, None], "cond": {"sample_rate": torch.tensor([sr])}}
 
 
-def _writer(default_rate: int = 8000):
-    def write(samples, path):
-        import torch
+def _write(samples, path):
+    """The first waveform of ``x`` to a file at ``cond["sample_rate"]`` (8 kHz, FSDD's rate, when absent)."""
+    import torch
 
-        from .io import write_audio
+    from .io import write_audio
 
-        rate = samples.get("sample_rate", default_rate) if isinstance(samples, dict) else default_rate
-        x = samples["x"] if isinstance(samples, dict) else samples
-        x = torch.as_tensor(x)
-        return write_audio(path, x.reshape(-1) if x.shape[0] == 1 else x[0].reshape(-1), int(rate))
-    return write
+    if not isinstance(samples, dict):
+        samples = {"x": samples}
+    rate = (samples.get("cond") or {}).get("sample_rate")
+    x = torch.as_tensor(samples["x"])
+    x = x[0] if x.ndim > 1 and x.shape[0] > 1 else x
+    return write_audio(path, x.reshape(-1), int(rate.reshape(-1)[0]) if rate is not None else 8000)
 
 
 @hookimpl
 def polydiff_file_formats():
-    return [FileFormat(name=name, suffixes=(f".{name}",), domain=DOMAIN, read=_read, write=_writer(),
+    return [FileFormat(name=name, suffixes=(f".{name}",), domain=DOMAIN, read=_read, write=_write,
                        description=f"{name.upper()} audio (soundfile); mono float samples in [-1, 1]")
             for name in ("wav", "flac", "ogg")]
 
