@@ -283,7 +283,7 @@ class TextDigitsDataModule(DigitsDataModule):
     def embed(self, prompts: Sequence[str]) -> Tensor:
         """Sentence embeddings of ``prompts`` through the registered conditioner (built once)."""
         if self._embedder is None:
-            from polydiff.training import instantiate
+            from polydiff.components import instantiate
 
             self._embedder = instantiate(self.embedder_spec, "conditioner")
         return self._embedder(list(prompts))

