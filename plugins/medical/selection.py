@@ -260,41 +260,89 @@ def cross_validate(settings: Sequence[Setting], maps_fn: MapsFn, selection: Slic
     return settings[best], rows
 
 
-def evaluate_setting(setting: Setting, maps_fn: MapsFn, selection: SliceSet, test: SliceSet, n_boot: int = 1000,
-                     seed: int = 0, test_maps: Tensor | None = None) -> dict:
-    """The setting on ``test``: threshold = (1 − fpr) quantile of the post-processed maps of all healthy
-    selection slices; pooled pixel AUPRC and Dice with subject-bootstrap 95 % intervals, pixel AUROC and image
-    AUROC as point estimates. Returns a dict with ``auprc``/``dice`` = (estimate, low, high)."""
-    from . import metrics as M
+class TestScores:
+    """A chosen setting's post-processed maps on the test subjects, ready for re-weighted pooled metrics:
+    :meth:`auprc` and :meth:`dice` take per-item weights (bootstrap counts; ones = the plain metric)."""
 
+    def __init__(self, setting: Setting, maps: Tensor, test: SliceSet, threshold: float):
+        m = test.brain.expand_as(maps)
+        n = len(test)
+        s, y = maps[m].numpy(), test.seg[m].numpy()
+        item = torch.arange(n).reshape(n, 1, 1, 1).expand_as(maps)[m].numpy()
+        order = np.argsort(-s, kind="mergesort")  # sorted once; every resample only re-weights
+        self._s, self._y, self._item = s[order], y[order], item[order]
+        pred = (maps > threshold) & m
+        self._tp = (pred & test.seg).flatten(1).sum(1).numpy()
+        self._npred, self._ngt = pred.flatten(1).sum(1).numpy(), test.seg.flatten(1).sum(1).numpy()
+        self.setting, self.threshold, self.subject = setting, threshold, test.subject
+        self.maps, self.test = maps, test
+
+    def auprc(self, w: np.ndarray) -> float:
+        return weighted_average_precision(self._s, self._y, w[self._item])
+
+    def dice(self, w: np.ndarray) -> float:
+        return weighted_dice(self._tp, self._npred, self._ngt, w)
+
+    def point_metrics(self) -> dict[str, float]:
+        from . import metrics as M
+
+        t, m = self.test, self.test.brain.expand_as(self.maps)
+        out = {}
+        if int(t.seg.sum()) > 0:
+            out["pixel_auroc"] = M.pixel_auroc(self.maps, t.seg, m)
+        if 0 < int(t.label.sum()) < len(t):
+            out["image_auroc"] = M.image_auroc(M.image_scores(self.maps, m), t.label)
+        return out
+
+
+def score_on_test(setting: Setting, maps_fn: MapsFn, selection: SliceSet, test: SliceSet,
+                  test_maps: Tensor | None = None) -> TestScores:
+    """The setting on ``test``, its threshold the (1 − fpr) quantile of the post-processed maps of all healthy
+    selection slices (no test label is used)."""
     check_disjoint(selection, test)
     healthy = selection.take(torch.nonzero(selection.label == 0).flatten())
     if len(healthy) == 0:
-        raise DataError("evaluate_setting: the selection subjects have no healthy slice to set the threshold")
+        raise DataError("the selection subjects have no healthy slice to set the threshold on")
     href = _post(maps_fn(setting.family, dict(setting.params), healthy.x), healthy.brain, setting.median)
     thr = _threshold(href, healthy.brain, setting.fpr)
     raw = test_maps if test_maps is not None else maps_fn(setting.family, dict(setting.params), test.x)
-    maps = _post(raw, test.brain, setting.median)
-    m = test.brain.expand_as(maps)
-    n = len(test)
-    # per-item pixel arrays and counts, once; resamples only re-weight them
-    s = maps[m].numpy()
-    y = test.seg[m].numpy()
-    item = torch.arange(n).reshape(n, 1, 1, 1).expand_as(maps)[m].numpy()
-    order = np.argsort(-s, kind="mergesort")
-    s, y, item = s[order], y[order], item[order]
-    pred = (maps > thr) & m
-    tp = (pred & test.seg).flatten(1).sum(1).numpy()
-    npred, ngt = pred.flatten(1).sum(1).numpy(), test.seg.flatten(1).sum(1).numpy()
-    out = {"setting": setting.as_dict(), "threshold": thr, "num_test_slices": n,
-           "num_test_subjects": len(set(test.subject))}
-    out["auprc"] = bootstrap_ci(test.subject, lambda w: weighted_average_precision(s, y, w[item]), n_boot, seed=seed)
-    out["dice"] = bootstrap_ci(test.subject, lambda w: weighted_dice(tp, npred, ngt, w), n_boot, seed=seed)
-    if int(test.seg.sum()) > 0:
-        out["pixel_auroc"] = M.pixel_auroc(maps, test.seg, m)
-    if 0 < int(test.label.sum()) < n:
-        out["image_auroc"] = M.image_auroc(M.image_scores(maps, m), test.label)
+    return TestScores(setting, _post(raw, test.brain, setting.median), test, thr)
+
+
+def bootstrap_scores(scores: Sequence[TestScores], n_boot: int = 1000, seed: int = 0) -> dict:
+    """AUPRC and Dice with 95 % subject-bootstrap intervals of their mean over ``scores`` (one per training
+    seed, all on the same test subjects: every resample re-weights every seed's maps with the same subject
+    draw), the per-seed estimates, and the seed-mean pixel / image AUROC."""
+    if not scores:
+        raise ConfigError("bootstrap_scores: nothing to score")
+    subj = scores[0].subject
+    if any(list(s.subject) != list(subj) for s in scores):
+        raise DataError("bootstrap_scores: every seed must be scored on the same test slices")
+    out = {"settings": [s.setting.as_dict() for s in scores], "thresholds": [s.threshold for s in scores],
+           "num_test_slices": len(subj), "num_test_subjects": len(set(subj)), "num_seeds": len(scores)}
+    for name in ("auprc", "dice"):
+        out[name] = bootstrap_ci(subj, lambda w, n=name: float(np.mean([getattr(s, n)(w) for s in scores])),
+                                 n_boot, seed=seed)
+        out[f"{name}_per_seed"] = [getattr(s, name)(np.ones(len(subj))) for s in scores]
+    points = [s.point_metrics() for s in scores]
+    for k in points[0]:
+        out[k] = float(np.mean([p[k] for p in points]))
+    out["setting"] = scores[0].setting.as_dict() if len(scores) == 1 else _summarise(out["settings"])
     return out
+
+
+def _summarise(settings: Sequence[dict]) -> dict:
+    """Per key the value if all seeds chose it, else the values joined with '/'."""
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    return {k: (settings[0].get(k) if len({str(s.get(k)) for s in settings}) == 1
+                else "/".join(str(s.get(k)) for s in settings)) for k in keys}
+
+
+def evaluate_setting(setting: Setting, maps_fn: MapsFn, selection: SliceSet, test: SliceSet, n_boot: int = 1000,
+                     seed: int = 0, test_maps: Tensor | None = None) -> dict:
+    """One setting on ``test`` (:func:`score_on_test`) with subject-bootstrap 95 % intervals
+    (:func:`bootstrap_scores`): ``auprc``/``dice`` = (estimate, low, high)."""
+    return bootstrap_scores([score_on_test(setting, maps_fn, selection, test, test_maps)], n_boot, seed)
 
 
 def select_and_evaluate(candidates: Mapping[str, Sequence[Setting]], maps_fn: MapsFn, selection: SliceSet,
