@@ -119,49 +119,15 @@ def load_model(seed, steps):
     return den.eval(), int(blob["step"])
 
 
-class Maps:
-    """``maps_fn(family, params, x)`` of the selection API for one training seed, with a cache: the K repeats
-    of a reconstruction family at one level are computed once and averaged for every K ≤ the largest asked."""
+def maps_for(den, train_x, recon_steps, seed, log):
+    """The selection API's maps function for one training seed (plugins/medical/detect.py ``MapBank``)."""
+    from polydiff.plugins.medical.anomaly import THOR, AnoDDPM
+    from polydiff.plugins.medical.detect import MapBank
 
-    def __init__(self, den, train_x, recon_steps, seed, log):
-        self.den, self.steps, self.seed, self.log = den, recon_steps, seed, log
-        self.mu, self.sd = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True)
-        _, _, vt = torch.linalg.svd((train_x - self.mu).flatten(1), full_matrices=False)
-        self.vt = vt
-        self.cache = {}
+    def make(family, level):
+        return (THOR if family == "thor" else AnoDDPM)(den, level=level, steps=recon_steps, space=simplex_space())
 
-    def _repeats(self, family, level, x, k):
-        from polydiff.plugins.medical.anomaly import THOR, AnoDDPM
-        from polydiff.plugins.medical.detect import counterfactual_maps
-
-        key = (family, level, x.shape, float(x.sum()), float((x * x).sum()))
-        have = self.cache.setdefault(key, [])
-        cls = THOR if family == "thor" else AnoDDPM
-        method = cls(self.den, level=level, steps=self.steps, space=simplex_space())
-        t0 = time.time()
-        for r in range(len(have), k):
-            have.append(counterfactual_maps(method, x, batch=40, seed=10_000 * self.seed + 1000 * r + level)[1])
-        if time.time() - t0 > 1:
-            self.log(f"  {family} λ={level}: {k} reconstruction(s) of {x.shape[0]} slices ({time.time() - t0:.0f}s)")
-        return torch.stack(have[:k]).mean(0)
-
-    def __call__(self, family, params, x):
-        from scipy import ndimage
-
-        if family in ("thor", "anoddpm"):
-            return self._repeats(family, int(params["level"]), x, int(params["repeats"]))
-        if family == "zscore":
-            m = (x - self.mu).abs() / (self.sd + 1e-6)
-        elif family == "pca":
-            v = self.vt[: int(params["k"])]
-            r = (x - self.mu).flatten(1)
-            m = (r - r @ v.T @ v).abs().reshape(x.shape) / 2
-        else:
-            raise ValueError(f"unknown family {family}")
-        blur = float(params.get("blur", 0))
-        if blur > 0:
-            m = torch.from_numpy(ndimage.gaussian_filter(m.numpy(), sigma=(0, 0, blur, blur)))
-        return m
+    return MapBank(make, seed=10_000 * seed, train=train_x, batch=40, log=log)
 
 
 def candidates(args):
@@ -194,7 +160,7 @@ def evaluate(data, args, log):
         if den is None:
             log(f"seed {seed}: no model (run --stage train); diffusion rows skip it")
         trained[seed] = steps
-        maps = Maps(den, data["train"], args.recon_steps, seed, log)
+        maps = maps_for(den, data["train"], args.recon_steps, seed, log)
         chosen = {}
         for name, settings in cands.items():
             if den is None and settings[0].family in ("thor", "anoddpm"):

@@ -382,7 +382,8 @@ def cmd_evaluate(args) -> int:
     if dm is None:
         raise CLIError("evaluate compares samples with the data module's reference data, and none is available: "
                        "pass --config with a data: section")
-    ctx = {"datamodule": dm, "module": module, "stage": "evaluate", "generator": torch.Generator().manual_seed(args.seed)}
+    ctx = {"datamodule": dm, "module": module, "stage": "evaluate", "checkpoint": str(args.ckpt),
+           "generator": torch.Generator().manual_seed(args.seed)}
     with _console().status(f"sampling and evaluating {args.num} {module.domain} samples ..."):
         samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))
         metrics = get_plugin_manager().evaluate(module.domain, samples, dm, ctx)

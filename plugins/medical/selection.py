@@ -295,16 +295,22 @@ class TestScores:
         return out
 
 
+def healthy_threshold(setting: Setting, maps_fn: MapsFn, selection: SliceSet) -> float:
+    """The setting's threshold: the (1 − fpr) quantile of its post-processed maps over the brain pixels of all
+    healthy (label 0) selection slices."""
+    healthy = selection.take(torch.nonzero(selection.label == 0).flatten())
+    if len(healthy) == 0:
+        raise DataError("the selection subjects have no healthy slice to set the threshold on")
+    href = _post(maps_fn(setting.family, dict(setting.params), healthy.x), healthy.brain, setting.median)
+    return _threshold(href, healthy.brain, setting.fpr)
+
+
 def score_on_test(setting: Setting, maps_fn: MapsFn, selection: SliceSet, test: SliceSet,
                   test_maps: Tensor | None = None) -> TestScores:
     """The setting on ``test``, its threshold the (1 − fpr) quantile of the post-processed maps of all healthy
     selection slices (no test label is used)."""
     check_disjoint(selection, test)
-    healthy = selection.take(torch.nonzero(selection.label == 0).flatten())
-    if len(healthy) == 0:
-        raise DataError("the selection subjects have no healthy slice to set the threshold on")
-    href = _post(maps_fn(setting.family, dict(setting.params), healthy.x), healthy.brain, setting.median)
-    thr = _threshold(href, healthy.brain, setting.fpr)
+    thr = healthy_threshold(setting, maps_fn, selection)
     raw = test_maps if test_maps is not None else maps_fn(setting.family, dict(setting.params), test.x)
     return TestScores(setting, _post(raw, test.brain, setting.median), test, thr)
 
