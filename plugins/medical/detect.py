@@ -464,7 +464,7 @@ def add_select_arguments(p):
 
 def run_select(args) -> int:
     from polydiff.checkpointing import load_checkpoint as load_raw
-    from polydiff.training import datamodule_from_checkpoint, datamodule_from_config
+    from polydiff.components import datamodule_from_checkpoint, datamodule_from_config
 
     from .selection import cross_validate, healthy_threshold, settings_grid, write_json
 
@@ -516,7 +516,7 @@ def add_classifier_arguments(p):
 
 def run_train_classifier(args) -> int:
     from polydiff import VP
-    from polydiff.training import datamodule_from_config
+    from polydiff.components import datamodule_from_config
 
     from .networks import NoisyClassifier
     from .train import fit_classifier
