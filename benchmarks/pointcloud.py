@@ -212,6 +212,7 @@ def train_one(args, seed: int) -> None:
     hw = {**cpu_summary(), "precision": "bf16 autocast" if bf16 else "fp32", "load_start": loadavg()}
     log(f"seed {seed}: {args.steps} steps, {hw}")
     t_start, c_start, t_mark, s_mark, hist = time.time(), time.process_time(), time.time(), step, []
+    first = step
 
     def save():
         state = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "normalization": norm.state(),
@@ -256,7 +257,7 @@ def train_one(args, seed: int) -> None:
             save()
     save()
     wall, cpu = time.time() - t_start, time.process_time() - c_start
-    log(f"seed {seed}: {step} steps in {(before + wall) / 60:.1f} min wall ({cpu / max(step, 1):.3f} CPU s/step "
+    log(f"seed {seed}: {step} steps in {(before + wall) / 60:.1f} min wall ({cpu / max(step - first, 1):.3f} CPU s/step "
         f"this session), {args.precision} -> {'bf16' if bf16 else 'fp32'}, load {loadavg()} -> {ckpt}")
 
 
@@ -329,7 +330,7 @@ def spread_row(name: str, runs: list[dict]) -> str:
 def hardware_line(runs: list[dict]) -> str:
     hw = runs[0]["hardware"]
     c = runs[0]["config"]
-    walls = ", ".join(f"{r['seconds'] / 60:.0f}" for r in runs)
+    walls = ", ".join(f"{r['seconds'] / 60:.1f}" for r in runs)
     loads = ", ".join(f"{r['hardware']['load_start'][0]}→{r['hardware']['load_end'][0]}" for r in runs)
     return (f"Hardware: {hw['cpu']} ({hw['logical_cpus']} logical CPUs; flags {', '.join(hw['flags']) or 'none'}"
             f"{'' if hw['native_bf16'] else '; no native bf16'}), torch {hw['torch']}, {hw['torch_threads']} "
@@ -431,7 +432,7 @@ def main(argv=None) -> None:
     p.add_argument("--end-lr", type=float, default=1e-4)
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights used for sampling (0: off, as Luo & Hu)")
     p.add_argument("--raw-weights", action="store_true", help="sample from the raw weights, not the EMA")
-    p.add_argument("--resume", action="store_true", help="continue each seed's saved run up to --steps")
+    p.add_argument("--resume", action="store_true", help="continue each seed's interrupted run (same --steps: same schedule)")
     p.add_argument("--num-samples", type=int, default=None,
                    help="generate this many shapes and score them against the first as many test shapes "
                         "(default: the whole test split; small values only to check the script)")

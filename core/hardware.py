@@ -79,7 +79,7 @@ def cpu_summary(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
             "logical_cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
 
 
 __all__ = ["BF16_FLAGS", "REPORTED_FLAGS", "PRECISIONS", "cpu_flags", "native_bf16", "default_precision",

@@ -44,4 +44,5 @@ def test_flags_and_summary_from_a_cpuinfo_file(tmp_path):
     assert s["flags"] == ["amx_bf16", "amx_tile", "avx512f", "avx2"]
     assert s["native_bf16"] is True
     assert s["torch_threads"] >= 1
+    assert all(type(v) in (str, int, float, bool, list, type(None)) for v in s.values())  # weights_only-loadable
     assert cpu_flags(tmp_path / "absent") == frozenset()
