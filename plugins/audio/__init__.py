@@ -6,7 +6,7 @@ loaders, Griffin-Lim, and the field's metrics (evaluation-classifier accuracy, I
 distance; multi-resolution STFT, log-spectral distance, mel-cepstral distortion, STOI).
 
 Components (``polydiff_register``): data modules ``AudioFolder``, ``FSDD``, ``SC09``, ``LJSpeech``; backbone
-``DiffWave``; process ``DiffWaveProcess``; sampler ``diffwave_fast``; tasks ``audio/*``. Files: WAV/FLAC/OGG. Command: ``polydiff vocode``.
+``DiffWave``; processes ``DiffWaveProcess`` and ``GradTTSProcess`` (mel diffusion in the Grad-TTS decoder form); sampler ``diffwave_fast``; tasks ``audio/*``. Files: WAV/FLAC/OGG. Command: ``polydiff vocode``.
 Found through the ``polydiff`` entry-point group; librosa, soundfile, auraloss, pystoi and matplotlib load only
 inside the functions that use them.
 """
@@ -26,11 +26,13 @@ __all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_wri
 def polydiff_register(registry) -> None:
     from .data import FSDD, SC09, AudioFolder, LJSpeech
     from .diffwave import DiffWave, DiffWaveProcess, diffwave_fast
+    from .gradtts import GradTTSProcess
 
     for dm in (AudioFolder, FSDD, SC09, LJSpeech):
         registry.add("datamodule", dm)
     registry.add("backbone", DiffWave)
     registry.add("process", DiffWaveProcess)
+    registry.add("process", GradTTSProcess)
     registry.add("sampler", diffwave_fast, name="diffwave_fast")
     register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 

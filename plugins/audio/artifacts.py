@@ -40,7 +40,9 @@ def waveforms(samples: Mapping[str, Any], datamodule=None, module=None, griffin_
     """Waveforms (batch, samples) of samples in the data module's representation: waveform samples as they are;
     mel samples (batch, 1, n_mels, F) inverted with Griffin-Lim (``griffin_lim_iters`` iterations)."""
     x = samples["x"].detach().cpu().float()
-    if x.ndim == 4:  # (batch, 1, n_mels, frames): a mel spectrogram
+    if x.ndim == 4:  # (batch, 1, n_mels, frames): a mel spectrogram (a residual from cond["mu"] in Grad-TTS form)
+        mu = (samples.get("cond") or {}).get("mu")
+        x = x if mu is None else x + mu.float()
         cfg = mel_config_of(module, datamodule)
         return np.stack([griffin_lim(m[0].numpy(), cfg, griffin_lim_iters, seed=i) for i, m in enumerate(x)])
     return x.reshape(x.shape[0], -1).numpy()

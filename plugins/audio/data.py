@@ -10,7 +10,8 @@ loudness-normalised (:func:`.io.normalize_loudness`) and brought to a fixed leng
   (DiffWave as a neural vocoder, §5.1): ``crops_per_clip`` random crops (or placements, for a shorter clip) per
   training clip, the centred clip for held-out ones; sampling conditions on the held-out clips' mels;
 * ``"mel"`` — ``x`` (1, n_mels, length / hop), the normalised log-mel (mel-spectrogram diffusion), with
-  ``cond["label"]``.
+  ``cond["label"]``; with ``prior_mean`` the Grad-TTS decoder form (:mod:`.gradtts`): ``x`` is the mel minus
+  its class's mean training mel μ, given as ``cond["mu"]`` (1, n_mels, frames).
 
 All clips are loaded once in ``setup`` (FSDD is 2,500 clips of < 2 s).
 """
@@ -75,6 +76,7 @@ class AudioFolder(DiffusionDataModule):
         on_rate, channels, on_clip: how files at another rate, with several channels or clipped are handled
             (:func:`.io.read_audio`).
         limit: use at most this many files per split (quick runs and tests).
+        prior_mean: mel mode only: diffuse the residual from the class-mean mel μ (Grad-TTS form).
     """
 
     domain = "audio"
@@ -84,7 +86,7 @@ class AudioFolder(DiffusionDataModule):
                  label_regex: str | None = None, class_names: list[str] | None = None, conditional: bool = True,
                  mode: str = "waveform", mel: dict | None = None, length: int = 6144, crops_per_clip: int = 1, loudness_db: float | None = -20.0, on_rate: str = "resample",
                  channels: str = "error", on_clip: str = "warn", limit: int | None = None,
-                 batch_size: int = 32, num_workers: int = 0, seed: int = 0):
+                 prior_mean: bool = False, batch_size: int = 32, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r}; expected one of {MODES}")
@@ -103,6 +105,10 @@ class AudioFolder(DiffusionDataModule):
         self.crops_per_clip = int(crops_per_clip)
         self.loudness_db, self.on_rate, self.channels, self.on_clip = loudness_db, on_rate, channels, on_clip
         self.limit = limit
+        if prior_mean and mode != "mel":
+            raise ConfigError(f"prior_mean applies to mode='mel' (Grad-TTS decoder form), not mode={mode!r}")
+        self.prior_mean = prior_mean
+        self.mu: torch.Tensor | None = None  # (classes or 1, 1, n_mels, frames) class-mean mels
         self.train_waves: list[np.ndarray] | None = None
         self.val_waves: list[np.ndarray] | None = None
         self.train_labels = self.val_labels = None
@@ -198,6 +204,8 @@ class AudioFolder(DiffusionDataModule):
         self.val_labels, _ = self.labels_of(val_paths)
         if names is not None and self.class_names is None:
             self.class_names = names
+        if self.prior_mean:
+            self.mu = self._class_means()
         self.train_set = self._items(self.train_waves, self.train_labels, train=True)
         self.val_set = self._items(self.val_waves, self.val_labels, train=False)
 
@@ -217,14 +225,37 @@ class AudioFolder(DiffusionDataModule):
         if self.conditional and labels is not None:
             cond["label"] = labels
         if self.mode == "mel":
-            return AudioItems(torch.from_numpy(mel_spectrogram(clips, cfg))[:, None], cond)
+            mels = torch.from_numpy(mel_spectrogram(clips, cfg))[:, None]
+            if self.prior_mean:
+                cond["mu"] = self.mu[self._mu_index(labels, len(waves))]
+                mels = mels - cond["mu"]
+            return AudioItems(mels, cond)
         return AudioItems(torch.from_numpy(clips)[:, None], cond)
+
+    def _class_means(self) -> torch.Tensor:
+        mels = torch.from_numpy(mel_spectrogram(np.stack([self.clip(w) for w in self.train_waves]), self.mel_config))
+        if self.train_labels is None:
+            return mels.mean(0, keepdim=True)[:, None]
+        k = int(self.train_labels.max()) + 1 if self.class_names is None else len(self.class_names)
+        out = torch.zeros(k, *mels.shape[1:])
+        for c in range(k):
+            sel = self.train_labels == c
+            out[c] = mels[sel].mean(0) if sel.any() else mels.mean(0)
+        return out[:, None]
+
+    def _mu_index(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.long) if labels is None or self.mu.shape[0] == 1 else labels.long()
 
     # -- sampling and evaluation inputs ---------------------------------------------------------------------
     def example_cond(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor] | None:
-        if self.mode == "vocoder" or not self.conditional or self.label_regex is None:
+        if self.mode == "vocoder":
             return None
-        return {"label": torch.arange(n) % self.num_classes}
+        labels = torch.arange(n) % self.num_classes if self.conditional and self.label_regex is not None else None
+        cond = {} if labels is None else {"label": labels}
+        if self.prior_mean:
+            self.require_set("train_set")
+            cond["mu"] = self.mu[self._mu_index(labels, n)]
+        return cond or None
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Vocoder mode: the mels of the first ``n`` held-out clips (cycling when n exceeds the held-out set);
@@ -279,10 +310,8 @@ class FSDD(AudioFolder):
     """
 
     def __init__(self, root: str | None = None, speakers: list[str] | None = None, test_takes: int = 5,
-                 **kwargs):
-        kwargs.setdefault("label_regex", r"^(\d)_")
-        kwargs.setdefault("class_names", FSDD_DIGITS)
-        super().__init__(root=root, **kwargs)
+                 label_regex: str | None = r"^(\d)_", class_names: list[str] | None = FSDD_DIGITS, **kwargs):
+        super().__init__(root=root, label_regex=label_regex, class_names=class_names, **kwargs)
         self.speakers = None if speakers is None else [str(s) for s in speakers]
         self.test_takes = int(test_takes)
 
@@ -331,12 +360,12 @@ class SC09(AudioFolder):
     validation list is left out of training). ``root`` is the extracted archive; without one it is
     downloaded (2.4 GB) with pooch and sha256. Resampled to the mel configuration's rate on load."""
 
-    def __init__(self, root: str | None = None, **kwargs):
-        kwargs.setdefault("label_regex", r"^(zero|one|two|three|four|five|six|seven|eight|nine)/")
-        kwargs.setdefault("class_names", SC09_WORDS)
-        cfg = MelConfig.from_dict(kwargs.get("mel"))  # 1 s clips: the longest multiple of the hop within 1 s
-        kwargs.setdefault("length", cfg.sample_rate - cfg.sample_rate % cfg.hop_length)
-        super().__init__(root=root, **kwargs)
+    def __init__(self, root: str | None = None,
+                 label_regex: str | None = r"^(zero|one|two|three|four|five|six|seven|eight|nine)/",
+                 class_names: list[str] | None = SC09_WORDS, length: int | None = None, **kwargs):
+        cfg = MelConfig.from_dict(kwargs.get("mel"))  # default: 1 s clips, the longest multiple of the hop within 1 s
+        length = cfg.sample_rate - cfg.sample_rate % cfg.hop_length if length is None else length
+        super().__init__(root=root, label_regex=label_regex, class_names=class_names, length=length, **kwargs)
 
     def resolve_root(self) -> Path:
         if self.root is not None:
@@ -374,10 +403,8 @@ class LJSpeech(AudioFolder):
     clips; a count keeps small runs possible). Without ``root`` the archive is downloaded with pooch and
     sha256. Use ``mode="vocoder"`` with a 22.05 kHz mel configuration for the paper's setting."""
 
-    def __init__(self, root: str | None = None, num_val: int = 100, **kwargs):
-        kwargs.setdefault("mode", "vocoder")
-        kwargs.setdefault("label_regex", None)
-        super().__init__(root=root, **kwargs)
+    def __init__(self, root: str | None = None, num_val: int = 100, mode: str = "vocoder", **kwargs):
+        super().__init__(root=root, mode=mode, **kwargs)
         self.num_val = int(num_val)
 
     def resolve_root(self) -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from polydiff import ConfigError, ShapeError
+from polydiff import ConfigError, DataError, ShapeError
 
 COMPRESSIONS = ("log", "none")
 
@@ -139,7 +139,13 @@ def griffin_lim(mel, cfg: MelConfig, n_iter: int = 32, seed: int = 0) -> np.ndar
     (librosa's default, momentum 0.99), ``n_iter`` iterations from a seeded random phase: (..., F · hop)."""
     import librosa
 
-    m = decompress(mel, cfg).astype(np.float32)
+    mel = np.asarray(mel, np.float64)
+    if not np.isfinite(mel).all():
+        raise DataError("griffin_lim: the mel spectrogram holds NaN or infinite values")
+    # magnitudes outside [clamp, n_fft] cannot come from audio in [-1, 1] (|STFT| ≤ the window's sum ≤ n_fft):
+    # generated mels are clipped to that range before inversion
+    lo, hi = compress(np.array([cfg.clamp, float(cfg.n_fft)]), cfg)
+    m = decompress(np.clip(mel, min(lo, hi), max(lo, hi)), cfg).astype(np.float32)
     frames = m.shape[-1]
     # the dropped last frame is restored by repeating the final one (the centred STFT of F·hop samples has F + 1)
     m = np.concatenate([m, m[..., -1:]], axis=-1)
