@@ -1,0 +1,123 @@
+"""EDM's EGNN: E(3) equivariance and permutation equivariance to 1e-5 in float64 (with padded batches), and the
+centre of mass of the positions stays zero through a training step and every sampling step."""
+
+import pytest
+import torch
+
+pytest.importorskip("torch_geometric")
+pytest.importorskip("rdkit")
+
+from polydiff.plugins.molecule.model import EDMBackbone  # noqa: E402
+from polydiff.training import DiffusionModule  # noqa: E402
+from tests.conftest import require_shared  # noqa: E402
+
+PARTS = {"pos": {"features": 3, "space": "zero_com"}, "types": {"features": 5, "scale": 0.25},
+         "charges": {"features": 1, "scale": 0.1}}
+
+
+def _orthogonal(det: float, g) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    if torch.sign(torch.det(q)) != det:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    b, n = 3, 8
+    presence = torch.ones(b, n, dtype=torch.bool)
+    presence[1, 6:] = False
+    presence[2, 3:] = False
+    mask = presence[..., None].double()
+    parts = {"pos": torch.randn(b, n, 3, generator=g, dtype=torch.float64) * mask,
+             "types": torch.randn(b, n, 5, generator=g, dtype=torch.float64) * mask,
+             "charges": torch.randn(b, n, 1, generator=g, dtype=torch.float64) * mask}
+    t = torch.rand(b, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    net = EDMBackbone(hidden=32, layers=3).double()
+    # make the coordinate head matter (it starts near zero, which would make the test weak)
+    for layer in net.net.inner.layers:
+        torch.nn.init.normal_(layer.coord[-1].weight, std=0.3)
+    return net, parts, t, presence, g
+
+
+def test_outputs_depend_on_the_geometry(batch):
+    net, parts, t, presence, _ = batch
+    out = net(parts, t, {"presence": presence})
+    moved = dict(parts, pos=parts["pos"] * 1.3)
+    out2 = net(moved, t, {"presence": presence})
+    assert (out2["pos"] - out["pos"]).abs().max() > 1e-2
+    assert (out2["types"] - out["types"]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("det", [1.0, -1.0], ids=["rotation", "reflection"])
+def test_e3_equivariance(batch, det):
+    net, parts, t, presence, g = batch
+    q = _orthogonal(det, g)
+    shift = torch.randn(parts["pos"].shape[0], 1, 3, generator=g, dtype=torch.float64) * 5
+    mask = presence[..., None].double()
+    out = net(parts, t, {"presence": presence})
+    moved = dict(parts, pos=(parts["pos"] @ q.T + shift) * mask)
+    out2 = net(moved, t, {"presence": presence})
+    torch.testing.assert_close(out2["pos"], out["pos"] @ q.T, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out2["types"], out["types"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out2["charges"], out["charges"], atol=1e-5, rtol=0)
+
+
+def test_translation_invariance_and_zero_com_output(batch):
+    net, parts, t, presence, _ = batch
+    mask = presence[..., None].double()
+    out = net(parts, t, {"presence": presence})
+    out2 = net(dict(parts, pos=(parts["pos"] + torch.tensor([3.0, -2.0, 7.0], dtype=torch.float64)) * mask), t,
+               {"presence": presence})
+    torch.testing.assert_close(out2["pos"], out["pos"], atol=1e-5, rtol=0)
+    com = (out["pos"] * mask).sum(1) / mask.sum(1)
+    assert com.abs().max() < 1e-12
+    assert out["pos"][~presence].abs().max() == 0 and out["types"][~presence].abs().max() == 0
+
+
+def test_node_permutation_equivariance(batch):
+    net, parts, t, presence, g = batch
+    out = net(parts, t, {"presence": presence})
+    perm = torch.randperm(6, generator=g)  # item 1 has 6 atoms; permute them, padding stays at the end
+    p2 = {k: v.clone() for k, v in parts.items()}
+    for k in p2:
+        p2[k][1, :6] = parts[k][1, perm]
+    out2 = net(p2, t, {"presence": presence})
+    for k in out:
+        torch.testing.assert_close(out2[k][1, :6], out[k][1, perm], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out2[k][0], out[k][0], atol=1e-5, rtol=0)  # other molecules unaffected
+
+
+def test_centre_of_mass_stays_zero_in_training_and_sampling():
+    xyz = require_shared("molecule", "qm9_dft_19_from_schnetpack.xyz")
+    from polydiff.plugins.molecule.data import MoleculeFiles
+
+    dm = MoleculeFiles([str(xyz)], batch_size=8, val_fraction=0.1)
+    dm.setup()
+    torch.manual_seed(0)
+    module = DiffusionModule(EDMBackbone(hidden=16, layers=2), process={"class_path": "VP", "init_args": {
+        "schedule": {"class_path": "polydiff.schedules.PolynomialSchedule"}, "num_steps": 50}},
+        parts=PARTS, ema_decay=0, sampler="ddpm", sample_steps=20)
+    module.attach_datamodule(dm)
+    seen = []
+
+    def record(_mod, args):
+        parts, _t, cond = args
+        m = cond["presence"][..., None].to(parts["pos"].dtype)
+        com = ((parts["pos"] * m).sum(1) / m.sum(1)).abs().max().item()
+        seen.append(com / max(1.0, parts["pos"].abs().max().item()))  # relative to the float32 values' size
+
+    egnn = next(m for m in module.modules() if isinstance(m, EDMBackbone))
+    handle = egnn.register_forward_pre_hook(record)
+    batch = next(iter(dm.train_dataloader()))
+    module.compute_loss(batch, torch.Generator().manual_seed(0))["loss"].backward()
+    assert len(seen) == 1 and seen[0] < 1e-5  # the noisy training input x_t is centred
+    seen.clear()
+    out = module.sample(6, sizes="3:9", generator=torch.Generator().manual_seed(1))
+    handle.remove()
+    assert len(seen) == 20 and max(seen) < 1e-6  # every sampling step's input
+    pos, pres = out["x"]["pos"], out["presence"][..., None].float()
+    assert ((pos * pres).sum(1) / pres.sum(1)).abs().max() < 1e-5
+    assert int(out["presence"].sum(1).min()) >= 3 and int(out["presence"].sum(1).max()) <= 9
