@@ -44,7 +44,7 @@ def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
     import yaml
 
     from .plugins_manager import resolve_config_names
-    from .training import load_yaml_config
+    from .components import load_yaml_config
 
     p = Path(path)
     if not p.is_file():
@@ -159,7 +159,7 @@ def _make_cli_class():
                 ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
                 if ckpt_path and _is_local_file(ckpt_path):
                     from .checkpointing import load_checkpoint
-                    from .training import check_registered
+                    from .components import check_registered
 
                     hp = load_checkpoint(ckpt_path).get("hyper_parameters") or {}
                     check_registered(hp, f"{ckpt_path}: hyper_parameters")
@@ -316,7 +316,8 @@ def load_for_sampling(ckpt: str, config: str | None = None):
     """(module, datamodule | None) from a checkpoint; the data module comes from the checkpoint (CLI-made) or
     from the ``data:`` section of ``config``. Both are rebuilt through the plugin registry only."""
     from .checkpointing import load_checkpoint
-    from .training import DiffusionModule, datamodule_from_checkpoint, datamodule_from_config
+    from .components import datamodule_from_checkpoint, datamodule_from_config
+    from .training import DiffusionModule
 
     raw = load_checkpoint(ckpt)
     module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
@@ -376,16 +377,16 @@ def cmd_sample(args) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from .plugins_manager import get_plugin_manager
+    from .evaluation import write_and_evaluate
 
     module, dm = load_for_sampling(args.ckpt, args.config)
     if dm is None:
         raise CLIError("evaluate compares samples with the data module's reference data, and none is available: "
                        "pass --config with a data: section")
-    ctx = {"datamodule": dm, "module": module, "stage": "evaluate", "generator": torch.Generator().manual_seed(args.seed)}
     with _console().status(f"sampling and evaluating {args.num} {module.domain} samples ..."):
         samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))
-        metrics = get_plugin_manager().evaluate(module.domain, samples, dm, ctx)
+        _, metrics = write_and_evaluate(module, samples, "evaluate", evaluate=True,
+                                        generator=torch.Generator().manual_seed(args.seed), checkpoint=args.ckpt)
     if not metrics:
         raise CLIError(f"no installed plugin evaluates domain {module.domain!r} (see `polydiff plugins`)")
     from rich.table import Table
