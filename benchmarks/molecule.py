@@ -35,8 +35,7 @@ from polydiff.training import DiffusionModule
 
 SHARED = Path(os.environ.get("POLYDIFF_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 COLUMNS = ("atom_stability", "mol_stability", "validity", "validity_largest_fragment", "connected", "uniqueness",
-           "valid_unique",
-           "novelty", "pb/all")
+           "valid_unique", "novelty", "pb/all")
 PAPER = {"atom_stability": 0.987, "mol_stability": 0.820, "validity": 0.919, "valid_unique": 0.907}
 PARTS = {"pos": {"features": 3, "space": "zero_com"}, "types": {"features": 5, "scale": 0.25},
          "charges": {"features": 1, "scale": 0.1}}
