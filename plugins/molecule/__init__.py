@@ -34,22 +34,28 @@ def polydiff_register(registry) -> None:
 
 def _reader(kind):
     def read(path):
-        """A molecule file as a batch: ``x`` = {pos, types (element indices in QM9 order), charges} of the first
-        record, and ``mols`` = every RDKit molecule read (bad records reported in ``errors``)."""
+        """A molecule file as a batch: ``x`` = {pos, types (one-hot over QM9's H, C, N, O, F), charges} of the first
+        record with 3D coordinates and QM9 elements, ``presence``, and ``mols`` = every RDKit molecule read (bad
+        records in ``errors``). :class:`DataError` when no record qualifies."""
         import torch
+
+        from polydiff.errors import DataError
 
         from .chem import QM9_ATOM_TYPES, arrays_to_item, mol_to_arrays
         from .io import read_molecules
 
         report = read_molecules(path).raise_if_empty()
-        out = {"mols": report.mols, "errors": report.errors}
-        try:
-            item = arrays_to_item(mol_to_arrays(report.mols[0], QM9_ATOM_TYPES), len(QM9_ATOM_TYPES))
-            out["x"] = {k: v[None] for k, v in item.items()}
-            out["presence"] = torch.ones(1, item["pos"].shape[0], dtype=torch.bool)
-        except Exception:  # noqa: BLE001 - no coordinates or elements beyond QM9: the molecules are still given
-            pass
-        return out
+        for mol in report.mols:
+            try:
+                item = arrays_to_item(mol_to_arrays(mol, QM9_ATOM_TYPES), len(QM9_ATOM_TYPES))
+            except DataError:
+                continue
+            if not all(bool(torch.isfinite(v).all()) for v in item.values()):
+                continue
+            return {"x": {k: v[None] for k, v in item.items()},
+                    "presence": torch.ones(1, item["pos"].shape[0], dtype=torch.bool),
+                    "mols": report.mols, "errors": report.errors}
+        raise DataError(f"{path}: no record with finite 3D coordinates and only QM9 elements ({report.summary()})")
 
     read.__name__ = f"read_{kind}"
     return read
@@ -68,17 +74,15 @@ def _write_sdf(samples, path):
 
 @hookimpl
 def polydiff_file_formats():
-    from .io import MOL2_SUFFIXES, SDF_SUFFIXES, SMILES_SUFFIXES, XYZ_SUFFIXES
+    # XYZ and SMILES files are read by the data modules and polydiff.plugins.molecule.io; they are not registered
+    # here: .xyz belongs to the point-cloud plugin's format, and a SMILES list has no coordinates.
+    from .io import MOL2_SUFFIXES, SDF_SUFFIXES
 
     return [
         FileFormat(name="sdf", suffixes=SDF_SUFFIXES, domain=DOMAIN, read=_reader("sdf"), write=_write_sdf,
                    description="MDL SD files <-> 3D molecules (RDKit; bad records reported, rest read)"),
         FileFormat(name="mol2", suffixes=MOL2_SUFFIXES, domain=DOMAIN, read=_reader("mol2"),
                    description="Tripos MOL2 (read, RDKit)"),
-        FileFormat(name="xyz", suffixes=XYZ_SUFFIXES, domain=DOMAIN, read=_reader("xyz"),
-                   description="multi-record XYZ (atoms and coordinates)"),
-        FileFormat(name="smiles", suffixes=(".smi", ".smiles"), domain=DOMAIN, read=_reader("smiles"),
-                   description="SMILES lists (2D; embed with SmilesConformers)"),
     ]
 
 

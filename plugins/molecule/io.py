@@ -104,11 +104,16 @@ def read_sdf(path: str | Path, sanitize: bool = True) -> ReadReport:
     report = ReadReport(str(path))
     with quiet_rdkit():
         for rec, line, text in _blocks(_lines(path), lambda s: s.strip() == "$$$$"):
-            supplier = Chem.SDMolSupplier()
-            supplier.SetData(text, sanitize=sanitize, removeHs=False)
-            mol = supplier[0] if len(supplier) else None
+            try:
+                supplier = Chem.SDMolSupplier()
+                supplier.SetData(text, sanitize=sanitize, removeHs=False)
+                mol = supplier[0] if len(supplier) else None
+            except Exception as exc:  # noqa: BLE001 - RDKit raises RuntimeError/ValueError/... on odd input
+                mol, why = None, f": {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            else:
+                why = ""
             if mol is None:
-                report.errors.append(RecordError(rec, line, "RDKit could not parse the mol block"))
+                report.errors.append(RecordError(rec, line, f"RDKit could not parse the mol block{why}"))
                 continue
             report.mols.append(mol)
             report.records.append(rec)
@@ -128,7 +133,10 @@ def read_mol2(path: str | Path, sanitize: bool = True) -> ReadReport:
         return report
     with quiet_rdkit():
         for rec, (a, b) in enumerate(zip(starts, starts[1:] + [len(lines)]), start=1):
-            mol = Chem.MolFromMol2Block("".join(lines[a:b]), sanitize=sanitize, removeHs=False)
+            try:
+                mol = Chem.MolFromMol2Block("".join(lines[a:b]), sanitize=sanitize, removeHs=False)
+            except Exception:  # noqa: BLE001 - RDKit raises several types on odd input
+                mol = None
             if mol is None:
                 report.errors.append(RecordError(rec, a + 1, "RDKit could not parse the MOL2 record"))
                 continue
@@ -174,7 +182,10 @@ def read_xyz(path: str | Path, bonds: str | None = None, charge: int = 0) -> Rea
                                                                   f"({n} atom lines)"))
                 continue
             text = f"{n}\n{block[1].strip()}\n" + "".join(f"{a[0]} {a[1]} {a[2]} {a[3]}\n" for a in atoms)
-            mol = Chem.MolFromXYZBlock(text)
+            try:
+                mol = Chem.MolFromXYZBlock(text)
+            except Exception:  # noqa: BLE001
+                mol = None
             if mol is None:
                 report.errors.append(RecordError(rec, start + 1, "RDKit could not read the atoms (unknown element?)"))
                 continue
