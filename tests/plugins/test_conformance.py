@@ -66,6 +66,17 @@ def test_molecule_plugin_conforms(tmp_path):
     assert report["metrics"]["molecule/validity"] == 1.0  # real molecules through the evaluation hook
 
 
+def test_text_plugin_conforms(tmp_path):
+    e2e = require_shared("text", "e2e", "src1_valid.txt")
+    kw = {"TextDataModule": {"path": str(e2e), "max_items": 200, "judge_steps": 3, "batch_size": 8}}
+    report = check_plugin("text", datamodules=["TextDataModule"], tasks=["text/mdlm_e2e"], datamodule_kwargs=kw,
+                          out_dir=tmp_path)
+    assert report["datamodules"] == {"TextDataModule": (64,)}
+    assert report["tasks"]["text/mdlm_e2e"]["sample_shape"] == (64,)
+    assert any(p.suffix == ".txt" for p in report["artifacts"])
+    assert "conditioner:SentenceEmbedder" in report["components"]
+
+
 def test_audio_plugin_conforms(tmp_path):
     pytest.importorskip("librosa")
     fixture = require_shared("audio", "fixture", "fsdd")
@@ -80,7 +91,7 @@ def test_audio_plugin_conforms(tmp_path):
     assert any(p.suffix == ".wav" for p in report["artifacts"]) and any(p.suffix == ".png" for p in report["artifacts"])
 
 
-@pytest.mark.parametrize("plugin", ["image", "timeseries", "pointcloud", "medical", "audio", "molecule"])
+@pytest.mark.parametrize("plugin", ["image", "timeseries", "pointcloud", "medical", "audio", "text", "molecule"])
 def test_every_first_party_plugin_is_declared_and_registers(plugin, tmp_path):
     report = check_plugin(plugin, datamodules=[], out_dir=tmp_path)  # entry point, hooks, components, tasks
     assert any(c.startswith("task:") for c in report["components"])
