@@ -37,11 +37,11 @@ def depiction_grid(mols: Sequence, legends: Sequence[str], path: str | Path, per
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def molecules_of(samples: Mapping[str, Any], atom_types) -> tuple[list, list[str]]:
+def molecules_of(samples: Mapping[str, Any], atom_types, datamodule=None) -> tuple[list, list[str]]:
     """RDKit molecules of the samples (sanitised where valid) and their legends (SMILES or ``invalid``)."""
     mols, legends = [], []
     with quiet_rdkit():
-        for a in samples_to_atoms(samples, atom_types):
+        for a in samples_to_atoms(samples, atom_types, datamodule):
             mol = build_mol(a["pos"], a["elements"], a["charges"])
             whole, smi, _, _ = _sanitized(mol)
             mols.append(whole if whole is not None else mol)
@@ -52,7 +52,7 @@ def molecules_of(samples: Mapping[str, Any], atom_types) -> tuple[list, list[str
 def write_artifacts(samples: Mapping[str, Any], out_dir: str | Path, prefix: str = "samples",
                     datamodule=None) -> list[Path]:
     out_dir = Path(out_dir)
-    mols, legends = molecules_of(samples, atom_types_of(datamodule, samples))
+    mols, legends = molecules_of(samples, atom_types_of(datamodule, samples), datamodule)
     names = [f"{prefix}_{i:04d} {s}" for i, s in enumerate(legends)]
     return [write_sdf(mols, out_dir / f"{prefix}.sdf", names=names),
             depiction_grid(mols, legends, out_dir / f"{prefix}_2d.png")]

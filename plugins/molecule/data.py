@@ -71,15 +71,6 @@ def embed(mol, seed: int = 0, mmff: bool = True, max_attempts: int = 10, mmff_it
     return mol
 
 
-def _canonical(mol) -> str | None:
-    from rdkit import Chem
-
-    try:
-        return Chem.MolToSmiles(Chem.RemoveHs(mol))
-    except Exception:  # noqa: BLE001 - RDKit raises several exception types for odd molecules
-        return None
-
-
 class MoleculeDataModule(DiffusionDataModule):
     """Base of the molecule data modules: subclasses implement :meth:`load` → (molecules as RDKit ``Mol`` with a
     3D conformer, their property values or None, the read errors).
@@ -109,7 +100,6 @@ class MoleculeDataModule(DiffusionDataModule):
             raise ConfigError(f"val_fraction must be in [0, 1); got {val_fraction}")
         self.max_atoms, self.property, self.val_fraction = max_atoms, property, val_fraction
         self.errors: list[RecordError] = []
-        self.source_smiles: list[str] = []
         self._train_smiles: list[str] | None = None
         self.property_stats: tuple[float, float] | None = None
 
@@ -121,7 +111,7 @@ class MoleculeDataModule(DiffusionDataModule):
             return
         mols, props, errors = self.load()
         errors = list(errors)
-        arrays, values, smiles = [], [], []
+        arrays, values = [], []
         for k, mol in enumerate(mols):
             rec = int(mol.GetProp("_record")) if mol.HasProp("_record") else k + 1
             line = int(mol.GetProp("_line")) if mol.HasProp("_line") else 0
@@ -135,7 +125,6 @@ class MoleculeDataModule(DiffusionDataModule):
                 continue
             arrays.append(a)
             values.append(None if props is None else props[k])
-            smiles.append(_canonical(mol))
         self.errors = errors
         if errors:
             print(f"polydiff molecule: {type(self).__name__}: {len(arrays)} molecules, {len(errors)} skipped "
@@ -157,7 +146,6 @@ class MoleculeDataModule(DiffusionDataModule):
                                        None if prop is None else prop[idx])
         self.train_set = take(train_idx)
         self.val_set = take(val_idx if val_idx else train_idx[:1])
-        self.source_smiles = [smiles[i] for i in train_idx if smiles[i]]
         self._train_smiles = None
         self._train_arrays = [arrays[i] for i in train_idx]
 
@@ -166,6 +154,15 @@ class MoleculeDataModule(DiffusionDataModule):
         the training geometries with the same metrics as samples."""
         self.require_set("train_set")
         return self._train_arrays[: n if n is not None else len(self._train_arrays)]
+
+    def check_sizes(self, sizes) -> None:
+        """ConfigError naming atom counts above the largest training molecule (e.g. ``polydiff sample --sizes 40``
+        on QM9): the model never saw such molecules and the size histogram gives them no weight."""
+        largest = len(self.size_histogram()) - 1
+        bad = sorted({int(v) for v in sizes if int(v) > largest})
+        if bad:
+            raise ConfigError(f"molecule size(s) {bad} exceed the largest training molecule ({largest} atoms); "
+                              f"pass --sizes within 1:{largest}")
 
     def training_smiles(self) -> list[str]:
         """Canonical SMILES of the training molecules rebuilt from their geometries by the evaluation's own code

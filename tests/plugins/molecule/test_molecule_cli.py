@@ -51,6 +51,9 @@ def test_fit_sample_evaluate(tmp_path, monkeypatch):
     report = read_sdf(out / "samples.sdf", sanitize=False)
     assert len(report.mols) == 5 and all(3 <= m.GetNumAtoms() <= 9 for m in report.mols)
     assert (out / "samples_2d.png").stat().st_size > 2_000
+    # a size above the largest training molecule (propane, 11 atoms) is one clear error line, exit code 2
+    assert main(["sample", "--ckpt", str(ckpt), "--num", "1", "--sizes", "12", "--steps", "2",
+                 "--out", str(tmp_path / "big")]) == 2
     metrics_path = tmp_path / "metrics.json"
     assert main(["evaluate", "--ckpt", str(ckpt), "--num", "4", "--steps", "10", "--out", str(metrics_path)]) == 0
     metrics = json.loads(metrics_path.read_text())["metrics"]

@@ -149,3 +149,29 @@ def test_property_conditioning_reaches_the_network(tmp_path):
     a = module.sample(3, sizes=6, cond=cond, generator=g())
     b = module.sample(3, sizes=6, cond={"property": cond["property"] + 3.0}, generator=g())
     assert (a["x"]["pos"] - b["x"]["pos"]).abs().max() > 1e-4  # same noise, another property, another sample
+
+
+def test_ode_nll_in_nats_of_molecules_in_data_units():
+    import math
+
+    from polydiff import ode_nll
+    from polydiff.data import pad_collate
+    from polydiff.plugins.molecule.data import MoleculeFiles
+    from polydiff.plugins.molecule.evaluation import ode_nll_nats
+
+    xyz = require_shared("molecule", "qm9_dft_19_from_schnetpack.xyz")
+    dm = MoleculeFiles([str(xyz)], val_fraction=0.0)
+    dm.setup()
+    torch.manual_seed(0)
+    module = DiffusionModule(EDMBackbone(hidden=8, layers=1), parts=PARTS, ema_decay=0, process={
+        "class_path": "VP", "init_args": {"schedule": {"class_path": "polydiff.schedules.PolynomialSchedule"}}})
+    batch = pad_collate([dm.train_set[i] for i in range(2)])
+    nll = ode_nll_nats(module, batch, steps=4)
+    flat = module.flat_batch(batch)
+    packed = ode_nll(module.sampling_model(), flat["x"], space=module.space, presence=flat["presence"], method="rk4",
+                     steps=4, divergence="hutchinson", generator=torch.Generator().manual_seed(0))
+    atoms = batch["presence"].sum(1).double()
+    jac = atoms * (5 * math.log(0.25) + math.log(0.1))  # data → model units: types × 0.25, charges × 0.1
+    assert torch.isfinite(nll).all()
+    torch.testing.assert_close(nll, packed.nll.double() + jac, atol=1e-4, rtol=0)
+    assert packed.dims.tolist() == (atoms * 9 - 3).tolist()  # zero-CoM: 3 (n − 1) + 6 n degrees of freedom
