@@ -83,10 +83,11 @@ def test_audio_plugin_conforms(tmp_path):
     fsdd = require_shared("audio", "fsdd", "recordings")
     small = {"root": str(fixture), "label_regex": r"^(\d)_", "length": 2048, "batch_size": 4,
              "mel": {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 16}}
-    kw = {"AudioFolder": small, "FSDD": {**small, "root": str(fsdd), "limit": 10}}
-    report = check_plugin("audio", datamodules=["AudioFolder"], tasks=["audio/fsdd_digits"], datamodule_kwargs=kw,
-                          out_dir=tmp_path)
-    assert report["datamodules"] == {"AudioFolder": (1, 2048)}
+    kw = {"AudioFolder": {**small, "mode": "vocoder"},
+          "FSDD": {**small, "root": str(fsdd), "limit": 30}}
+    report = check_plugin("audio", datamodules=["AudioFolder", "FSDD"], tasks=["audio/fsdd_digits"],
+                          datamodule_kwargs=kw, out_dir=tmp_path)
+    assert report["datamodules"] == {"AudioFolder": (1, 2048), "FSDD": (1, 2048)}
     assert report["tasks"]["audio/fsdd_digits"]["sample_shape"] == (1, 2048)
     assert any(p.suffix == ".wav" for p in report["artifacts"]) and any(p.suffix == ".png" for p in report["artifacts"])
 
