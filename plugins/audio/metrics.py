@@ -10,9 +10,11 @@
   of the :class:`MelConfig` filter bank, the MFCC construction), c_0 (energy) excluded, D = 24 (at most
   n_mels − 1), frames aligned
   (a vocoder's output is sample-aligned with its input, so no dynamic time warping).
-* :func:`stoi` — short-time objective intelligibility (Taal et al. 2011) with pystoi.
+* :func:`stoi` — short-time objective intelligibility (Taal et al. 2011) with pystoi, on the clips concatenated
+  (STOI correlates 384 ms segments of speech frames; a single FSDD digit often has fewer speech frames than one
+  segment, where pystoi returns 1e-5, so per-clip averages would mix in meaningless values).
 
-All take waveforms of equal length at the same rate; each returns the mean over clips.
+All take waveforms of equal length at the same rate; each returns the mean over clips (STOI: see above).
 """
 
 from __future__ import annotations
@@ -100,10 +102,13 @@ def mr_stft_distance(pred, ref) -> float:
 
 
 def stoi(pred, ref, sample_rate: int) -> float:
-    """STOI (0 … 1, higher is more intelligible) with pystoi; pystoi resamples to its 10 kHz internally."""
+    """STOI (0 … 1, higher is more intelligible) of the concatenated clips with pystoi (which resamples to its
+    10 kHz internally)."""
     from pystoi import stoi as _stoi
 
-    return float(np.mean([_stoi(r, p, sample_rate, extended=False) for p, r in _pairs(pred, ref)]))
+    pairs = _pairs(pred, ref)
+    return float(_stoi(np.concatenate([r for _, r in pairs]), np.concatenate([p for p, _ in pairs]), sample_rate,
+                       extended=False))
 
 
 def vocoding_metrics(pred: Sequence[np.ndarray], ref: Sequence[np.ndarray], cfg: MelConfig,
