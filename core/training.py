@@ -250,10 +250,37 @@ def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
         bad("rng_cuda", "a list of uint8 RNG state tensors")
     if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
         bad("train_generator_device", "a device name")
+    if "schedules" in extra:
+        _check_schedules(extra["schedules"], name)
     if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
                                         or not isinstance(checkpoint["global_step"], int)):
         raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")
     return extra
+
+
+def schedule_key(sampler: str, steps: int) -> str:
+    """The key of an optimised grid in :attr:`DiffusionModule.schedules` and in a checkpoint's
+    ``polydiff.schedules``: ``"<sampler>@<steps>"``."""
+    return f"{sampler}@{int(steps)}"
+
+
+def _check_schedules(value: Any, name: str) -> None:
+    """``polydiff.schedules`` of a checkpoint: {"<sampler>@<N>": {"sampler", "steps", "grid": (N+1,) float64 tensor
+    strictly decreasing in [0, 1], ...}}."""
+    if not isinstance(value, Mapping):
+        raise DataError(f"{name}: polydiff.schedules is a {type(value).__name__}; expected a mapping of "
+                        "'<sampler>@<steps>' to schedules")
+    for key, entry in value.items():
+        ok = isinstance(entry, Mapping) and isinstance(entry.get("sampler"), str) and \
+            isinstance(entry.get("steps"), int) and not isinstance(entry.get("steps"), bool) and entry["steps"] > 0
+        grid = entry.get("grid") if ok else None
+        ok = ok and key == schedule_key(entry["sampler"], entry["steps"]) and torch.is_tensor(grid) and \
+            grid.is_floating_point() and grid.shape == (entry["steps"] + 1,) and bool(torch.isfinite(grid).all()) \
+            and bool((grid >= 0).all() and (grid <= 1).all()) and bool((grid[:-1] > grid[1:]).all())
+        if not ok:
+            raise DataError(f"{name}: polydiff.schedules[{key!r:.80}] is not a schedule; expected "
+                            "{'sampler': name, 'steps': N, 'grid': a decreasing float tensor of N+1 times in [0, 1]} "
+                            "under the key '<sampler>@<N>'")
 
 
 def _plain(value: Any) -> Any:
@@ -584,6 +611,8 @@ class DiffusionModule(L.LightningModule):
         self._size_histogram: Tensor | None = None
         self._domain: str | None = None
         self._datamodule = None
+        #: time grids optimised for this model (:meth:`optimize_schedule`), by :func:`schedule_key`; saved with it
+        self.schedules: dict[str, dict[str, Any]] = {}
 
     @staticmethod
     def _discrete_loss(loss, process: DiscreteProcess):
@@ -829,6 +858,8 @@ class DiffusionModule(L.LightningModule):
             extra["train_generator"] = self._train_gen.get_state()
             extra["train_generator_device"] = str(self._train_gen.device)
         extra["plugins"] = self._plugins_used(checkpoint)
+        if self.schedules:
+            extra["schedules"] = {k: dict(v) for k, v in self.schedules.items()}
         checkpoint["polydiff"] = extra
 
     def _plugins_used(self, checkpoint: dict) -> dict[str, str]:
@@ -873,6 +904,7 @@ class DiffusionModule(L.LightningModule):
             self._sample_shape = tuple(extra["sample_shape"])
         if extra.get("size_histogram") is not None:
             self._size_histogram = extra["size_histogram"].cpu()
+        self.schedules = {k: dict(v) for k, v in extra.get("schedules", {}).items()}
         rank = self.global_rank if self._trainer is not None else 0
         if rank > 0:
             # the checkpoint holds rank 0's states; other ranks re-seed from (seed, rank, step) so that their
@@ -1004,6 +1036,12 @@ class DiffusionModule(L.LightningModule):
         x_known = x_known.to(self.device) if x_known is not None else None
         kwargs = dict(h.sampler_kwargs or {})
         kwargs.update(kw)
+        if kwargs.get("grid", "") is None:  # grid=None: the default (the configured grid or an optimised one)
+            kwargs.pop("grid")
+        if kw.get("grid") is None and "t_start" not in kwargs and "x_start" not in kwargs and isinstance(sampler, str):
+            entry = self.schedules.get(schedule_key(sampler, steps))
+            if entry is not None:  # a grid optimised for this model, sampler and step count wins over the default
+                kwargs["grid"] = entry["grid"].to(torch.float64)
         if self.is_discrete:
             x0 = self._sample_discrete(model, shape, sampler, steps, guidance_scale, generator, cond, presence,
                                        known, x_known, kwargs)
@@ -1083,6 +1121,78 @@ class DiffusionModule(L.LightningModule):
         g = torch.Generator(device=self.device).manual_seed(seed)
         out = self.sample(n, generator=g, **inputs, **kw)
         return _to_cpu(out)
+
+    @torch.no_grad()
+    def optimize_schedule(self, sampler: str | None = None, steps: int | None = None, references: int = 256,
+                          seed: int | None = None, guidance_scale: float | None = None, store: bool = True,
+                          info: dict | None = None, **options) -> Tensor:
+        """Optimise the time grid of ``sampler`` with ``steps`` steps for this model
+        (:func:`polydiff.samplers.optimize_grid`: GITS dynamic programming on the model's own teacher
+        trajectories, then a compass-search refinement) and, with ``store``, keep it in :attr:`schedules`, so
+        that :meth:`sample` with that sampler and step count uses it (and the next checkpoint holds it).
+
+        The references are ``references`` prior draws (seed ``seed``) with the conditions :meth:`generate` would
+        draw, sampled with the EMA weights, the configured ``sampler_kwargs`` and classifier-free guidance as
+        :meth:`sample` applies it. ``options`` go to :func:`~polydiff.samplers.optimize_grid` (``fine_steps``,
+        ``teacher``, ``refine_sweeps``, ...). Returns the (steps + 1,) float64 grid; ``info`` receives
+        ``optimize_grid``'s report."""
+        from .samplers import optimize_grid
+
+        if self.is_discrete or (self.structure is not None and self.structure.categorical):
+            raise ConfigError("optimised schedules are for continuous (Gaussian) states; this model has "
+                              "discrete or categorical parts")
+        h = self.hparams
+        sampler = sampler or h.sampler or self.default_sampler
+        steps = int(steps or h.sample_steps)
+        seed = h.seed if seed is None else int(seed)
+        guidance_scale = h.guidance_scale if guidance_scale is None else guidance_scale
+        n = int(references)
+        if n < 1:
+            raise ConfigError(f"references must be a positive integer, got {references!r}")
+        inputs: dict = {}
+        dm = self.datamodule
+        if dm is not None and hasattr(dm, "sample_inputs"):
+            inputs = dm.sample_inputs(n, torch.Generator().manual_seed(seed)) or {}
+        elif h.num_classes:
+            inputs = {"cond": {"label": torch.arange(n) % h.num_classes}}
+        if inputs.get("known") is not None:
+            raise ConfigError("optimised schedules are fitted on free generation; this data module's samples fix "
+                              "known entries (imputation), whose replacement noise makes the run stochastic")
+        cond = {k: v.to(self.device) for k, v in dict(inputs.get("cond") or {}).items()}
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        shape = (n, *self.sample_shape)
+        presence = inputs.get("presence")
+        if presence is None and self.size_histogram is not None:
+            from .data import draw_sizes
+
+            drawn = draw_sizes(n, self.size_histogram, None, generator).to(self.device)
+            shape = (n, int(drawn.max()), *shape[2:])
+            nodes = torch.arange(shape[1], device=self.device)[None, :] < drawn[:, None]
+            presence = nodes.reshape(*nodes.shape, *([1] * (len(shape) - 2)))
+        presence = presence.to(self.device) if presence is not None else None
+        if self.structure is not None and presence is not None:
+            presence = self.structure.node_presence(presence, torch.empty(shape, device="meta"))
+        model = self.sampling_model(True)
+        if cond and guidance_scale != 1.0:
+            from .guidance import ClassifierFreeGuidance
+
+            num_classes = h.num_classes
+            model = ClassifierFreeGuidance(model, guidance_scale, null_cond=lambda c: null_conditions(c, num_classes))
+        x_T = self.process.prior_sample(shape, generator=generator, space=self.space, presence=presence,
+                                        device=self.device, dtype=self.dtype)
+        kwargs = {k: v for k, v in dict(h.sampler_kwargs or {}).items() if k != "grid"}
+        kwargs.update(options)
+        report: dict = {}
+        grid = optimize_grid(model, sampler, steps, x_T=x_T, space=self.space, cond=cond or None, presence=presence,
+                             info=report, **kwargs)
+        if info is not None:
+            info.update(report)
+        if store:
+            self.schedules[schedule_key(sampler, steps)] = {
+                "sampler": sampler, "steps": steps, "grid": grid.cpu(), "references": n, "seed": seed,
+                "guidance_scale": float(guidance_scale), "errors": {k: float(v) for k, v in report["errors"].items()},
+            }
+        return grid
 
     # -- validation samples, artifacts and metrics --------------------------------------------------
     def artifact_dir(self) -> Path:
