@@ -18,12 +18,12 @@ space):
    solvers, two evaluations for Heun), run through the public sampler with per-sample grids (t̄_i, t̄_j), so
    the costs of all pairs (i, j) come from a few batched calls.
 2. **Refinement on the whole run** (ours, not in GITS): multistep solvers (DPM-Solver++, UniPC, PLMS) reuse
-   earlier model outputs, which the one-step cost of stage 1 cannot see. Starting from the best of the DP grid
-   and the standard grids (uniform, log-SNR, Karras), a compass search (Kolda, Lewis & Torczon 2003, SIAM Rev.
-   45(3), §3, "coordinate search" with step halving) moves one grid time at a time, in the fine grid's
-   fractional index, by ±δ of the gap to its neighbour, and keeps a move when it lowers the root-mean-square
-   distance E[‖sampler(x_T; grid) − x̄_M‖²]^½ between the sampler's end points and the teacher's; δ halves
-   after a sweep without a move. Neighbouring times keep at least :data:`MIN_GAP` fine intervals apart.
+   earlier model outputs, which the one-step cost of stage 1 cannot see. Starting from each of the
+   ``restarts`` best of the DP grid and the standard grids (uniform, log-SNR, Karras), a compass search (Kolda,
+   Lewis & Torczon 2003, SIAM Rev. 45(3), §3, "coordinate search" with step halving) moves one grid time at a
+   time, in the fine grid's fractional index, by ±δ of the gap to its neighbour, and keeps a move when it
+   lowers the root-mean-square distance E[‖sampler(x_T; grid) − x̄_M‖²]^½ between the sampler's end points
+   and the teacher's; δ halves after a sweep without a move. Neighbouring times keep at least :data:`MIN_GAP` fine intervals apart.
 
 The result therefore never does worse on the references than the best standard grid it started from; that it
 generalises is checked on held-out starting points (``tests/core/test_schedule.py``, ``benchmarks/samplers.py``).
@@ -243,6 +243,7 @@ def optimize_grid(
     teacher_substeps: int = 4,
     coeff: float = 1.0,
     refine_sweeps: int = 12,
+    restarts: int = 2,
     chunk: int = 65536,
     device=None,
     dtype: torch.dtype | None = None,
@@ -266,6 +267,7 @@ def optimize_grid(
             fine interval (default: UniPC order 3, 4 substeps: 4M model calls per reference).
         coeff: GITS's discount of later step costs in the DP (1 = plain sum).
         refine_sweeps: compass-search sweeps over the interior times in stage 2 (0 = the best start grid as it is).
+        restarts: how many of the best start grids are refined (the best result is kept).
         chunk: the most trajectories run in one batched sampler call (memory bound).
         info: receives ``errors`` (RMSE to the teacher's end points on the references for the DP grid, every
             start grid and the result), ``fine`` (the fine grid), ``nfe`` (model evaluations per reference
@@ -282,6 +284,8 @@ def optimize_grid(
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
     if not isinstance(fine_steps, int) or fine_steps < steps + 1:
         raise ConfigError(f"fine_steps must be an integer > steps={steps}, got {fine_steps!r}")
+    if not isinstance(restarts, int) or restarts < 1:
+        raise ConfigError(f"restarts must be a positive integer, got {restarts!r}")
     if not isinstance(refine_sweeps, int) or refine_sweeps < 0:
         raise ConfigError(f"refine_sweeps must be a non-negative integer, got {refine_sweeps!r}")
     fn = get_sampler(sampler)
@@ -336,23 +340,21 @@ def optimize_grid(
         names = list(starts)
         errs = rmse(torch.stack([starts[k] for k in names]))
         errors = {k: float(e) for k, e in zip(names, errs)}
-        best = int(errs.argmin())
-        grid, best_err = starts[names[best]].clone(), float(errs[best])
+        order = sorted(range(len(names)), key=lambda c: float(errs[c]))
+        hi = float(last_interior)
 
-        # -- stage 2: compass search on interior times, in fractional fine index ------------------------------
-        if steps >= 2 and refine_sweeps > 0:
-            u = _time_to_index(fine, grid)
-            u[0], u[-1] = 0.0, float(m)
-            hi = float(last_interior)
+        def refine(u: Tensor, best_err: float) -> tuple[Tensor, float]:
+            """Stage 2: compass search on the interior times, in fractional fine index (Gauss–Seidel: an
+            accepted move is kept for the next coordinate; δ halves after a sweep without a move)."""
             delta = 0.5
             for _ in range(refine_sweeps):
                 moved = False
-                for k in range(1, steps):  # Gauss–Seidel: each accepted move is kept for the next coordinate
+                for k in range(1, steps):
                     left = float(u[k - 1]) + MIN_GAP
                     right = (float(u[k + 1]) - MIN_GAP) if k + 1 < steps else hi
                     cur = float(u[k])
-                    cands = [cur - delta * (cur - left), cur + delta * (right - cur)]
-                    cands = [c for c in cands if left <= c <= right and abs(c - cur) > 1e-9]
+                    cands = [c for c in (cur - delta * (cur - left), cur + delta * (right - cur))
+                             if left <= c <= right and abs(c - cur) > 1e-9]
                     if not cands:
                         continue
                     vs = u.repeat(len(cands), 1)
@@ -365,10 +367,20 @@ def optimize_grid(
                     delta *= 0.5
                     if delta < 1e-3:
                         break
-            grid = _grid_of(fine, u[None])[0]
+            return u, best_err
+
+        best_name, best_err = names[order[0]], float(errs[order[0]])
+        grid = starts[best_name].clone()
+        if steps >= 2 and refine_sweeps > 0:
+            for c in order[:restarts]:
+                u0 = _time_to_index(fine, starts[names[c]])
+                u0[0], u0[-1] = 0.0, float(m)
+                u, e = refine(u0, float(errs[c]))
+                if e < best_err:
+                    grid, best_err, best_name = _grid_of(fine, u[None])[0], e, names[c]
     errors["optimized"] = best_err
     if info is not None:
-        info.update({"errors": errors, "fine": fine, "fine_kind": fine_kind, "start": names[best],
+        info.update({"errors": errors, "fine": fine, "fine_kind": fine_kind, "start": best_name,
                      "nfe": teacher_nfe + run.nfe / n})
     return check_grid(grid)[0]
 
