@@ -454,7 +454,7 @@ def digits(args, log):
             raise SystemExit(f"evaluate failed: {argv}")
         rec = json.loads(out.read_text())
         results.append((what, steps, rec["grid_used"], rec["metrics"]))
-    keys = sorted({k for *_, m in results for k in m})
+    keys = sorted({k for *_, m in results for k in m if "accuracy_class" not in k and not k.endswith("num_samples")})
     cmd = "python benchmarks/samplers.py --digits" + (f" --ckpt {args.ckpt}" if args.ckpt else "") + \
         (" --quick" if args.quick else f" --num {args.num} --refs {args.refs}")
     print(f"Command: `{cmd}` (torch {torch.__version__}; checkpoint {ckpt}; sampler {sampler}; schedule fitted "
