@@ -27,6 +27,7 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,7 +48,7 @@ def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
     import yaml
 
     from .plugins_manager import resolve_config_names
-    from .training import load_yaml_config
+    from .components import load_yaml_config
 
     p = Path(path)
     if not p.is_file():
@@ -162,7 +163,7 @@ def _make_cli_class():
                 ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
                 if ckpt_path and _is_local_file(ckpt_path):
                     from .checkpointing import load_checkpoint
-                    from .training import check_registered
+                    from .components import check_registered
 
                     hp = load_checkpoint(ckpt_path).get("hyper_parameters") or {}
                     check_registered(hp, f"{ckpt_path}: hyper_parameters")
@@ -319,18 +320,29 @@ def load_for_sampling(ckpt: str, config: str | None = None):
     """(module, datamodule | None) from a checkpoint; the data module comes from the checkpoint (CLI-made) or
     from the ``data:`` section of ``config``. Both are rebuilt through the plugin registry only."""
     from .checkpointing import load_checkpoint
-    from .training import DiffusionModule, datamodule_from_checkpoint, datamodule_from_config
+    from .components import datamodule_from_checkpoint, datamodule_from_config
+    from .training import DiffusionModule
 
     raw = load_checkpoint(ckpt)
     module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
     dm = datamodule_from_config(config) if config is not None else datamodule_from_checkpoint(raw, ckpt)
     if dm is not None:
+        # a data module that stores what sampling needs in its Lightning ``state_dict`` (``samples_from_state``)
+        # gets it back first, and then samples from it when its data cannot be read
+        state = raw.get(type(dm).__qualname__) if getattr(dm, "samples_from_state", False) else None
+        if isinstance(state, Mapping) and state:
+            dm.load_state_dict(dict(state))
         try:  # no prepare_data(): sampling must not start a download
             dm.setup("fit")
         except Exception as exc:  # noqa: BLE001 - data gone, offline, or a bad data config
             why = one_line(str(exc) or type(exc).__name__)
             if config is not None:  # the user asked for this data module: its failure is the error
                 raise ConfigError(f"{config}: data module {type(dm).__name__} could not be set up ({why})") from None
+            if isinstance(state, Mapping) and state:
+                print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({why}); sampling "
+                      "from the state it stored in the checkpoint", file=sys.stderr)
+                module.attach_datamodule(dm)
+                return module, dm
             print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({why}); sampling "
                   "without it (shape and domain from the checkpoint)", file=sys.stderr)
             return module, None
@@ -388,16 +400,16 @@ def cmd_sample(args) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from .plugins_manager import get_plugin_manager
+    from .evaluation import write_and_evaluate
 
     module, dm = load_for_sampling(args.ckpt, args.config)
     if dm is None:
         raise CLIError("evaluate compares samples with the data module's reference data, and none is available: "
                        "pass --config with a data: section")
-    ctx = {"datamodule": dm, "module": module, "stage": "evaluate", "generator": torch.Generator().manual_seed(args.seed)}
     with _console().status(f"sampling and evaluating {args.num} {module.domain} samples ..."):
         samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))
-        metrics = get_plugin_manager().evaluate(module.domain, samples, dm, ctx)
+        _, metrics = write_and_evaluate(module, samples, "evaluate", evaluate=True,
+                                        generator=torch.Generator().manual_seed(args.seed), checkpoint=args.ckpt)
     if not metrics:
         raise CLIError(f"no installed plugin evaluates domain {module.domain!r} (see `polydiff plugins`)")
     from rich.table import Table
@@ -420,7 +432,7 @@ def cmd_evaluate(args) -> int:
 
 def _grid_used(module, args) -> str:
     """What ``sample``/``evaluate`` stepped on: the --grid kind, "optimized" or the configured default."""
-    from .training import schedule_key
+    from .checkpointing import schedule_key
 
     if args.grid is not None:
         return args.grid
@@ -434,7 +446,7 @@ def _grid_used(module, args) -> str:
 
 def cmd_optimize_schedule(args) -> int:
     from .checkpointing import atomic_torch_save, load_checkpoint
-    from .training import schedule_key
+    from .checkpointing import schedule_key
 
     module, _ = load_for_sampling(args.ckpt, args.config)
     if module.is_discrete:

@@ -111,9 +111,10 @@ def polydiff_write_artifacts(domain: str, samples: Mapping[str, Any], out_dir: P
             representation, optional ``presence``/``known``/``cond``).
         out_dir: an existing directory to write into; write atomically (:func:`polydiff.io.atomic_write`).
         context: extra information, keys may be absent: ``datamodule`` (the DiffusionDataModule, to
-            undo normalisation), ``module`` (the DiffusionModule), ``stage`` (``"fit"``, ``"val"``,
-            ``"sample"``), ``step`` (global step), ``prefix`` (file name prefix), ``reference``
-            (real data in the same representation, for side-by-side plots).
+            undo normalisation), ``module`` (the DiffusionModule), ``stage`` (``"val"``, ``"fit"``,
+            ``"predict"``, ``"sample"``, ``"evaluate"``), ``step`` (global step), ``prefix`` (file name
+            prefix), ``reference`` (real data in the same representation, for side-by-side plots). Every
+            stage calls the hooks through :func:`polydiff.evaluation.write_and_evaluate`.
 
     Returns:
         The paths written, or ``None`` for another domain.
@@ -130,7 +131,8 @@ def polydiff_evaluate(domain: str, samples: Mapping[str, Any], datamodule,
         samples: batch-contract mapping of CPU tensors (as in :func:`polydiff_write_artifacts`).
         datamodule: the DiffusionDataModule; ``datamodule.reference_data()`` gives real data.
         context: as in :func:`polydiff_write_artifacts`; also ``generator`` (torch.Generator) when the
-            metric itself draws random numbers, and ``cache_dir`` for metric models worth caching.
+            metric itself draws random numbers, ``cache_dir`` for metric models worth caching, and
+            ``checkpoint`` (the checkpoint path) under ``polydiff evaluate``, for files kept beside it.
 
     Returns:
         ``{metric name: float}`` (names unique across plugins, e.g. ``"image/accuracy"`` or
