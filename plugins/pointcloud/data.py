@@ -245,6 +245,17 @@ class TextShapes(ProceduralPointClouds):
             labels = torch.as_tensor(self.labelled_split(split)[1])
             setattr(self, name, PromptedSet.build(getattr(self, name).x, labels, self.class_prompts, prompts, seed))
 
+    def reference_data(self, n: int | None = None) -> dict:
+        """Test clouds of all categories interleaved (cloud i of category i mod C, as :meth:`example_cond`
+        orders samples), so the first n hold every category equally (evaluation truncates to the samples)."""
+        x = super().reference_data()["x"]
+        labels = torch.as_tensor(self.labelled_split(self.eval_split())[1])
+        rank = torch.zeros_like(labels)
+        for k in range(self.num_classes):
+            rank[labels == k] = torch.arange(int((labels == k).sum()))
+        order = torch.argsort(rank * self.num_classes + labels)
+        return {"x": x[order][:n] if n is not None else x[order]}
+
     def example_cond(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Held-out phrasings: sample i shows category i mod C, phrased with held-out phrasing (i div C) mod T."""
         return self.class_prompts.example_cond(n)
