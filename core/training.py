@@ -250,6 +250,9 @@ def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
         bad("rng_cuda", "a list of uint8 RNG state tensors")
     if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
         bad("train_generator_device", "a device name")
+    if extra.get("data") is not None and not (isinstance(extra["data"], Mapping)
+                                              and all(isinstance(k, str) for k in extra["data"])):
+        bad("data", "a mapping of the data module's checkpoint_metadata()")
     if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
                                         or not isinstance(checkpoint["global_step"], int)):
         raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")
@@ -289,6 +292,23 @@ def datamodule_from_checkpoint(checkpoint: Mapping, name: str = "checkpoint"):
     made_by = extra.get("plugins") if isinstance(extra.get("plugins"), Mapping) else None
     return rebuild_from_hparams(hp, DiffusionDataModule, "datamodule", f"{name}: datamodule_hyper_parameters",
                                 made_by=made_by)
+
+
+def load_model_checkpoint(path: str | Path, map_location: Any = "cpu", options: Mapping[str, str] | None = None,
+                          fmt: str | None = None) -> dict:
+    """A checkpoint as :meth:`DiffusionModule.from_checkpoint` reads it: a polydiff checkpoint as loaded
+    (:func:`polydiff.checkpointing.load_checkpoint`, data only), or a foreign one (a paper's released weights)
+    converted by the plugin converter that recognises it (``polydiff_checkpoint_converters``; ``fmt`` names one).
+    ``options`` are passed to the converter."""
+    from .checkpointing import load_checkpoint
+    from .plugins_manager import get_plugin_manager
+
+    raw = load_checkpoint(path, map_location=map_location)
+    hp = raw.get("hyper_parameters")
+    if fmt is None and isinstance(hp, Mapping) and hp:
+        return raw
+    converted = get_plugin_manager().convert_checkpoint(raw, str(path), options, name=fmt)
+    return raw if converted is None else converted
 
 
 def load_yaml_config(path: str | Path) -> dict:
@@ -583,6 +603,7 @@ class DiffusionModule(L.LightningModule):
         self._sample_shape: tuple[int, ...] | None = None
         self._size_histogram: Tensor | None = None
         self._domain: str | None = None
+        self._data_metadata: dict = {}
         self._datamodule = None
 
     @staticmethod
@@ -645,6 +666,15 @@ class DiffusionModule(L.LightningModule):
             return batch
         flat, _ = self.structure.flat_batch(batch)
         return flat
+
+    @property
+    def data_metadata(self) -> dict:
+        """What the data module records about the training data (:meth:`DiffusionDataModule.checkpoint_metadata`,
+        e.g. normalisation statistics and variable names), from the attached data module or the checkpoint;
+        {} when neither records any."""
+        dm = self.datamodule
+        meta = dm.checkpoint_metadata() if dm is not None and hasattr(dm, "checkpoint_metadata") else None
+        return dict(meta) if meta else dict(self._data_metadata)
 
     @property
     def domain(self) -> str:
@@ -828,6 +858,9 @@ class DiffusionModule(L.LightningModule):
         if self._train_gen is not None:
             extra["train_generator"] = self._train_gen.get_state()
             extra["train_generator_device"] = str(self._train_gen.device)
+        meta = self.data_metadata
+        if meta:
+            extra["data"] = meta
         extra["plugins"] = self._plugins_used(checkpoint)
         checkpoint["polydiff"] = extra
 
@@ -873,6 +906,7 @@ class DiffusionModule(L.LightningModule):
             self._sample_shape = tuple(extra["sample_shape"])
         if extra.get("size_histogram") is not None:
             self._size_histogram = extra["size_histogram"].cpu()
+        self._data_metadata = dict(extra.get("data") or {})
         rank = self.global_rank if self._trainer is not None else 0
         if rank > 0:
             # the checkpoint holds rank 0's states; other ranks re-seed from (seed, rank, step) so that their
@@ -896,20 +930,20 @@ class DiffusionModule(L.LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location="cpu",
                         checkpoint: Mapping | None = None) -> "DiffusionModule":
         """Rebuild a module (of the class that was trained) from a checkpoint alone; EMA weights, sample shape
-        and domain come back too.
+        and domain come back too, and the data module's :attr:`data_metadata` (e.g. training statistics).
 
-        The file is read as data (:func:`polydiff.checkpointing.load_checkpoint`) and every class it names
+        The file is read as data (:func:`load_model_checkpoint`: a foreign format, such as a paper's released
+        weights, is converted by the plugin that declares it) and every class it names
         (the module, each component spec) is resolved through the plugin registry, never imported: a
         checkpoint naming anything else is refused with a :class:`ConfigError` naming the key and value.
         ``checkpoint``: the contents of ``path`` if the caller has already loaded them."""
-        from .checkpointing import load_checkpoint
-
         name = str(path)
-        ckpt = dict(checkpoint) if checkpoint is not None else load_checkpoint(path, map_location=map_location)
+        ckpt = dict(checkpoint) if checkpoint is not None else load_model_checkpoint(path, map_location=map_location)
         hp = ckpt.get("hyper_parameters")
         state = ckpt.get("state_dict")
         if not isinstance(hp, Mapping) or not hp:
-            raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
+            raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule "
+                              "and no installed plugin converts its format (see `polydiff convert --list`)")
         if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
             raise DataError(f"{name}: checkpoint has no state_dict of named tensors; it was not written by polydiff fit")
         extra = checked_extras(ckpt, name)
