@@ -191,8 +191,9 @@ def run(args) -> int:
     model = model_series(module, f"--ckpt {args.ckpt}")
     names = model.names or None
 
-    rows, items = [], []
-    for e in entries:
+    rows, items, order = [], [], {}
+    for i, e in enumerate(entries):
+        order[e.source] = i
         try:
             if isinstance(e, Failed):
                 raise DataError(e.error)
@@ -233,6 +234,7 @@ def run(args) -> int:
             print(f"polydiff impute: {len(al.never_observed)} variable(s) with no observation in {rec.source} were "
                   f"imputed from the others: {', '.join(al.never_observed)}")
     if batch:
+        rows.sort(key=lambda r: order.get(r["source"], 0))  # the order of the input
         summary = write_summary(out / "summary.csv", rows)
         ok = sum(r["status"] == "ok" for r in rows)
         print(f"polydiff impute: {ok} of {len(rows)} record(s) imputed into {out}/ ({args.samples} samples each); "
