@@ -89,6 +89,7 @@ def read_table(path: Path, time_column: str | None = None, record_column: str | 
     df = csv_series.read_frame(path)
     if record_column is None:
         t = csv_series.table_from_frame(df, path, time_column, allow_empty_columns=True)
+        _some_value(t.values, str(path))
         return [Record(path.stem, str(path), t.time_column, t.times, t.columns, t.values)]
     cols = [str(c) for c in df.columns]
     if record_column not in cols:
@@ -101,8 +102,14 @@ def read_table(path: Path, time_column: str | None = None, record_column: str | 
     for rid, part in df.groupby(record_column, sort=False):
         t = csv_series.table_from_frame(part.drop(columns=[record_column]), path, time_column,
                                         allow_empty_columns=True, what=f"record {rid}")
+        _some_value(t.values, f"{path} (record {rid})")
         out.append(Record(str(rid), f"{path} (record {rid})", t.time_column, t.times, t.columns, t.values))
     return out
+
+
+def _some_value(values: np.ndarray, where: str) -> None:
+    if np.isnan(values).all():
+        raise DataError(f"{where}: no observed value in any feature column (all empty or NaN); nothing to impute from")
 
 
 def read_inputs(path: str | Path, time_column: str | None = None,
