@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from polydiff.losses import DiffusionLoss
-from polydiff.testing import MixtureDataModule
+from polydiff.testing_data import MixtureDataModule
 from polydiff.training import DiffusionModule
 
 CASES = {

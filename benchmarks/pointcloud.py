@@ -39,7 +39,7 @@ from polydiff.plugins.pointcloud import metrics as M  # noqa: E402
 from polydiff.plugins.pointcloud.luohu import LuoHuDPM  # noqa: E402
 from polydiff.plugins.pointcloud.normalize import Normalizer  # noqa: E402
 from polydiff.io import atomic_write_text  # noqa: E402
-from polydiff.training import EMA  # noqa: E402
+from polydiff.ema import EMA  # noqa: E402
 
 ROOT = Path(os.environ.get("POLYDIFF_POINTCLOUD_PROCEDURAL", Path(__file__).resolve().parents[2] / "shared/data/pointcloud/procedural"))
 OUT = Path(os.environ.get("POLYDIFF_BENCH_OUT", "/tmp/polydiff_pointcloud_bench"))

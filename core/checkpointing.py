@@ -5,7 +5,8 @@ Reading: :func:`load_checkpoint` is the one function every command uses to read 
 file can be wrong (missing, empty, truncated, not a zip/pickle, holding Python objects) into one
 :class:`~polydiff.errors.DataError` naming the file; it never suggests ``weights_only=False``. Rebuilding a
 model from what it read goes through the plugin registry only (:meth:`polydiff.training.DiffusionModule.
-from_checkpoint`): a checkpoint is data, never code.
+from_checkpoint`): a checkpoint is data, never code. :func:`checked_extras` checks the types of polydiff's own
+entry (domain, sample shape, RNG states) before anything uses them.
 
 Resuming: :func:`find_resume_checkpoint` picks, in a run's checkpoint folder, the file with the highest recorded
 ``global_step`` among those that load, after removing stale temporary files of :func:`atomic_torch_save`.
@@ -73,6 +74,42 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise DataError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint mapping "
                         "(state_dict, hyper_parameters, ...)")
     return dict(obj)
+
+
+def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
+    """The ``polydiff`` entry of a checkpoint with every field of the expected type (a :class:`DataError`
+    naming the field otherwise); {} when absent."""
+    extra = checkpoint.get("polydiff")
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise DataError(f"{name}: 'polydiff' is a {type(extra).__name__}; expected a mapping")
+    extra = dict(extra)
+
+    def bad(key, expected):
+        raise DataError(f"{name}: polydiff.{key} is {extra[key]!r:.80}; expected {expected}")
+
+    if extra.get("domain") is not None and not isinstance(extra["domain"], str):
+        bad("domain", "a domain name")
+    shape = extra.get("sample_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and
+                                  all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
+        bad("sample_shape", "a list of positive integers")
+    for key in ("train_generator", "rng_cpu"):
+        if key in extra and not (torch.is_tensor(extra[key]) and extra[key].dtype == torch.uint8):
+            bad(key, "a uint8 RNG state tensor")
+    if "rng_cuda" in extra and not (isinstance(extra["rng_cuda"], (list, tuple)) and
+                                    all(torch.is_tensor(s) and s.dtype == torch.uint8 for s in extra["rng_cuda"])):
+        bad("rng_cuda", "a list of uint8 RNG state tensors")
+    if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
+        bad("train_generator_device", "a device name")
+    if extra.get("data") is not None and not (isinstance(extra["data"], Mapping)
+                                              and all(isinstance(k, str) for k in extra["data"])):
+        bad("data", "a mapping of the data module's checkpoint_metadata()")
+    if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
+                                        or not isinstance(checkpoint["global_step"], int)):
+        raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")
+    return extra
 
 
 def _why_unreadable(exc: BaseException) -> str:

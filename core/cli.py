@@ -44,7 +44,7 @@ def _resolve_config_file(path: str, registry, tmpdir: Path) -> str:
     import yaml
 
     from .plugins_manager import resolve_config_names
-    from .training import load_yaml_config
+    from .components import load_yaml_config
 
     p = Path(path)
     if not p.is_file():
@@ -159,7 +159,7 @@ def _make_cli_class():
                 ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
                 if ckpt_path and _is_local_file(ckpt_path):
                     from .checkpointing import load_checkpoint
-                    from .training import check_registered
+                    from .components import check_registered
 
                     hp = load_checkpoint(ckpt_path).get("hyper_parameters") or {}
                     check_registered(hp, f"{ckpt_path}: hyper_parameters")
@@ -315,7 +315,8 @@ def condense_parser_error(msg: str) -> str:
 def load_for_sampling(ckpt: str, config: str | None = None):
     """(module, datamodule | None) from a checkpoint; the data module comes from the checkpoint (CLI-made) or
     from the ``data:`` section of ``config``. Both are rebuilt through the plugin registry only."""
-    from .training import DiffusionModule, datamodule_from_checkpoint, datamodule_from_config, load_model_checkpoint
+    from .components import datamodule_from_checkpoint, datamodule_from_config, load_model_checkpoint
+    from .training import DiffusionModule
 
     raw = load_model_checkpoint(ckpt)
     module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
@@ -375,16 +376,16 @@ def cmd_sample(args) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from .plugins_manager import get_plugin_manager
+    from .evaluation import write_and_evaluate
 
     module, dm = load_for_sampling(args.ckpt, args.config)
     if dm is None:
         raise CLIError("evaluate compares samples with the data module's reference data, and none is available: "
                        "pass --config with a data: section")
-    ctx = {"datamodule": dm, "module": module, "stage": "evaluate", "generator": torch.Generator().manual_seed(args.seed)}
     with _console().status(f"sampling and evaluating {args.num} {module.domain} samples ..."):
         samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))
-        metrics = get_plugin_manager().evaluate(module.domain, samples, dm, ctx)
+        _, metrics = write_and_evaluate(module, samples, "evaluate", evaluate=True,
+                                        generator=torch.Generator().manual_seed(args.seed))
     if not metrics:
         raise CLIError(f"no installed plugin evaluates domain {module.domain!r} (see `polydiff plugins`)")
     from rich.table import Table
@@ -409,7 +410,8 @@ def cmd_convert(args) -> int:
     """Write a foreign checkpoint (a paper's released weights) as a polydiff checkpoint, atomically."""
     from .checkpointing import atomic_torch_save
     from .plugins_manager import get_plugin_manager
-    from .training import DiffusionModule, load_model_checkpoint
+    from .components import load_model_checkpoint
+    from .training import DiffusionModule
 
     convs = get_plugin_manager().checkpoint_converters()
     if args.list:

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from .components import instantiate
 from .errors import ConfigError, ShapeError
 
 __all__ = ["from_pyg", "to_pyg", "pyg_collate", "PyGBackbone"]
@@ -121,8 +122,6 @@ class PyGBackbone(nn.Module):
     def __init__(self, inner: nn.Module):
         super().__init__()
         if not isinstance(inner, nn.Module):
-            from .training import instantiate
-
             inner = instantiate(inner, "backbone")
         self.inner = inner
 

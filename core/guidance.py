@@ -5,6 +5,10 @@ with a ``process`` attribute, so every sampler in :mod:`polydiff.samplers` accep
 * :class:`ClassifierGuidance` from any differentiable log p(y | x_t, t) (Dhariwal & Nichol 2021, Alg. 2).
 
 Both keep (x̂_0, ε̂) consistent with x_t = α x̂_0 + σ ε̂, so samplers that use either give the same answer.
+
+Classifier-free guidance needs a model trained with condition dropout: :func:`drop_conditions` is that dropout
+(what :class:`~polydiff.training.DiffusionModule` applies with ``cond_drop_prob``) and :func:`null_conditions`
+the matching null condition ∅ that guided sampling passes as the unconditional input.
 """
 
 from __future__ import annotations
@@ -28,6 +32,44 @@ def _x0_from_eps(x: Tensor, eps: Tensor, t: Tensor, process, fallback: Tensor) -
     a_safe = torch.where(ok, a, torch.ones_like(a))
     x0 = (x - expand_like(s, x) * eps) / expand_like(a_safe, x)
     return torch.where(expand_like(ok, x).bool(), x0, fallback)
+
+
+def drop_conditions(cond: Mapping[str, Tensor], p: float, num_classes: int | None,
+                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Replace each sample's conditions by the null condition with probability ``p`` (Ho & Salimans 2022,
+    classifier-free guidance, Alg. 1): integer labels by the null index ``num_classes``, float conditions
+    by zeros; all condition keys of a sample are dropped together. Mask keys are never touched."""
+    keys = [k for k in cond if k not in ("presence", "known", "observed")]
+    if p <= 0 or not keys:
+        return dict(cond)
+    n = cond[keys[0]].shape[0]
+    drop = torch.rand(n, generator=generator, device=generator.device if generator is not None else None) < p
+    out = dict(cond)
+    for k in keys:
+        v = cond[k]
+        d = drop.to(v.device).reshape(n, *([1] * (v.ndim - 1)))
+        if v.is_floating_point():
+            out[k] = torch.where(d, torch.zeros_like(v), v)
+        else:
+            if num_classes is None:
+                raise ConfigError(f"cond_drop_prob > 0 with integer condition {k!r} needs num_classes (the null index)")
+            out[k] = torch.where(d, torch.full_like(v, num_classes), v)
+    return out
+
+
+def null_conditions(cond: Mapping[str, Tensor], num_classes: int | None) -> dict[str, Tensor]:
+    """The null condition ∅ of classifier-free guidance for every sample (see :func:`drop_conditions`)."""
+    out = {}
+    for k, v in cond.items():
+        if k in ("presence", "known", "observed"):
+            out[k] = v
+        elif v.is_floating_point():
+            out[k] = torch.zeros_like(v)
+        elif num_classes is None:
+            raise ConfigError(f"guidance with integer condition {k!r} needs num_classes (the null index)")
+        else:
+            out[k] = torch.full_like(v, num_classes)
+    return out
 
 
 class ClassifierFreeGuidance(nn.Module):

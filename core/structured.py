@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .checks import check_mask
+from .components import instantiate
 from .errors import ConfigError, DataError, ShapeError
 from .spaces import SPACES, Space
 
@@ -102,8 +103,6 @@ class Part:
             raise ConfigError(f"part spec has unknown field(s) {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
         space = spec.get("space", "euclidean")
         if isinstance(space, Mapping) or (isinstance(space, str) and space not in SPACES):  # registered / class_path
-            from .training import instantiate
-
             space = instantiate(space, "space")
         return cls(**{**dict(spec), "space": space})
 
@@ -480,8 +479,6 @@ class ConcatBackbone(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        from .training import instantiate
-
         self.net = instantiate(net, "backbone")
 
     def forward(self, parts: Mapping[str, Tensor], t: Tensor, cond: Mapping[str, Tensor] | None = None):

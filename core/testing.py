@@ -301,18 +301,9 @@ def torus_embedding(x: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Plugin-author tools (framework): a toy data module and a conformance check for plugins.
+# Plugin-author tools (framework): a conformance check for plugins. The toy data modules live in
+# polydiff.testing_data (they need Lightning, which the samplers' and losses' tests do not).
 # --------------------------------------------------------------------------------------------------------
-def __getattr__(name: str):
-    """``MixtureDataModule`` and ``CategoricalDataModule`` live in :mod:`polydiff.testing_data` so that importing this module does not import
-    Lightning (samplers' and losses' tests only need the mixture)."""
-    if name in ("MixtureDataModule", "CategoricalDataModule"):
-        from . import testing_data
-
-        return getattr(testing_data, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class PluginCheckError(AssertionError):
     """A plugin does not conform to the polydiff plugin contract. The message lists every problem, each
     prefixed with the rule it breaks (``[entry-point]``, ``[backbone-output-shape]``, ``[finite-samples]``, ...;
@@ -554,7 +545,7 @@ def _check_datamodule(pm, dm_name: str, kwargs: dict, tmp, report: dict, fail) -
 
 def _check_task(reg, task: str, datamodule_kwargs: dict, tmp, report: dict, fail) -> None:
     """Build a task's model and data, call the backbone, train two steps, sample four items."""
-    from .training import instantiate, registry_scope
+    from .components import instantiate, registry_scope
 
     try:
         with registry_scope(reg):  # the plugin under test is registered here, not in the global manager

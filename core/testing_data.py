@@ -1,9 +1,9 @@
 """Toy data modules for tests and examples: points of :meth:`polydiff.testing.GaussianMixture.grid`
-(:class:`MixtureDataModule`, also importable as ``polydiff.testing.MixtureDataModule``, loaded lazily since it
-needs Lightning), variable-size 2-D point sets (:class:`PointSetDataModule`) and molecule-shaped states of
-named parts (:class:`ToyMoleculeDataModule`), and integer token sequences with i.i.d. tokens from a fixed
-categorical law — optionally one law per class label, variable lengths, a known prefix — for the discrete family
-(:class:`CategoricalDataModule`, also importable as ``polydiff.testing.CategoricalDataModule``).
+(:class:`MixtureDataModule`), variable-size 2-D point sets (:class:`PointSetDataModule`) and molecule-shaped
+states of named parts (:class:`ToyMoleculeDataModule`), and integer token sequences with i.i.d. tokens from a
+fixed categorical law — optionally one law per class label, variable lengths, a known prefix — for the discrete
+family (:class:`CategoricalDataModule`). They live apart from :mod:`polydiff.testing` because they need Lightning;
+this module uses the mixture oracle of :mod:`polydiff.testing`, never the other way round.
 """
 
 from __future__ import annotations

@@ -1,27 +1,25 @@
 """One LightningModule for every domain: :class:`DiffusionModule`.
 
 It is generic over the forward process, the state space, the parameterisation and loss, the backbone and
-an optional conditioner; keeps an exponential moving average of the weights (used for validation,
-sampling and evaluation, saved in the checkpoint); drops conditions for classifier-free guidance; and,
-during validation and at the end of ``fit``, draws samples and hands them to the plugins' artifact and
-metric hooks (:mod:`polydiff.hookspecs`). Multi-GPU/multi-node training comes from Lightning strategies.
+an optional conditioner; keeps an exponential moving average of the weights (:class:`polydiff.ema.EMA`, used
+for validation, sampling and evaluation, saved in the checkpoint); drops conditions for classifier-free
+guidance (:func:`polydiff.guidance.drop_conditions`); and, during validation and at the end of ``fit``, draws
+samples and hands them to the plugins' artifact and metric hooks through
+:func:`polydiff.evaluation.write_and_evaluate`. Multi-GPU/multi-node training comes from Lightning strategies.
 
 Every random draw of training (diffusion times, noise, condition dropout) comes from a generator seeded
 with ``seed + global_rank`` whose state is saved in the checkpoint, together with torch's global RNG (used
 by dropout layers), so a resumed run reproduces an uninterrupted one bit for bit on the CPU.
 
 Components may be given as objects, as registry short names (``"MLP"``), or as specs
-``{"class_path": "MLP", "init_args": {...}}``; with names/specs the module's hyper-parameters are plain
-types and :meth:`DiffusionModule.from_checkpoint` rebuilds it from the checkpoint alone with
+``{"class_path": "MLP", "init_args": {...}}`` (built by :func:`polydiff.components.instantiate`); with
+names/specs the module's hyper-parameters are plain types and :meth:`DiffusionModule.from_checkpoint` rebuilds it from the checkpoint alone with
 ``torch.load(weights_only=True)`` (the ``polydiff`` CLI always produces such checkpoints).
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from contextlib import contextmanager
-from contextvars import ContextVar
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,9 +29,13 @@ import torch
 from torch import nn
 
 from .batch import unpack
-from .checkpointing import atomic_torch_save, install as _install_atomic_io
+from .checkpointing import checked_extras, install as _install_atomic_io
+from .components import instantiate, load_model_checkpoint, plain_value, rebuild_from_hparams
 from .discrete import D3PMLoss, DiscreteDenoiser, DiscreteProcess, LogitGuidance, MDLMLoss, unpack_tokens
-from .errors import ConfigError, DataError, PolydiffError, ShapeError
+from .ema import EMA
+from .errors import ConfigError, DataError, ShapeError
+from .evaluation import write_and_evaluate
+from .guidance import ClassifierFreeGuidance, drop_conditions, null_conditions
 from .losses import DiffusionLoss
 from .parameterization import PARAMETERIZATIONS, Denoiser
 from .processes import GaussianProcess, get_process
@@ -48,383 +50,6 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `nn.Module` and is already saved")
 
 
-# -- building components from names/specs ----------------------------------------------------------------
-# The only instantiator LightningCLI writes into hyper-parameters. polydiff never calls it (it would import
-# whatever class path the file names); it only recognises it and rebuilds through the registry instead.
-LIGHTNING_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
-# what a constructor raises when a spec holds values of the wrong type or an impossible size (e.g. a layer of
-# 10^12 units read from a damaged checkpoint): reported as a ConfigError naming the spec
-_BUILD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RuntimeError, MemoryError)
-
-
-_REGISTRY_SCOPE: ContextVar = ContextVar("polydiff_registry_scope", default=None)
-
-
-@contextmanager
-def registry_scope(registry):
-    """Resolve component names through ``registry`` instead of the process-wide plugin manager's inside the
-    block (e.g. :func:`polydiff.testing.check_plugin`, which loads the plugin under test into its own manager)."""
-    token = _REGISTRY_SCOPE.set(registry)
-    try:
-        yield registry
-    finally:
-        _REGISTRY_SCOPE.reset(token)
-
-
-def resolve_component(path: Any, kind: str, where: str | None = None) -> type:
-    """The registered class named by ``path`` (a short name or a full class path equal to a registered
-    class's ``module.qualname``); anything else is a one-line :class:`ConfigError` naming ``where`` (the key)
-    and the value. Nothing is imported: names read from files (checkpoints, configs given to ``sample``)
-    can reach only components that an installed plugin registered."""
-    from .hookspecs import COMPONENT_KINDS
-    from .plugins_manager import get_plugin_manager
-
-    where = where or kind
-    registry = _REGISTRY_SCOPE.get() or get_plugin_manager().registry
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"{where}: class_path must be a component name, got {path!r}")
-    kinds = (kind,) if kind in COMPONENT_KINDS and "." not in path else None
-    hit = registry.resolve(path, kinds)
-    if hit is None and kinds is None and "." not in path:
-        hit = registry.resolve(path)
-    if hit is None or not isinstance(hit[2], type):
-        hint = missing_plugin_hint(path)
-        if "." not in path and hint == "" and kinds:
-            raise ConfigError(f"{where}: unknown {kind} {path!r}; registered {kind}s: {registry.names(kind) or 'none'}")
-        raise ConfigError(f"{where}: {path!r} is not a registered component{hint}; only classes registered by "
-                          "installed plugins may be named (see `polydiff plugins`)")
-    return hit[2]
-
-
-def missing_plugin_hint(path: str, made_by: Mapping[str, str] | None = None) -> str:
-    """`` (it belongs to plugin 'x', which is broken: ...)`` when ``path`` lies in the package of a plugin that
-    did not load (or that ``made_by`` names and is not installed); ``""`` otherwise."""
-    from .plugins_manager import get_plugin_manager
-
-    infos = get_plugin_manager().infos
-    for info in infos.values():
-        pkg = info.module.split(":")[0]
-        if not info.ok and (path == pkg or path.startswith(pkg + ".")):
-            return f" (it belongs to {info.summary()})"
-    for name, version in dict(made_by or {}).items():
-        if name not in infos:
-            return f" (the checkpoint was made with plugin {name!r} {version}, which is not installed here)"
-        if not infos[name].ok:
-            return f" (the checkpoint was made with {infos[name].summary()})"
-    return ""
-
-
-def instantiate(spec: Any, kind: str, where: str | None = None) -> Any:
-    """Build a component from an object (returned unchanged), a registry short name, or a
-    ``{"class_path": ..., "init_args": {...}}`` spec whose init args may themselves be specs. Class paths are
-    resolved through the plugin registry only (:func:`resolve_component`), never imported. The spec is
-    remembered on the object (``_polydiff_spec``) so hyper-parameters stay plain types."""
-    where = where or kind
-    if spec is None or not isinstance(spec, (str, Mapping)):
-        return spec
-    if isinstance(spec, str):
-        spec = {"class_path": spec, "init_args": {}}
-    if "class_path" not in spec:
-        raise ConfigError(f"{where}: spec {dict(spec)} has no 'class_path'")
-    cls = resolve_component(spec["class_path"], kind, f"{where}.class_path")
-    raw_args = spec.get("init_args") or {}
-    if not isinstance(raw_args, Mapping):
-        raise ConfigError(f"{where}.init_args: expected a mapping of argument names to values, got {raw_args!r}")
-    raw_args = {**raw_args, **dict(spec.get("dict_kwargs") or {})}
-    init_args = {k: build_value(v, str(k), f"{where}.init_args.{k}") for k, v in raw_args.items()}
-    try:
-        obj = cls(**init_args)
-    except PolydiffError:
-        raise
-    except _BUILD_ERRORS as exc:  # wrong types or sizes in a spec (from a file or a caller)
-        raise ConfigError(f"{where}: cannot build {cls.__name__} from init_args {sorted(init_args)}: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-    try:
-        obj._polydiff_spec = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": _plain(init_args)}
-    except AttributeError:  # objects with __slots__
-        pass
-    return obj
-
-
-def build_value(value: Any, key: str, where: str) -> Any:
-    """A hyper-parameter value with every nested ``{"class_path": ...}`` spec built (registry only); plain
-    values are returned unchanged."""
-    if isinstance(value, Mapping):
-        if "class_path" in value:
-            return instantiate(value, key, where)
-        return {k: build_value(v, str(k), f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [build_value(v, key, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
-def check_registered(value: Any, where: str, kind: str = "module") -> None:
-    """Raise a :class:`ConfigError` unless every class path in ``value`` (``_class_path`` / ``class_path`` keys,
-    at any depth) names a registered component and ``_instantiator`` is LightningCLI's. For hyper-parameters
-    that a third-party parser (LightningCLI) will instantiate: it then only meets registered classes."""
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            key = f"{where}.{k}"
-            if k == "_instantiator":
-                if v != LIGHTNING_INSTANTIATOR:
-                    raise ConfigError(f"{key}: {v!r} is not accepted; checkpoints may only hold {LIGHTNING_INSTANTIATOR!r}")
-            elif k in ("_class_path", "class_path"):
-                resolve_component(v, kind if k == "_class_path" else "", key)
-            else:
-                check_registered(v, key, str(k))
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            check_registered(v, f"{where}[{i}]", kind)
-
-
-def _resolve_hparams(hp: dict, path, base: type, kind: str, where: str) -> tuple[type, dict]:
-    if path is None or path == f"{base.__module__}.{base.__qualname__}":  # the class the caller named in code
-        cls = base
-    else:
-        cls = resolve_component(path, kind, f"{where}._class_path")
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(f"{where}._class_path: {path!r} is not a {base.__name__}")
-    args = {}
-    for k, v in hp.items():
-        if not isinstance(k, str) or not k.isidentifier():
-            raise ConfigError(f"{where}: hyper-parameter name {k!r} is not an identifier")
-        if isinstance(v, Mapping) and "class_path" in v and v.get("init_args", {}) is None:
-            raise ConfigError(
-                f"{where}.{k}: was a Python object without a spec; build the module with registry names or "
-                "{class_path, init_args} specs (as the CLI does) to rebuild it from a checkpoint")
-        args[k] = build_value(v, k, f"{where}.{k}")
-    return cls, args
-
-
-def rebuild_from_hparams(hp: Mapping[str, Any], base: type, kind: str, where: str,
-                         default_class_path: str | None = None, made_by: Mapping[str, str] | None = None) -> Any:
-    """An object of a registered subclass of ``base`` from hyper-parameters stored in a checkpoint (the
-    module's or the data module's): ``_class_path`` must name a registered ``kind``, ``_instantiator`` may only
-    be LightningCLI's (recognised, never called), and every nested spec goes through :func:`instantiate`."""
-    hp = dict(hp)
-    inst = hp.pop("_instantiator", None)
-    if inst is not None and inst != LIGHTNING_INSTANTIATOR:
-        raise ConfigError(f"{where}._instantiator: {inst!r} is not accepted; checkpoints may only hold "
-                          f"{LIGHTNING_INSTANTIATOR!r} (written by the polydiff CLI)")
-    path = hp.pop("_class_path", None) or default_class_path
-    try:
-        cls, args = _resolve_hparams(hp, path, base, kind, where)
-    except ConfigError as exc:
-        hint = missing_plugin_hint("", made_by)
-        if hint and "is not a registered component" in str(exc) and hint not in str(exc):
-            raise ConfigError(f"{exc}{hint}") from None
-        raise
-    try:
-        return cls(**args)
-    except PolydiffError:
-        raise
-    except _BUILD_ERRORS as exc:
-        raise ConfigError(f"{where}: cannot build {cls.__name__} from the stored hyper-parameters: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-
-
-def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
-    """The ``polydiff`` entry of a checkpoint with every field of the expected type (a :class:`DataError`
-    naming the field otherwise); {} when absent."""
-    extra = checkpoint.get("polydiff")
-    if extra is None:
-        return {}
-    if not isinstance(extra, Mapping):
-        raise DataError(f"{name}: 'polydiff' is a {type(extra).__name__}; expected a mapping")
-    extra = dict(extra)
-
-    def bad(key, expected):
-        raise DataError(f"{name}: polydiff.{key} is {extra[key]!r:.80}; expected {expected}")
-
-    if extra.get("domain") is not None and not isinstance(extra["domain"], str):
-        bad("domain", "a domain name")
-    shape = extra.get("sample_shape")
-    if shape is not None and not (isinstance(shape, (list, tuple)) and
-                                  all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
-        bad("sample_shape", "a list of positive integers")
-    for key in ("train_generator", "rng_cpu"):
-        if key in extra and not (torch.is_tensor(extra[key]) and extra[key].dtype == torch.uint8):
-            bad(key, "a uint8 RNG state tensor")
-    if "rng_cuda" in extra and not (isinstance(extra["rng_cuda"], (list, tuple)) and
-                                    all(torch.is_tensor(s) and s.dtype == torch.uint8 for s in extra["rng_cuda"])):
-        bad("rng_cuda", "a list of uint8 RNG state tensors")
-    if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
-        bad("train_generator_device", "a device name")
-    if extra.get("data") is not None and not (isinstance(extra["data"], Mapping)
-                                              and all(isinstance(k, str) for k in extra["data"])):
-        bad("data", "a mapping of the data module's checkpoint_metadata()")
-    if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
-                                        or not isinstance(checkpoint["global_step"], int)):
-        raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")
-    return extra
-
-
-def _plain(value: Any) -> Any:
-    """A weights_only-loadable description of a hyper-parameter value."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    spec = getattr(value, "_polydiff_spec", None)
-    if spec is not None:
-        return spec
-    cls = type(value)
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": None}
-
-
-def datamodule_from_checkpoint(checkpoint: Mapping, name: str = "checkpoint"):
-    """The data module a CLI-made checkpoint records (``datamodule_hyper_parameters``), rebuilt through the
-    plugin registry only; None when the checkpoint records none. Not set up (no download starts)."""
-    from .data import DiffusionDataModule
-
-    hp = checkpoint.get("datamodule_hyper_parameters")
-    if not hp:
-        return None
-    if not isinstance(hp, Mapping):
-        raise DataError(f"{name}: datamodule_hyper_parameters is a {type(hp).__name__}, expected a mapping")
-    if "_class_path" not in hp:
-        return None
-    extra = checkpoint.get("polydiff") if isinstance(checkpoint.get("polydiff"), Mapping) else {}
-    made_by = extra.get("plugins") if isinstance(extra.get("plugins"), Mapping) else None
-    return rebuild_from_hparams(hp, DiffusionDataModule, "datamodule", f"{name}: datamodule_hyper_parameters",
-                                made_by=made_by)
-
-
-def load_model_checkpoint(path: str | Path, map_location: Any = "cpu", options: Mapping[str, str] | None = None,
-                          fmt: str | None = None) -> dict:
-    """A checkpoint as :meth:`DiffusionModule.from_checkpoint` reads it: a polydiff checkpoint as loaded
-    (:func:`polydiff.checkpointing.load_checkpoint`, data only), or a foreign one (a paper's released weights)
-    converted by the plugin converter that recognises it (``polydiff_checkpoint_converters``; ``fmt`` names one).
-    ``options`` are passed to the converter."""
-    from .checkpointing import load_checkpoint
-    from .plugins_manager import get_plugin_manager
-
-    raw = load_checkpoint(path, map_location=map_location)
-    hp = raw.get("hyper_parameters")
-    if fmt is None and isinstance(hp, Mapping) and hp:
-        return raw
-    converted = get_plugin_manager().convert_checkpoint(raw, str(path), options, name=fmt)
-    return raw if converted is None else converted
-
-
-def load_yaml_config(path: str | Path) -> dict:
-    """A YAML config file as a mapping, parsed with ``yaml.safe_load`` (no tags that build Python objects), with
-    one-line :class:`ConfigError` for a missing, unreadable, malformed or non-mapping file, or one whose
-    aliases expand to an absurd size."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML config") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as exc:
-        raise ConfigError(f"{path}: {_yaml_where(exc)}YAML tag refused ({exc.problem}); configs are data: "
-                          "plain mappings, lists, strings and numbers only") from None
-    except yaml.YAMLError as exc:
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: {_yaml_where(exc)}not valid YAML ({what})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: YAML nested too deeply") from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping (trainer:, model:, data:, ...), "
-                          f"got a {type(cfg).__name__}")
-    _check_size(cfg, str(path))
-    return cfg
-
-
-def _yaml_where(exc) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-
-
-def _check_size(cfg: Any, path: str, limit: int = 100_000) -> None:
-    """Refuse configs whose YAML aliases expand (when walked) to more than ``limit`` nodes ("billion laughs")."""
-    sizes: dict[int, int] = {}
-
-    def size(v, depth=0) -> int:
-        if depth > 200:
-            raise ConfigError(f"{path}: YAML nested more than 200 levels deep")
-        if not isinstance(v, (dict, list)):
-            return 1
-        if id(v) in sizes:
-            return sizes[id(v)]
-        items = v.values() if isinstance(v, dict) else v
-        n = 1
-        for x in items:
-            n += size(x, depth + 1)
-            if n > limit:
-                raise ConfigError(f"{path}: the config expands to more than {limit} values (YAML aliases?)")
-        sizes[id(v)] = n
-        return n
-
-    size(cfg)
-
-
-def datamodule_from_config(path: str | Path):
-    """The data module of a YAML config's ``data:`` section (short names or registered class paths only),
-    not set up. Used where a config is read outside LightningCLI (``sample/evaluate --config``)."""
-    from .plugins_manager import get_plugin_manager, resolve_config_names
-
-    cfg = load_yaml_config(path)
-    data = resolve_config_names(cfg, get_plugin_manager().registry).get("data")
-    if data is None:
-        raise ConfigError(f"{path}: has no 'data:' section")
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: data: must be a {{class_path, init_args}} mapping or a data module name, got {data!r}")
-    return instantiate(data, "datamodule", f"{path}: data")
-
-
-class EMA(nn.Module):
-    """Exponential moving average of a module's parameters (buffers are copied).
-
-    θ_ema ← d θ_ema + (1 − d) θ with d = min(decay, (1 + n)/(10 + n)) after n updates when ``warmup`` is on
-    (the warm-up of TensorFlow's ExponentialMovingAverage with ``num_updates``, which lets short runs use the
-    paper decay). Ho et al. 2020 (§4) and Song et al. 2021 (App. D) use decay 0.9999.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True):
-        super().__init__()
-        if not 0.0 <= decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {decay}")
-        self.module = copy.deepcopy(model).requires_grad_(False).eval()
-        self.decay, self.warmup = decay, warmup
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-    def current_decay(self) -> float:
-        n = int(self.num_updates)
-        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.num_updates += 1
-        d = self.current_decay()
-        ema_p = [p for p in self.module.parameters()]
-        new_p = [p.detach() for p in model.parameters()]
-        if len(ema_p) != len(new_p):
-            raise ShapeError("EMA and model have different parameter lists")
-        torch._foreach_lerp_(ema_p, new_p, 1.0 - d)
-        for b_ema, b in zip(self.module.buffers(), model.buffers()):
-            b_ema.copy_(b)
-
-    def train(self, mode: bool = True):  # the averaged copy is always in eval mode
-        super().train(mode)
-        self.module.eval()
-        return self
-
-
 class _Conditioned(nn.Module):
     """backbone(x, t, conditioner(cond)): the conditioner turns raw conditions into backbone inputs."""
 
@@ -434,44 +59,6 @@ class _Conditioned(nn.Module):
 
     def forward(self, x, t, cond=None):
         return self.backbone(x, t, self.conditioner(dict(cond or {})))
-
-
-def drop_conditions(cond: Mapping[str, Tensor], p: float, num_classes: int | None,
-                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Replace each sample's conditions by the null condition with probability ``p`` (Ho & Salimans 2022,
-    classifier-free guidance, Alg. 1): integer labels by the null index ``num_classes``, float conditions
-    by zeros; all condition keys of a sample are dropped together. Mask keys are never touched."""
-    keys = [k for k in cond if k not in ("presence", "known", "observed")]
-    if p <= 0 or not keys:
-        return dict(cond)
-    n = cond[keys[0]].shape[0]
-    drop = torch.rand(n, generator=generator, device=generator.device if generator is not None else None) < p
-    out = dict(cond)
-    for k in keys:
-        v = cond[k]
-        d = drop.to(v.device).reshape(n, *([1] * (v.ndim - 1)))
-        if v.is_floating_point():
-            out[k] = torch.where(d, torch.zeros_like(v), v)
-        else:
-            if num_classes is None:
-                raise ConfigError(f"cond_drop_prob > 0 with integer condition {k!r} needs num_classes (the null index)")
-            out[k] = torch.where(d, torch.full_like(v, num_classes), v)
-    return out
-
-
-def null_conditions(cond: Mapping[str, Tensor], num_classes: int | None) -> dict[str, Tensor]:
-    """The null condition ∅ of classifier-free guidance for every sample (see :func:`drop_conditions`)."""
-    out = {}
-    for k, v in cond.items():
-        if k in ("presence", "known", "observed"):
-            out[k] = v
-        elif v.is_floating_point():
-            out[k] = torch.zeros_like(v)
-        elif num_classes is None:
-            raise ConfigError(f"guidance with integer condition {k!r} needs num_classes (the null index)")
-        else:
-            out[k] = torch.full_like(v, num_classes)
-    return out
 
 
 class DiffusionModule(L.LightningModule):
@@ -496,7 +83,7 @@ class DiffusionModule(L.LightningModule):
         conditioner: optional module mapping raw ``cond`` to backbone conditions.
         num_classes: number of classes of ``cond["label"]``; index ``num_classes`` is the null label.
         cond_drop_prob: probability of the null condition in training (Ho & Salimans 2022: 0.1–0.2).
-        ema_decay, ema_warmup: see :class:`EMA`.
+        ema_decay, ema_warmup: see :class:`polydiff.ema.EMA`.
         lr, weight_decay, betas: AdamW (Loshchilov & Hutter 2019); lr 2e-4 as Ho et al. 2020.
         warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000).
         lr_decay_at, lr_decay_gamma: step decay: the lr is multiplied by ``lr_decay_gamma`` at each of these
@@ -625,7 +212,7 @@ class DiffusionModule(L.LightningModule):
         """Hyper-parameters given as objects are replaced by their class_path specs (weights_only checkpoints)."""
         for k in list(self.hparams):
             if k != "_instantiator":
-                self.hparams[k] = _plain(self.hparams[k])
+                self.hparams[k] = plain_value(self.hparams[k])
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -812,14 +399,8 @@ class DiffusionModule(L.LightningModule):
         out = _to_cpu(self.sample(x.shape[0], generator=g, cond=cond or None, presence=presence, known=known,
                                   x_known=x_known, shape=tuple(x.shape[1:])))
         if self._trainer is not None:  # written through the plugin like every other sample
-            from .plugins_manager import get_plugin_manager
-
-            ctx = {"datamodule": self.datamodule, "module": self, "stage": "predict", "step": self.global_step,
-                   "prefix": f"predict_rank{self.global_rank}_batch{batch_idx:05d}"}
-            paths = get_plugin_manager().write_artifacts(self.domain, out, self.artifact_dir() / "predict", ctx)
-            if not paths:
-                atomic_torch_save({"samples": out, "domain": self.domain},
-                                  self.artifact_dir() / "predict" / f"{ctx['prefix']}.pt")
+            write_and_evaluate(self, out, "predict", out_dir=self.artifact_dir() / "predict",
+                               prefix=f"predict_rank{self.global_rank}_batch{batch_idx:05d}")
         return out
 
     def configure_optimizers(self):
@@ -932,8 +513,8 @@ class DiffusionModule(L.LightningModule):
         """Rebuild a module (of the class that was trained) from a checkpoint alone; EMA weights, sample shape
         and domain come back too, and the data module's :attr:`data_metadata` (e.g. training statistics).
 
-        The file is read as data (:func:`load_model_checkpoint`: a foreign format, such as a paper's released
-        weights, is converted by the plugin that declares it) and every class it names
+        The file is read as data (:func:`polydiff.components.load_model_checkpoint`: a foreign format, such as a
+        paper's released weights, is converted by the plugin that declares it) and every class it names
         (the module, each component spec) is resolved through the plugin registry, never imported: a
         checkpoint naming anything else is refused with a :class:`ConfigError` naming the key and value.
         ``checkpoint``: the contents of ``path`` if the caller has already loaded them."""
@@ -1043,8 +624,6 @@ class DiffusionModule(L.LightningModule):
                                        known, x_known, kwargs)
             return _sample_batch(x0, cond, presence, known)
         if cond and guidance_scale != 1.0:
-            from .guidance import ClassifierFreeGuidance
-
             num_classes = h.num_classes
             model = ClassifierFreeGuidance(model, guidance_scale,
                                            null_cond=lambda c: null_conditions(c, num_classes))
@@ -1134,13 +713,9 @@ class DiffusionModule(L.LightningModule):
         if (trainer.current_epoch + 1) % h.val_sample_every_n_epochs != 0 or not trainer.is_global_zero:
             return
         samples = self.generate(h.val_num_samples, seed=h.seed + 1)
-        from .plugins_manager import get_plugin_manager
-
-        pm = get_plugin_manager()
-        ctx = {"datamodule": self.datamodule, "module": self, "stage": "val", "step": self.global_step,
-               "prefix": f"val_step{self.global_step:07d}", "generator": torch.Generator().manual_seed(h.seed)}
-        pm.write_artifacts(self.domain, samples, self.artifact_dir(), ctx)
-        metrics = pm.evaluate(self.domain, samples, self.datamodule, ctx)
+        _, metrics = write_and_evaluate(self, samples, "val", out_dir=self.artifact_dir(),
+                                        prefix=f"val_step{self.global_step:07d}", evaluate=True,
+                                        generator=torch.Generator().manual_seed(h.seed), save_unhandled=False)
         for k, v in metrics.items():
             self.log(f"val/{k}", v, rank_zero_only=True)
 
@@ -1157,18 +732,10 @@ class DiffusionModule(L.LightningModule):
 
     def write_samples(self, n: int, out_dir: str | Path, seed: int | None = None, stage: str = "sample",
                       prefix: str = "samples", **sample_kw) -> list[Path]:
-        """Draw ``n`` samples and write them through ``polydiff_write_artifacts``; if no plugin handles the
-        domain, the raw tensors are saved as ``<prefix>.pt`` (atomically). Returns the paths."""
-        from .plugins_manager import get_plugin_manager
-
+        """Draw ``n`` samples and write them (:func:`polydiff.evaluation.write_and_evaluate`: the domain's
+        artifact hook, else the raw tensors as ``<prefix>.pt``). Returns the paths."""
         samples = self.generate(n, seed=seed, **sample_kw)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ctx = {"datamodule": self.datamodule, "module": self, "stage": stage, "step": self.global_step,
-               "prefix": prefix}
-        paths = get_plugin_manager().write_artifacts(self.domain, samples, out_dir, ctx)
-        if not paths:
-            paths = [atomic_torch_save({"samples": samples, "domain": self.domain}, out_dir / f"{prefix}.pt")]
+        paths, _ = write_and_evaluate(self, samples, stage, out_dir=out_dir, prefix=prefix)
         return paths
 
 

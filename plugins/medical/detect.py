@@ -284,7 +284,7 @@ def add_classifier_arguments(p):
 
 def run_train_classifier(args) -> int:
     from polydiff import VP
-    from polydiff.training import datamodule_from_config
+    from polydiff.components import datamodule_from_config
 
     from .networks import NoisyClassifier
     from .train import fit_classifier

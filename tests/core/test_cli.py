@@ -178,7 +178,7 @@ def test_sample_without_a_usable_data_module(tmp_path, monkeypatch, capsys):
             num_classes: 9
             final_num_samples: 0
         data:
-          class_path: polydiff.testing.MixtureDataModule
+          class_path: polydiff.testing_data.MixtureDataModule
           init_args: {n_train: 64, n_val: 32, batch_size: 32, conditional: true}
         checkpoint: {dirpath: ck}
         """))

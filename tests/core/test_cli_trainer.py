@@ -38,7 +38,7 @@ def _mixture_config(path: Path, steps: int = 2) -> Path:
             final_num_samples: 4
             sample_steps: 2
         data:
-          class_path: polydiff.testing.MixtureDataModule
+          class_path: polydiff.testing_data.MixtureDataModule
           init_args: {{n_train: 64, n_val: 32, batch_size: 32}}
         """))
     return path

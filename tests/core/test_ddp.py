@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
     import sys
     import lightning as L
     import torch
-    from polydiff.testing import MixtureDataModule
+    from polydiff.testing_data import MixtureDataModule
     from polydiff.training import DiffusionModule
 
     torch.set_num_threads(1)

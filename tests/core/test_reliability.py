@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from polydiff import cli
 from polydiff.checkpointing import AtomicCheckpointIO, PolydiffCheckpoint
 from polydiff.errors import DataError, ShapeError
-from polydiff.testing import MixtureDataModule
+from polydiff.testing_data import MixtureDataModule
 from polydiff.training import DiffusionModule
 
 
@@ -143,7 +143,7 @@ model:
     val_num_samples: 0
     final_num_samples: 0
 data:
-  class_path: polydiff.testing.MixtureDataModule
+  class_path: polydiff.testing_data.MixtureDataModule
   init_args: {n_train: 64, n_val: 32, batch_size: 32}
 """
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_first_party_tasks_come_from_their_own_packages():
     pm = get_plugin_manager(reload=True)
     tasks = pm.registry.items("task")
-    for domain in ("image", "timeseries", "pointcloud", "medical"):
+    for domain in ("image", "timeseries", "pointcloud", "medical", "audio"):
         shipped = sorted((REPO / "plugins" / domain / "configs").glob("*.yaml"))
         assert shipped, domain
         for path in shipped:

@@ -8,11 +8,14 @@ import lightning as L
 import pytest
 import torch
 
+from polydiff.ema import EMA
 from polydiff.errors import ConfigError
+from polydiff.guidance import drop_conditions, null_conditions
 from polydiff.hookspecs import hookimpl
 from polydiff.plugins_manager import get_plugin_manager
-from polydiff.testing import ExactDenoiser, MixtureDataModule, sliced_wasserstein
-from polydiff.training import EMA, DiffusionModule, drop_conditions, null_conditions
+from polydiff.testing import ExactDenoiser, sliced_wasserstein
+from polydiff.testing_data import MixtureDataModule
+from polydiff.training import DiffusionModule
 
 
 

@@ -54,7 +54,21 @@ def test_medical_plugin_task_conforms(tmp_path):
     assert report["tasks"]["medical/wolleb_brats"]["sample_shape"] == (4, 32, 32)
 
 
-@pytest.mark.parametrize("plugin", ["image", "timeseries", "pointcloud", "medical"])
+def test_audio_plugin_conforms(tmp_path):
+    pytest.importorskip("librosa")
+    fixture = require_shared("audio", "fixture", "fsdd")
+    fsdd = require_shared("audio", "fsdd", "recordings")
+    small = {"root": str(fixture), "label_regex": r"^(\d)_", "length": 2048, "batch_size": 4,
+             "mel": {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 16}}
+    kw = {"AudioFolder": small, "FSDD": {**small, "root": str(fsdd), "limit": 10}}
+    report = check_plugin("audio", datamodules=["AudioFolder"], tasks=["audio/fsdd_digits"], datamodule_kwargs=kw,
+                          out_dir=tmp_path)
+    assert report["datamodules"] == {"AudioFolder": (1, 2048)}
+    assert report["tasks"]["audio/fsdd_digits"]["sample_shape"] == (1, 2048)
+    assert any(p.suffix == ".wav" for p in report["artifacts"]) and any(p.suffix == ".png" for p in report["artifacts"])
+
+
+@pytest.mark.parametrize("plugin", ["image", "timeseries", "pointcloud", "medical", "audio"])
 def test_every_first_party_plugin_is_declared_and_registers(plugin, tmp_path):
     report = check_plugin(plugin, datamodules=[], out_dir=tmp_path)  # entry point, hooks, components, tasks
     assert any(c.startswith("task:") for c in report["components"])

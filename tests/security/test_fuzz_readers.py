@@ -143,6 +143,11 @@ def _by_format(name: str, suffix: str, sample: Callable[[], dict]):
     return _via(write, suffix)
 
 
+def _tone(rate: int) -> dict:
+    t = torch.arange(rate // 10) / rate
+    return {"x": (0.3 * torch.sin(2 * torch.pi * 440 * t))[None, None], "cond": {"sample_rate": torch.tensor([rate])}}
+
+
 def _angles() -> dict:
     g = torch.Generator().manual_seed(0)
     return {"x": (torch.rand(1, 12, 6, generator=g) * 2 - 1) * 3.0}
@@ -162,6 +167,10 @@ SEEDS: dict[str, list[tuple[str, Callable[[Path], bytes]]]] = {
     "nifti": [(".nii", _nifti(False)), (".nii.gz", _nifti(True)), (".nii", _nifti(False, ndim=2))],
     "png-slice": [(".png", _png("L")), (".png", _png("I;16"))],
     "png": [(".png", _png("RGB")), (".png", _png("L"))],
+    "wav": [(".wav", _by_format("wav", ".wav", lambda: _tone(8000))),
+            (".wav", _by_format("wav", ".wav", lambda: _tone(16000)))],
+    "flac": [(".flac", _by_format("flac", ".flac", lambda: _tone(8000)))],
+    "ogg": [(".ogg", _by_format("ogg", ".ogg", lambda: _tone(8000)))],
 }
 TEXT_SUFFIXES = (".csv", ".off", ".obj", ".xyz", ".pcd", ".ply", ".yaml", ".pdb", ".cif")
 
@@ -293,7 +302,8 @@ def _checkpoint() -> dict:
 
 def _rebuild(path):
     from polydiff.checkpointing import load_checkpoint
-    from polydiff.training import DiffusionModule, datamodule_from_checkpoint
+    from polydiff.components import datamodule_from_checkpoint
+    from polydiff.training import DiffusionModule
 
     raw = load_checkpoint(path)
     module = DiffusionModule.from_checkpoint(path, checkpoint=raw)
@@ -408,7 +418,7 @@ data:
 
 def test_yaml_configs_survive_mutations(tmp_path):
     from polydiff.data import DiffusionDataModule
-    from polydiff.training import datamodule_from_config
+    from polydiff.components import datamodule_from_config
 
     def check(dm, where):
         assert isinstance(dm, DiffusionDataModule), f"{where}: built {type(dm).__name__}"

@@ -223,13 +223,20 @@ def test_fit_with_an_unknown_process_name_is_one_line(tmp_path, monkeypatch, cap
 
 
 def test_checkpoint_records_its_plugins_and_a_missing_plugin_is_named(tmp_path, monkeypatch, capsys):
+    import types
+
+    from polydiff.testing_data import MixtureDataModule
+
     monkeypatch.chdir(tmp_path)
+    alias = types.ModuleType("toy_alias")  # a module that re-exports the data module under another name
+    alias.Mixture = MixtureDataModule
+    monkeypatch.setitem(sys.modules, "toy_alias", alias)
     (tmp_path / "m.yaml").write_text(textwrap.dedent("""\
         trainer: {max_steps: 1, accelerator: cpu, limit_val_batches: 0, enable_model_summary: false, logger: false}
         model:
           class_path: DiffusionModule
           init_args: {backbone: {class_path: MLP, init_args: {dim: 2, hidden: 8, depth: 1}}, final_num_samples: 0}
-        data: {class_path: polydiff.testing.MixtureDataModule, init_args: {n_train: 32, n_val: 8, batch_size: 16}}
+        data: {class_path: toy_alias.Mixture, init_args: {n_train: 32, n_val: 8, batch_size: 16}}
         checkpoint: {dirpath: ck}
         """))
     assert cli.main(["fit", "--config", "m.yaml"]) == 0
