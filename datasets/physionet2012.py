@@ -135,8 +135,9 @@ def parse_record(text: str | bytes, name: str = "<record>") -> np.ndarray:
     return _fill(df, np.zeros(len(df), dtype=np.int64), 1, name, lines=True)[0]
 
 
-def _iter_sources(source: Path):
-    """Yield (record_id, bytes) from a .tar(.gz) archive or a folder of RecordID.txt files."""
+def iter_record_files(source: str | Path):
+    """Yield (record_id, bytes) from a .tar(.gz) archive or a folder of RecordID.txt files (file order)."""
+    source = Path(source)
     if source.is_dir():
         for p in source.iterdir():
             m = _ID.search(p.name)
@@ -159,7 +160,7 @@ def _iter_sources(source: Path):
 def load_records(source: str | Path, max_records: int | None = None) -> PhysioNetRecords:
     """Parse every ``RecordID.txt`` of a set (tar.gz or folder), ordered by id like the official code."""
     source = Path(source)
-    texts = dict(_iter_sources(source))
+    texts = dict(iter_record_files(source))
     if not texts:
         raise DataError(f"{source}: contains no RecordID.txt files (expected names like 132539.txt)")
     ids = sorted(texts)[:max_records]

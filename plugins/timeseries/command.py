@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint: written by polydiff fit or convert, or the official "
                    "CSDI model.pth")
     p.add_argument("--input", "--csv", dest="input", required=True,
-                   help="a CSV/Parquet series, a PhysioNet Time,Parameter,Value record, or a folder of them")
+                   help="a CSV/Parquet series, a PhysioNet Time,Parameter,Value record, a folder of them, or a "
+                   "PhysioNet set archive (set-b.tar.gz)")
     p.add_argument("--out", required=True, help="output CSV (one record) or folder (several records)")
     p.add_argument("--record-column", default=None, help="column holding the record id of a long file "
                    "(one output file per record)")
@@ -177,7 +178,7 @@ def _load_module(ckpt: str):
 
 def run(args) -> int:
     from .artifacts import parse_quantiles, plot_series, write_imputed_csv, write_summary
-    from .records import Failed, align, check_record_column, read_inputs
+    from .records import Failed, align, check_record_column, is_archive, read_inputs
 
     quantiles = parse_quantiles(args.quantiles)
     for flag, value, low in (("--samples", args.samples, 1), ("--horizon", args.horizon, 0),
@@ -186,7 +187,7 @@ def run(args) -> int:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
     check_record_column(args.record_column, Path(args.input))
     entries, skipped = read_inputs(args.input, args.time_column, args.record_column)
-    batch = Path(args.input).is_dir() or args.record_column is not None
+    batch = Path(args.input).is_dir() or args.record_column is not None or is_archive(Path(args.input))
     module = _load_module(args.ckpt)
     model = model_series(module, f"--ckpt {args.ckpt}")
     names = model.names or None

@@ -9,7 +9,7 @@ A record is one multivariate series with gaps. Sources:
   variables, the last value of an hour wins); parameters outside the 35 (``RecordID``, ``Age``, ``Weight``, ...)
   are listed as ignored;
 * a folder of such files (searched recursively; when it holds PhysioNet records, the other files, such as
-  ``Outcomes-a.txt``, are skipped and listed).
+  ``Outcomes-a.txt``, are skipped and listed), or a PhysioNet set archive (``set-b.tar.gz``).
 
 Columns are matched to the model's variables by name (:func:`align`): any order; a variable the record lacks, or
 never observes, is all missing and imputed from the others; a column the model does not know is a
@@ -66,18 +66,41 @@ def is_physionet(path: Path) -> bool:
     return _first_line(path) == PHYSIONET_HEADER
 
 
-def read_physionet(path: Path, name: str | None = None) -> Record:
-    """A PhysioNet 2012 ``RecordID.txt`` as a 48 × 35 record (see the module docstring)."""
+def read_physionet(path: Path, name: str | None = None, raw: bytes | None = None) -> Record:
+    """A PhysioNet 2012 ``RecordID.txt`` (or its bytes ``raw``, e.g. from an archive) as a 48 × 35 record (see the
+    module docstring)."""
+    import io
+
     import pandas as pd
 
     from polydiff.datasets import physionet2012 as physio
 
-    raw = path.read_bytes()
+    raw = Path(path).read_bytes() if raw is None else raw
     values = physio.parse_record(raw, name=str(path))
-    params = pd.read_csv(path, usecols=["Parameter"])["Parameter"].dropna().astype(str).unique()
+    params = pd.read_csv(io.BytesIO(raw), usecols=["Parameter"])["Parameter"].dropna().astype(str).unique()
     ignored = sorted(set(params) - set(physio.ATTRIBUTES))
     times = np.array([f"{h:02d}:00" for h in range(physio.NUM_HOURS)])
-    return Record(name or path.stem, str(path), "Time", times, list(physio.ATTRIBUTES), values, ignored, True)
+    return Record(name or Path(path).stem, str(path), "Time", times, list(physio.ATTRIBUTES), values, ignored, True)
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith((".tar.gz", ".tgz", ".tar"))
+
+
+def read_archive(path: Path) -> list[Record | Failed]:
+    """Every ``RecordID.txt`` of a PhysioNet set archive (``set-b.tar.gz``), in record-id order."""
+    from polydiff.datasets import physionet2012 as physio
+
+    out: list[Record | Failed] = []
+    for rid, raw in sorted(physio.iter_record_files(path)):
+        where = f"{path}:{rid}.txt"
+        try:
+            out.append(read_physionet(Path(where), rid, raw))
+        except DataError as exc:
+            out.append(Failed(rid, where, str(exc)))
+    if not out:
+        raise DataError(f"{path}: contains no RecordID.txt files (expected names like 132539.txt)")
+    return out
 
 
 def read_table(path: Path, time_column: str | None = None, record_column: str | None = None) -> list[Record]:
@@ -120,6 +143,8 @@ def read_inputs(path: str | Path, time_column: str | None = None,
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file():
+        if is_archive(path):
+            return read_archive(path), []
         if is_physionet(path):
             return [read_physionet(path)], []
         return list(read_table(path, time_column, record_column)), []

@@ -273,6 +273,17 @@ def test_plugins_lists_sssd_note(capsys):
     assert "SSSDBackbone" in out and "not competitive at CPU scale" in out and "+156 %" in out
 
 
-def test_read_inputs_skips_non_records(ts_data):
+def test_read_inputs_folders_and_archives(ts_data, tmp_path):
+    import tarfile
+
     entries, skipped = read_inputs(ts_data["tiny"])
     assert len(entries) == 32 and skipped == ["Outcomes-a.txt"]
+    with tarfile.open(tmp_path / "set-x.tar.gz", "w:gz") as tf:
+        for rid in RECORDS[::-1]:
+            tf.add(ts_data["records"] / f"{rid}.txt", arcname=f"set-x/{rid}.txt")
+    got, _ = read_inputs(tmp_path / "set-x.tar.gz")
+    assert [r.name for r in got] == list(RECORDS)
+    ref = {r.name: r for r in entries}
+    for r in got:
+        np.testing.assert_array_equal(r.values, ref[r.name].values)
+        assert r.ignored == ref[r.name].ignored and r.source.endswith(f"set-x.tar.gz:{r.name}.txt")
