@@ -1,20 +1,32 @@
-"""Medical anomaly detection benchmark on ixi_synth_64 (../shared/data/medical/derived/ixi_synth_64.npz).
+"""Medical anomaly detection benchmark on ixi_synth_64 with subject-level model selection and intervals.
 
-Protocol (Baur et al. 2021; Wyatt et al. 2022): models see healthy training slices only (the
-classifier-free model also sees the image-level labels of the *validation* subjects' lesion slices,
-which is the weak supervision of Sanchez et al. 2022); anomaly maps are |x − x̂|, 3×3 median filtered,
-restricted to the brain mask; the threshold is the 98 % quantile of the maps of the healthy validation
-slices (2 % healthy false-positive rate) — no test label is used. Metrics are pooled over the 80 test
-slices of held-out subjects (40 with 1–3 synthetic lesions). The per-pixel z-score and PCA(k = 16)
-residual baselines are computed here with the same post-processing.
+Data: ``../shared/data/medical/derived/ixi_synth_64.npz`` only (341 healthy training subjects; 59 validation
+subjects and 80 test subjects, one 64×64 slice each, half of them with 1–3 synthetic lesions).
 
-CPU size: models are trained only on the levels they are queried at (t ≤ 250 for AnoDDPM, t ≤ 500
-for the counterfactual method; ``max_level`` in plugins/medical/train.py). Diffusion models run at 32×32
-(2×2 average pooling of the 64×64 slices), reconstruct in 10 strided steps; their residual maps
-are bilinearly upsampled to 64×64 before post-processing, so every method is scored on the same
-64×64 masks as the baselines.
+Protocol (every method family treated alike):
 
-    python benchmarks/medical.py --stage all      # train (cached) + evaluate, prints the markdown table
+1. **Training** (diffusion, per training seed): a DDPM (T = 1000, linear betas, ε-prediction, the engine's
+   U-Net) on the healthy training slices at the data's full **64×64**, with simplex noise (Wyatt et al. 2022;
+   4 octaves from ν = 1/16, persistence 0.8: the paper's 6 octaves from 1/64 at 256² scaled to 64², same top
+   octave) on the levels it is queried at (t ≤ max level). The z-score and PCA baselines are fitted on the same
+   training slices.
+2. **Selection** (per seed and family): subject-level k-fold cross-validation on the *validation* subjects only
+   (``polydiff.plugins.medical.selection.cross_validate``): noise level λ and the number K of averaged
+   reconstructions (diffusion), Gaussian smoothing of the score map (z-score, PCA) and the number of
+   components (PCA), the median-filter size and the threshold percentile (healthy false-positive rate). In each
+   fold the threshold is set on the healthy slices of the other folds' subjects; the criterion is the mean of
+   the fold's pooled AUPRC and Dice. No test subject is used.
+3. **Test**: the chosen setting, its threshold from all healthy validation slices, on the 80 test subjects.
+   AUPRC and Dice with 95 % percentile-bootstrap intervals over test subjects (1000 resamples); with several
+   training seeds the interval is that of the seed-mean (each resample re-weights every seed's maps with the
+   same subject draw), and the per-seed values are printed too.
+
+Families: THOR (Bercea et al. 2024, implicit guidance by temporal harmonisation), AnoDDPM (Wyatt et al. 2022)
+on the same model, per-pixel z-score, PCA residual. Runs on the CPU in stages (models are cached):
+
+    python benchmarks/medical.py --stage train --seeds 0 1 2            # 64×64, step-bound, ≤ 60 min per seed
+    python benchmarks/medical.py --stage eval --seeds 0 1 2             # CV + test table (markdown) + JSON
+    python benchmarks/medical.py --stage all --seeds 0 --train-steps 20 --recon-steps 2 --tiny   # smoke run
 """
 
 from __future__ import annotations
@@ -30,38 +42,34 @@ import torch
 
 from polydiff.checkpointing import atomic_torch_save
 
-torch.set_num_threads(1)
-
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medical" / "derived" / "ixi_synth_64.npz"
 CACHE = Path(os.environ.get("POLYDIFF_BENCH_CACHE", Path.home() / ".cache" / "polydiff" / "bench_medical"))
+SIZE = 64
 
 
-def load(path):
+def load(path=DATA):
+    """→ dict(train (N, 1, 64, 64) in [−1, 1], selection / test :class:`SliceSet` of the val / test subjects)."""
+    from polydiff.plugins.medical.selection import SliceSet
+
     d = np.load(path)
-    f = lambda k: torch.from_numpy(d[k].astype(np.float32))[:, None]  # noqa: E731
-    return dict(
-        train=f("train_img"), val=f("val_img"), test=f("test_img"),
-        val_label=torch.from_numpy(d["val_label"]).long(), test_label=torch.from_numpy(d["test_label"]).long(),
-        test_seg=torch.from_numpy(d["test_seg"])[:, None].bool(), test_subject=list(d["test_subject"]),
-        brain=torch.from_numpy(d["brain"])[None, None].bool(),
-    )
+    img = lambda k: torch.from_numpy(d[k].astype(np.float32))[:, None] * 2 - 1  # noqa: E731
+    brain = torch.from_numpy(d["brain"])[None, None].bool()
+
+    def part(p):
+        return SliceSet(img(f"{p}_img"), torch.from_numpy(d[f"{p}_seg"])[:, None].bool(),
+                        torch.from_numpy(d[f"{p}_label"]).long(), list(d[f"{p}_subject"]), brain)
+
+    return {"train": img("train_img"), "train_subject": list(d["train_subject"]), "selection": part("val"),
+            "test": part("test")}
 
 
-def to_model(x):  # [0, 1] 64×64 → [−1, 1] 32×32
-    return torch.nn.functional.avg_pool2d(x, 2) * 2 - 1
-
-
-def upsample(m):
-    return torch.nn.functional.interpolate(m, scale_factor=2, mode="bilinear", align_corners=False)
-
-
-def make_denoiser(num_classes=None, seed=0):
+def make_denoiser(seed=0):
     from polydiff import VP, Denoiser
     from polydiff.backbones import UNet
 
     torch.manual_seed(seed)
     net = UNet(dims=2, in_channels=1, base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1,
-               attention_levels=(), num_classes=num_classes)
+               attention_levels=())
     return Denoiser(net, VP("linear", num_steps=1000), parameterization="eps")
 
 
@@ -69,230 +77,170 @@ def simplex_space():
     from polydiff import Euclidean
     from polydiff.plugins.medical.simplex import SimplexNoise
 
-    # Paper: ν = 1/64, 6 octaves at 256² (top octave 1/2 cycle/pixel). Same relative scale at 32²:
-    # ν = 1/8, 3 octaves (top octave again 1/2 cycle/pixel), persistence 0.8 as in the paper.
-    return Euclidean(noise=SimplexNoise(octaves=3, persistence=0.8, frequency=1 / 8))
+    return Euclidean(noise=SimplexNoise(octaves=4, persistence=0.8, frequency=1 / 16))
 
 
-MODELS = ("gauss", "simplex", "cfg")
+def model_path(seed, steps):
+    return CACHE / f"simplex{SIZE}_seed{seed}_{steps}.pt"
 
 
-def train(data, names, steps, batch_size, log):
+def train(data, seeds, steps, batch_size, max_level, budget_min, log):
     from polydiff.plugins.medical.train import fit_denoiser
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    x_train = to_model(data["train"])
-    for name in names:
-        path = CACHE / f"{name}_{steps}.pt"
+    for seed in seeds:
+        path = model_path(seed, steps)
         if path.exists():
-            log(f"{name}: cached {path}")
+            log(f"seed {seed}: cached {path}")
             continue
-        g = torch.Generator().manual_seed({"gauss": 1, "simplex": 2, "cfg": 3}[name])
         t0 = time.time()
+        partial = path.with_suffix(".partial.pt")
 
-        def save(ema, step, name=name):  # partial checkpoints: a cut-short run can still be evaluated
-            atomic_torch_save({"step": step, "state_dict": ema.state_dict()}, CACHE / f"{name}_{steps}.partial.pt")
+        def save(ema, step):  # a cut-short run can still be evaluated
+            atomic_torch_save({"step": step, "state_dict": ema.state_dict()}, partial)
 
-        ckpt = dict(checkpoint_every=100, checkpoint_fn=save)
-        if name == "cfg":
-            les = data["val_label"] == 1
-            x = torch.cat([x_train, to_model(data["val"][les])])
-            y = torch.cat([torch.zeros(len(x_train), dtype=torch.long), torch.ones(int(les.sum()), dtype=torch.long)])
-            den = make_denoiser(num_classes=2)
-            ema = fit_denoiser(den, x, labels=y, null_label=2, p_uncond=0.2, steps=steps, batch_size=batch_size,
-                               lr=5e-4, generator=g, ema_decay=0.995, augment_flip=True, log=log, log_every=100,
-                               max_level=500, **ckpt)
-        else:
-            den = make_denoiser()
-            space = simplex_space() if name == "simplex" else None
-            ema = fit_denoiser(den, x_train, steps=steps, batch_size=batch_size, lr=5e-4, generator=g, space=space,
-                               ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=250, **ckpt)
-        atomic_torch_save(ema.state_dict(), path)
-        log(f"{name}: trained {steps} steps in {time.time() - t0:.0f}s -> {path}")
+        ema = fit_denoiser(make_denoiser(seed), data["train"], steps=steps, batch_size=batch_size, lr=5e-4,
+                           generator=torch.Generator().manual_seed(1000 + seed), space=simplex_space(),
+                           ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=max_level,
+                           checkpoint_every=100, checkpoint_fn=save, max_seconds=budget_min * 60)
+        atomic_torch_save({"step": ema.trained_steps, "state_dict": ema.state_dict()}, path)
+        log(f"seed {seed}: trained {ema.trained_steps} of {steps} steps in {time.time() - t0:.0f}s -> {path}")
 
 
-def baselines(data):
-    tr = data["train"]
-    mu, sd = tr.mean(0, keepdim=True), tr.std(0, keepdim=True)
-    _, _, vt = torch.linalg.svd((tr - mu).flatten(1), full_matrices=False)
-    v = vt[:16]
-
-    def zscore(x):
-        return (x - mu).abs() / (sd + 1e-6)
-
-    def pca(x):
-        r = (x - mu).flatten(1)
-        return (r - r @ v.T @ v).abs().reshape(x.shape)
-
-    return {"per-pixel z-score": zscore, "PCA(k=16) residual": pca}
-
-
-def diffusion_methods(data, steps_trained, recon_steps, levels=(250,), ensemble=None):
-    """{row name: (method, number of reconstructions averaged)}; ``ensemble`` = (λ, K) adds AnoDDPM rows at
-    level λ whose residual maps are averaged over K reconstructions with different noise."""
-    from polydiff.plugins.medical.anomaly import AnoDDPM, CFGCounterfactual
-
-    out = {}
-    for name in MODELS:
-        path = CACHE / f"{name}_{steps_trained}.pt"
-        partial = CACHE / f"{name}_{steps_trained}.partial.pt"
-        den = make_denoiser(num_classes=2 if name == "cfg" else None)
-        if path.exists():
-            den.load_state_dict(torch.load(path, weights_only=True))
-            suffix = f" [{steps_trained} steps]"
-        elif partial.exists():
-            blob = torch.load(partial, weights_only=True)
-            den.load_state_dict(blob["state_dict"])
-            suffix = f" [{blob['step']} of {steps_trained} planned steps]"
-        else:
-            continue
-        den.eval()
-        for lam in levels:
-            if name == "gauss":
-                out[f"AnoDDPM, Gaussian (λ={lam})" + suffix] = (AnoDDPM(den, level=lam, steps=recon_steps), 1)
-            elif name == "simplex":
-                out[f"AnoDDPM, simplex (λ={lam})" + suffix] = (
-                    AnoDDPM(den, level=lam, steps=recon_steps, space=simplex_space()), 1)
-        if ensemble is not None and name in ("gauss", "simplex"):
-            lam, k = ensemble
-            space = simplex_space() if name == "simplex" else None
-            label = "simplex" if name == "simplex" else "Gaussian"
-            out[f"AnoDDPM, {label} (λ={lam}), mean of {k} reconstructions" + suffix] = (
-                AnoDDPM(den, level=lam, steps=recon_steps, space=space), k)
-        if name == "cfg":
-            out["Classifier-free counterfactual (L=500, w=3)" + suffix] = (CFGCounterfactual(
-                den, level=500, steps=recon_steps, guidance_scale=3.0, healthy_label=0, null_label=2), 1)
-    return out
-
-
-def wolleb_method(data, steps_trained, recon_steps, clf_steps, log):
-    """Wolleb et al. 2022: the unconditional DDPM is the classifier-free model's null-label branch (trained on
-    the same healthy + lesion slices the paper's DDPM sees), the noise-aware classifier is trained here on the
-    same labels (healthy training slices vs the validation subjects' lesion slices), L = 500, s = 100."""
-    from polydiff.plugins.medical.anomaly import WollebCounterfactual
-    from polydiff.plugins.medical.networks import NoisyClassifier
-    from polydiff.plugins.medical.train import fit_classifier
-
-    path = CACHE / f"cfg_{steps_trained}.pt"
+def load_model(seed, steps):
+    path = model_path(seed, steps)
     if not path.exists():
-        return {}
-    den = make_denoiser(num_classes=2)
-    den.load_state_dict(torch.load(path, weights_only=True))
-    den.eval()
-    torch.manual_seed(7)
-    clf = NoisyClassifier(in_channels=1, num_classes=2, base_channels=16, channel_mults=(1, 2, 2))
-    cpath = CACHE / f"classifier_{clf_steps}.pt"
-    if cpath.exists():
-        clf.load_state_dict(torch.load(cpath, weights_only=True))
-    else:
-        les = data["val_label"] == 1
-        x = torch.cat([to_model(data["train"]), to_model(data["val"][les])])
-        y = torch.cat([torch.zeros(len(data["train"]), dtype=torch.long), torch.ones(int(les.sum()), dtype=torch.long)])
-
-        class _Upto500:  # the classifier is queried at t ≤ L only, like the diffusion model
-            def __init__(self, p):
-                self.p = p
-
-            def sample_time(self, n, generator=None):
-                return torch.randint(1, 501, (n,), generator=generator).double() / 1000
-
-            def q_sample(self, *a):
-                return self.p.q_sample(*a)
-
-        acc = fit_classifier(clf, _Upto500(den.process), x, y, steps=clf_steps, batch_size=32,
-                             generator=torch.Generator().manual_seed(8), log=log, log_every=100)
-        log(f"classifier: train accuracy (last 100 steps) {acc:.3f}")
-        torch.save(clf.state_dict(), cpath)
-    clf.eval()
-    return {f"Wolleb et al. (L=500, s=100) [{steps_trained} steps; classifier {clf_steps} steps]":
-            (WollebCounterfactual(den, clf, level=500, steps=recon_steps, scale=100.0, null_label=2), 1)}
+        path = path.with_suffix(".partial.pt")
+        if not path.exists():
+            return None, 0
+    blob = torch.load(path, weights_only=True)
+    den = make_denoiser(seed)
+    den.load_state_dict(blob["state_dict"])
+    return den.eval(), int(blob["step"])
 
 
-def residual_fn(method, seed, k=1):
-    def fn(x):
-        xm = to_model(x)
-        maps = []
-        for j in range(k):
-            g = torch.Generator().manual_seed(seed + 1000 * j)
-            parts = []
-            for i in range(0, xm.shape[0], 40):
-                parts.append(method.counterfactual(xm[i:i + 40], generator=g))
-            maps.append((xm - torch.cat(parts)).abs() / 2)  # [0, 1] intensity units
-        return upsample(torch.stack(maps).mean(0))
-    return fn
+def maps_for(den, train_x, recon_steps, seed, log):
+    """The selection API's maps function for one training seed (plugins/medical/detect.py ``MapBank``)."""
+    from polydiff.plugins.medical.anomaly import THOR, AnoDDPM
+    from polydiff.plugins.medical.detect import MapBank
+
+    def make(family, level):
+        return (THOR if family == "thor" else AnoDDPM)(den, level=level, steps=recon_steps, space=simplex_space())
+
+    return MapBank(make, seed=10_000 * seed, train=train_x, batch=40, log=log)
 
 
-def evaluate(data, fns, fpr, log):
-    from polydiff.plugins.medical import metrics as M
-    from polydiff.plugins.medical import postprocess as P
+def candidates(args):
+    from polydiff.plugins.medical.selection import settings_grid
 
-    brain = data["brain"]
-    healthy_val = data["val"][data["val_label"] == 0]
-    rows = []
-    for name, fn in fns.items():
-        t0 = time.time()
-        mt = P.postprocess(fn(data["test"]), brain, median=3)
-        mh = P.postprocess(fn(healthy_val), brain, median=3)
-        th = P.threshold_at_fpr(mh, fpr, brain)
-        r = M.evaluate_maps(mt, data["test_seg"], th, brain, data["test_label"], data["test_subject"])
-        r["oracle_dice"] = P.oracle_threshold(mt, data["test_seg"], brain)[1]
-        r["seconds"] = time.time() - t0
-        log(f"{name}: {r}")
-        rows.append((name, r))
-    return rows
+    post = dict(medians=args.medians, fprs=args.fprs)
+    diff = {"level": args.levels, "repeats": args.repeats}
+    return {
+        "THOR (Bercea et al. 2024), simplex": settings_grid("thor", diff, **post),
+        "AnoDDPM (Wyatt et al. 2022), simplex": settings_grid("anoddpm", diff, **post),
+        "per-pixel z-score": settings_grid("zscore", {"blur": args.blurs}, **post),
+        "PCA residual": settings_grid("pca", {"k": args.pca_k, "blur": args.blurs}, **post),
+    }
 
 
-def table(rows, fpr):
-    lines = [
-        f"| method | pixel AUROC | AUPRC | Dice @ {fpr:.0%} healthy FPR | per-slice Dice | image AUROC "
-        "| oracle Dice (uses labels) | eval s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows:
-        lines.append(f"| {name} | {r['pixel_auroc']:.3f} | {r['pixel_auprc']:.3f} | {r['dice']:.3f} | "
-                     f"{r.get('dice_per_slice', float('nan')):.3f} | {r.get('image_auroc', float('nan')):.3f} | "
-                     f"{r['oracle_dice']:.3f} | {r['seconds']:.0f} |")
-    return "\n".join(lines)
+def evaluate(data, args, log):
+    """Per seed: CV per family on the selection subjects, then the chosen setting on the test subjects."""
+    from polydiff.plugins.medical.selection import bootstrap_scores, check_disjoint, cross_validate, score_on_test
+
+    sel, test = data["selection"], data["test"]
+    check_disjoint(sel, test)
+    if set(data["train_subject"]) & (set(sel.subject) | set(test.subject)):
+        raise SystemExit("training subjects overlap the validation/test subjects")
+    cands = candidates(args)
+    per_family = {name: [] for name in cands}
+    cv_rows = {name: [] for name in cands}
+    trained = {}
+    for seed in args.seeds:
+        den, steps = load_model(seed, args.train_steps)
+        if den is None:
+            log(f"seed {seed}: no model (run --stage train); diffusion rows skip it")
+        trained[seed] = steps
+        maps = maps_for(den, data["train"], args.recon_steps, seed, log)
+        chosen = {}
+        for name, settings in cands.items():
+            if den is None and settings[0].family in ("thor", "anoddpm"):
+                continue
+            if settings[0].family in ("zscore", "pca") and seed != args.seeds[0]:
+                continue  # deterministic baselines: one "seed" is enough
+            t0 = time.time()
+            best, rows = cross_validate(settings, maps, sel, k=args.folds, seed=args.cv_seed, criterion=args.criterion)
+            chosen[name] = best
+            cv_rows[name].append(rows)
+            log(f"seed {seed} {name}: CV chose {best.as_dict()} ({time.time() - t0:.0f}s)")
+        # only after every family's choice: the test subjects
+        for name, best in chosen.items():
+            per_family[name].append(score_on_test(best, maps, sel, test))
+    results = {name: {**bootstrap_scores(s, n_boot=args.n_boot, seed=args.boot_seed), "cv": cv_rows[name]}
+               for name, s in per_family.items() if s}
+    return results, trained
+
+
+def table(results, trained):
+    lines = ["| method | seeds | chosen setting (CV, per seed) | AUPRC [95 % CI] | Dice [95 % CI] | per-seed AUPRC | "
+             "per-seed Dice | pixel AUROC | image AUROC |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        st = ", ".join(f"{k}={v}" for k, v in r["setting"].items() if k != "family")
+        a, d = r["auprc"], r["dice"]
+        ps = lambda v: " / ".join(f"{x:.3f}" for x in v)  # noqa: E731
+        lines.append(f"| {name} | {r['num_seeds']} | {st} | {a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}] | "
+                     f"{d[0]:.3f} [{d[1]:.3f}, {d[2]:.3f}] | {ps(r['auprc_per_seed'])} | {ps(r['dice_per_seed'])} | "
+                     f"{r.get('pixel_auroc', float('nan')):.3f} | {r.get('image_auroc', float('nan')):.3f} |")
+    steps = ", ".join(f"seed {s}: {n}" for s, n in trained.items())
+    return "\n".join(lines) + f"\n\nTraining steps taken per seed: {steps}."
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=["train", "eval", "all", "baselines"], default="all")
+    ap.add_argument("--stage", choices=["train", "eval", "all"], default="all")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    ap.add_argument("--train-steps", type=int, default=1200)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (≥ 3 for the report)")
+    ap.add_argument("--train-steps", type=int, default=3000, help="Adam steps per seed (step-bound)")
+    ap.add_argument("--budget-min", type=float, default=60.0, help="wall-time cap per seed (minutes)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-level", type=int, default=250, help="train on t ≤ this level (the largest λ queried)")
     ap.add_argument("--recon-steps", type=int, default=10)
-    ap.add_argument("--levels", type=int, nargs="+", default=[250], help="AnoDDPM noise levels λ (paper: 250)")
-    ap.add_argument("--fpr", type=float, default=0.02)
-    ap.add_argument("--ensemble-level", type=int, default=100,
-                    help="λ of the averaged-reconstruction rows (chosen on the validation subjects)")
-    ap.add_argument("--ensemble-k", type=int, default=4, help="reconstructions averaged (1 = no such rows)")
-    ap.add_argument("--wolleb-classifier-steps", type=int, default=0,
-                    help="train the noise-aware classifier this long and add the Wolleb et al. row (0 = skip)")
+    ap.add_argument("--levels", type=int, nargs="+", default=[100, 250], help="candidate λ (paper: 250)")
+    ap.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4], help="candidate K")
+    ap.add_argument("--medians", type=int, nargs="+", default=[3, 5])
+    ap.add_argument("--fprs", type=float, nargs="+", default=[0.01, 0.02, 0.05], help="candidate healthy FPRs")
+    ap.add_argument("--blurs", type=float, nargs="+", default=[0.0, 1.0], help="baselines' map smoothing σ (px)")
+    ap.add_argument("--pca-k", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--criterion", default="mean", choices=["mean", "dice", "auprc"])
+    ap.add_argument("--cv-seed", type=int, default=0)
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--boot-seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tiny", action="store_true", help="smoke-test sizes: one λ, K ≤ 2, 100 resamples")
+    ap.add_argument("--out", type=Path, default=None, help="JSON results (default: CACHE/results.json)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.tiny:
+        args.levels, args.repeats, args.n_boot, args.pca_k = args.levels[:1], [1, 2], 100, [8]
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
     data = load(args.data)
     if args.stage in ("train", "all"):
-        train(data, args.models, args.train_steps, args.batch_size, log)
+        train(data, args.seeds, args.train_steps, args.batch_size, args.max_level, args.budget_min, log)
     if args.stage == "train":
         return
-    fns = dict(baselines(data))
-    if args.stage != "baselines":
-        ens = (args.ensemble_level, args.ensemble_k) if args.ensemble_k > 1 else None
-        methods = diffusion_methods(data, args.train_steps, args.recon_steps, args.levels, ens)
-        if args.wolleb_classifier_steps > 0:
-            methods.update(wolleb_method(data, args.train_steps, args.recon_steps, args.wolleb_classifier_steps, log))
-        for i, (name, (method, k)) in enumerate(methods.items()):
-            fns[name] = residual_fn(method, seed=100 + i, k=k)
-    rows = evaluate(data, fns, args.fpr, log)
-    print(table(rows, args.fpr))
+    results, trained = evaluate(data, args, log)
+    from polydiff.plugins.medical.selection import write_json
+
+    out = args.out or CACHE / "results.json"
+    write_json({"command": " ".join(sys.argv), "trained_steps": trained, "results": results}, out)
+    print(table(results, trained))
     print(f"\n`python benchmarks/medical.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-          f"(train steps {args.train_steps}, batch {args.batch_size}, {args.recon_steps} reconstruction steps, "
-          f"torch threads 1)")
+          f"({args.folds}-fold subject CV on {len(data['selection'])} validation subjects, {args.n_boot} subject "
+          f"bootstrap resamples of {len(data['test'])} test subjects, {args.recon_steps} reconstruction steps; "
+          f"results {out})")
 
 
 if __name__ == "__main__":

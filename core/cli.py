@@ -385,7 +385,7 @@ def cmd_evaluate(args) -> int:
     with _console().status(f"sampling and evaluating {args.num} {module.domain} samples ..."):
         samples = module.generate(args.num, seed=args.seed, **_sample_kw(args))
         _, metrics = write_and_evaluate(module, samples, "evaluate", evaluate=True,
-                                        generator=torch.Generator().manual_seed(args.seed))
+                                        generator=torch.Generator().manual_seed(args.seed), checkpoint=args.ckpt)
     if not metrics:
         raise CLIError(f"no installed plugin evaluates domain {module.domain!r} (see `polydiff plugins`)")
     from rich.table import Table

@@ -367,7 +367,8 @@ class D3PMLoss:
     entry as in their release, which also estimates L_vb by the single term L_{t−1} of a uniformly drawn
     step t ∈ {1, …, T}. ``reverse`` picks p_θ(x_{t−1}|x_t) (:meth:`DiscreteProcess.reverse`: ``bayes``
     default, ``d3pm`` = their Eq. 4). Called ``loss(model, batch, generator=None)`` with a token batch
-    (:func:`unpack_tokens`); ``return_components=True`` adds ``vb`` and ``ce`` for logging."""
+    (:func:`unpack_tokens`); ``return_components=True`` adds the components ``vb`` and ``ce`` (logged in
+    training, :mod:`polydiff.losses`)."""
 
     def __init__(self, process: DiscreteProcess | None = None, hybrid_weight: float = 0.01, carry_over: bool = True,
                  reverse: str = "bayes"):
@@ -414,7 +415,8 @@ class MDLMLoss:
 
     in nats per target token (the integral over [t_min, 1] is estimated by one t per sequence, scaled by
     1 − t_min). With the exact denoiser its expectation times the number of tokens is −log p(x) minus the
-    (tiny) part of the integral below t_min. t_min = 1e-3 as MDLM's ``sampling_eps``."""
+    (tiny) part of the integral below t_min. t_min = 1e-3 as MDLM's ``sampling_eps``. ``return_components=True``
+    adds the component ``masked_fraction`` (the share of tokens masked in the batch; logged in training)."""
 
     def __init__(self, process: DiscreteProcess | None = None, t_min: float = 1e-3, antithetic: bool = False):
         if not 0 <= t_min < 1:

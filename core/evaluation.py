@@ -16,7 +16,8 @@ import torch
 
 def write_and_evaluate(module, samples: Mapping[str, Any], stage: str, *, out_dir: str | Path | None = None,
                        prefix: str | None = None, evaluate: bool = False, generator: torch.Generator | None = None,
-                       save_unhandled: bool = True) -> tuple[list[Path], dict[str, float]]:
+                       save_unhandled: bool = True, checkpoint: str | Path | None = None
+                       ) -> tuple[list[Path], dict[str, float]]:
     """Write ``samples`` (a batch-contract mapping of CPU tensors) into ``out_dir`` through the domain's
     artifact hook and, with ``evaluate``, score them with its metric hook against ``module.datamodule``.
 
@@ -30,6 +31,7 @@ def write_and_evaluate(module, samples: Mapping[str, Any], stage: str, *, out_di
         generator: for metrics that draw random numbers (``context["generator"]``).
         save_unhandled: when no plugin writes the domain, save the raw tensors as ``<prefix>.pt`` (atomically)
             so that samples a user asked for are never lost; validation turns it off (it samples every epoch).
+        checkpoint: the checkpoint the module came from (``context["checkpoint"]``, for files kept beside it).
 
     Returns:
         ``(paths written, {metric: value})``; the metrics are ``{}`` without ``evaluate`` or when no plugin
@@ -43,6 +45,8 @@ def write_and_evaluate(module, samples: Mapping[str, Any], stage: str, *, out_di
                "prefix": prefix}
     if generator is not None:
         context["generator"] = generator
+    if checkpoint is not None:
+        context["checkpoint"] = str(checkpoint)
     paths: list[Path] = []
     if out_dir is not None:
         paths = pm.write_artifacts(module.domain, samples, out_dir, context)

@@ -152,7 +152,8 @@ def polydiff_evaluate(domain: str, samples: Mapping[str, Any], datamodule,
         samples: batch-contract mapping of CPU tensors (as in :func:`polydiff_write_artifacts`).
         datamodule: the DiffusionDataModule; ``datamodule.reference_data()`` gives real data.
         context: as in :func:`polydiff_write_artifacts`; also ``generator`` (torch.Generator) when the
-            metric itself draws random numbers, and ``cache_dir`` for metric models worth caching.
+            metric itself draws random numbers, ``cache_dir`` for metric models worth caching, and
+            ``checkpoint`` (the checkpoint path) under ``polydiff evaluate``, for files kept beside it.
 
     Returns:
         ``{metric name: float}`` (names unique across plugins, e.g. ``"image/accuracy"`` or

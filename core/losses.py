@@ -41,6 +41,12 @@ backbone sees at known entries exactly what replacement-style samplers feed it (
 values: Song et al. 2021, App. I.2; Lugmayr et al. 2022, RePaint). The clean known values reach the
 backbone only as ``cond["observed"]`` with the masks ``cond["known"]``/``cond["presence"]``
 (:func:`polydiff.batch.backbone_cond`; CSDI, Tashiro et al. 2021, §4.2), and the loss ignores them.
+
+Components (the contract of every loss, :class:`DiffusionLoss`, :class:`~polydiff.discrete.D3PMLoss`,
+:class:`~polydiff.discrete.MDLMLoss` and a plugin's own): called with ``return_components=True``, a loss returns
+``(loss, components)``, where ``components`` maps names to detached scalar tensors, and
+:meth:`polydiff.training.DiffusionModule.compute_loss` logs *every* one as ``<stage>/<name>`` beside
+``<stage>/loss``. So a loss returns exactly what is worth logging, and no name is special (``loss`` is reserved).
 """
 
 from __future__ import annotations
@@ -137,8 +143,9 @@ class DiffusionLoss:
     or on a :class:`~polydiff.spaces.Torus` the ε-equivalent of the wrapped-normal score), so a space selects
     its own target for every parameterization.
 
-    ``process`` is ``denoiser.process``. Call with ``return_components=True`` to also get a dict of
-    detached parts (``mse``, ``vlb``, ``weight_mean``, ``num_targets``) for logging.
+    ``process`` is ``denoiser.process``. Call with ``return_components=True`` to also get the components
+    that training logs (see the module docstring): ``mse`` (the weighted regression term) and, with learned
+    variance, ``vlb``.
     """
 
     def __init__(
@@ -279,7 +286,7 @@ class DiffusionLoss:
         per_sample = sq.flatten(1).sum(1)
         mse = (expand_like(w, per_sample) * per_sample).sum() / count.clamp_min(1)
         total = mse
-        parts = {"mse": mse.detach(), "weight_mean": w.mean().detach(), "num_targets": count.detach()}
+        parts = {"mse": mse.detach()}
 
         if pred.var_interp is not None and self.hybrid_vlb_weight > 0:
             vlb = self._vlb(process, x0, x_t, t, pred, mask)

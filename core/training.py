@@ -320,13 +320,15 @@ class DiffusionModule(L.LightningModule):
         The one place where the loss family is dispatched; training, validation and test all call it, and a
         subclass with its own objective (e.g. an extra encoder's terms) overrides only this method.
         ``model`` is the denoiser to evaluate (default the trained one; validation passes the EMA copy);
-        every random draw comes from ``generator``. Every entry besides ``loss`` is logged as
-        ``<stage>/<name>``."""
+        every random draw comes from ``generator``. Every entry is logged as ``<stage>/<name>``: the loss
+        function's components (``return_components=True``, :mod:`polydiff.losses`) all appear, and a state of
+        parts adds ``<part>_loss`` for each categorical part."""
         model = self.denoiser if model is None else model
-        loss, parts = self._loss(model, batch, generator)
-        terms = {"loss": loss}
-        terms.update({k: v for k, v in parts.items() if k in ("vlb", "vb", "ce") or k.endswith("_loss")})
-        return terms
+        loss, components = self._loss(model, batch, generator)
+        if "loss" in components:
+            raise ConfigError(f"{type(self.loss_fn).__name__} returned a component named 'loss'; that name is the "
+                              "objective itself: give the component another name")
+        return {"loss": loss, **components}
 
     def _log_terms(self, terms: Mapping[str, Tensor], stage: str, batch: Mapping[str, Any]) -> None:
         n = _batch_size(batch)

@@ -4,6 +4,7 @@ Train a diffusion model on healthy slices (``polydiff fit --config plugins/medic
 turn a scan into its healthy counterfactual and localise what differs (``polydiff detect``):
 
 * AnoDDPM (Wyatt et al. 2022) with Gaussian or simplex noise (noise field ``SimplexNoise``);
+* THOR (Bercea et al. 2024): AnoDDPM with implicit guidance by temporal harmonisation (the default);
 * Wolleb et al. 2022: DDIM encoding + classifier guidance from a noise-aware classifier
   (``polydiff train-classifier``);
 * Sanchez et al. 2022: DDIM encoding + classifier-free guidance of a class-conditional model.
@@ -114,7 +115,7 @@ def polydiff_evaluate(domain, samples, datamodule, context):
     if module is not None and datamodule is not None:
         gen = context.get("generator")
         seed = int(gen.initial_seed()) if gen is not None else 0
-        out.update(evaluate_module(module, datamodule, seed=seed) or {})
+        out.update(evaluate_module(module, datamodule, seed=seed, checkpoint=context.get("checkpoint")) or {})
     return out
 
 
@@ -127,4 +128,7 @@ def polydiff_commands():
                    detect.add_detect_arguments, detect.run_detect),
         "train-classifier": ("train the noise-aware classifier of Wolleb et al. 2022 on a config's labelled slices",
                              detect.add_classifier_arguments, detect.run_train_classifier),
+        "select": ("choose the detection method and settings by subject-level cross-validation on labelled "
+                   "validation subjects; writes <ckpt>.selection.json, which detect and evaluate then use",
+                   detect.add_select_arguments, detect.run_select),
     }

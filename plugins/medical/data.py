@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from polydiff import ConfigError, DataError
+from polydiff import ConfigError, DataError, ShapeError
 from polydiff.data import DiffusionDataModule, TensorItemDataset
 
 Tensor = torch.Tensor
@@ -44,22 +44,24 @@ class MedicalSliceDataModule(DiffusionDataModule):
     domain = "medical"
 
     def __init__(self, image_size: int | None = 64, conditional: bool = False, normalization: str = "minmax",
-                 eval_method: str = "anoddpm", eval_level: int = 250, eval_steps: int = 10,
+                 eval_method: str = "thor", eval_level: int = 250, eval_steps: int = 10,
                  eval_guidance: float = 3.0, eval_fpr: float = 0.02, eval_max_items: int = 64, eval_repeats: int = 1,
+                 eval_median: int = 3, eval_n_boot: int = 1000,
                  batch_size: int = 16, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         from .io import NORMALIZATIONS
 
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization {normalization!r} unknown; expected one of {NORMALIZATIONS}")
-        if eval_method not in ("anoddpm", "cfg"):
-            raise ConfigError(f"eval_method must be 'anoddpm' or 'cfg' (wolleb needs a classifier: use `polydiff "
-                              f"detect --classifier`), got {eval_method!r}")
+        if eval_method not in ("thor", "anoddpm", "cfg"):
+            raise ConfigError(f"eval_method must be 'thor', 'anoddpm' or 'cfg' (wolleb needs a classifier: use "
+                              f"`polydiff detect --classifier`), got {eval_method!r}")
         self.image_size = image_size
         self.conditional = conditional
         self.normalization = normalization
         self.eval = dict(method=eval_method, level=eval_level, steps=eval_steps, guidance=eval_guidance,
-                         fpr=eval_fpr, max_items=eval_max_items, repeats=eval_repeats)
+                         fpr=eval_fpr, max_items=eval_max_items, repeats=eval_repeats, median=eval_median,
+                         n_boot=eval_n_boot)
         self._data: dict | None = None
 
     # representation ------------------------------------------------------------------------------
@@ -76,10 +78,10 @@ class MedicalSliceDataModule(DiffusionDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._data is None:
             d = self._load()
-            for k in ("train", "val", "test", "healthy"):
+            for k in ("train", "val", "test", "healthy", "sel_x"):
                 if d.get(k) is not None:
                     d[k] = resize(d[k], self.image_size)
-            for k in ("test_seg", "brain"):
+            for k in ("test_seg", "brain", "sel_seg", "sel_brain", "test_brain", "healthy_brain"):
                 if d.get(k) is not None:
                     d[k] = resize_mask(d[k], self.image_size)
             self._data = d
@@ -100,16 +102,36 @@ class MedicalSliceDataModule(DiffusionDataModule):
 
     def anomaly_eval_data(self) -> dict | None:
         """Test slices with lesion masks in model representation, or None without annotations:
-        dict(x, seg, label, brain, healthy) — ``healthy`` are lesion-free slices for the threshold."""
+        dict(x, seg, label, brain, subject, healthy, healthy_subject) — ``healthy`` are lesion-free slices of
+        other subjects for the threshold; subject ids default to one per slice."""
         self.setup("test")
         d = self._data
         if d.get("test") is None or d.get("test_seg") is None:
             return None
-        brain = d.get("brain")
+        brain = d.get("test_brain", d.get("brain"))
         if brain is None:
             brain = (d["test"] > 0.02).any(1, keepdim=True)
+        healthy = d.get("healthy")
         return {"x": self.encode(d["test"]), "seg": d["test_seg"], "label": d.get("test_label"),
-                "brain": brain, "healthy": self.encode(d["healthy"]) if d.get("healthy") is not None else None}
+                "brain": brain, "subject": d.get("test_subject") or [f"test{i}" for i in range(d["test"].shape[0])],
+                "healthy": self.encode(healthy) if healthy is not None else None,
+                "healthy_brain": d.get("healthy_brain", d.get("brain")),
+                "healthy_subject": d.get("healthy_subject") or (
+                    None if healthy is None else [f"healthy{i}" for i in range(healthy.shape[0])])}
+
+    def selection_data(self):
+        """The labelled selection subjects (healthy + lesion slices, never the test subjects) as a
+        :class:`~polydiff.plugins.medical.selection.SliceSet` for ``polydiff select``, or None."""
+        from .selection import SliceSet
+
+        self.setup("test")
+        d = self._data
+        if d.get("sel_x") is None:
+            return None
+        brain = d.get("sel_brain", d.get("brain"))
+        if brain is None:
+            brain = (d["sel_x"] > 0.02).any(1, keepdim=True)
+        return SliceSet(self.encode(d["sel_x"]), d["sel_seg"], d["sel_label"], d["sel_subject"], brain)
 
 
 class IXISynthDataModule(MedicalSliceDataModule):
@@ -132,8 +154,11 @@ class IXISynthDataModule(MedicalSliceDataModule):
             train = torch.cat([train, s["val_img"][les]])
             train_label = torch.cat([train_label, torch.ones(int(les.sum()), dtype=torch.long)])
         healthy = s["val_img"][~les]
+        val_subj = s["val_subject"] or [f"val{i}" for i in range(s["val_img"].shape[0])]
         return {"train": train, "train_label": train_label, "val": healthy, "test": s["test_img"],
-                "test_seg": s["test_seg"], "test_label": s["test_label"], "brain": s["brain"], "healthy": healthy}
+                "test_seg": s["test_seg"], "test_label": s["test_label"], "brain": s["brain"], "healthy": healthy,
+                "test_subject": s["test_subject"], "healthy_subject": [v for v, l in zip(val_subj, les) if not l],
+                "sel_x": s["val_img"], "sel_seg": s["val_seg"], "sel_label": s["val_label"], "sel_subject": val_subj}
 
 
 class PNGSliceDataModule(MedicalSliceDataModule):
@@ -234,4 +259,94 @@ class WollebBratsDataModule(MedicalSliceDataModule):
                 "brain": (test > 0.02).any(1, keepdim=True)}
 
 
-DATAMODULES = (IXISynthDataModule, PNGSliceDataModule, NiftiSliceDataModule, WollebBratsDataModule)
+class SubjectFolderDataModule(MedicalSliceDataModule):
+    """A user's own subjects, for ``polydiff evaluate`` (and ``polydiff select`` on another folder):
+
+    ``folder/healthy/``: scans of healthy subjects (PNG slices or NIfTI volumes); ``folder/labelled/``: scans
+    with lesions, each with its mask ``<name>_seg.<ext>`` beside it (any value > 0 = lesion). The subject of a
+    file is its IXI/BIDS id (``sub-…``/``IXI123``) or else its name without suffix, so all slices of a volume
+    — and several files of one subject — stay together in folds and in the bootstrap. Healthy scans set the
+    threshold and are the training set if the module is used for ``polydiff fit``; labelled scans are the
+    test set. NIfTI volumes are normalised per volume (``normalization``, brain = voxels above the minimum) and
+    cut into axial slices with at least ``min_brain_fraction`` of the largest slice's brain area.
+    """
+
+    def __init__(self, folder: str, min_brain_fraction: float = 0.3, image_size: int | None = 64, **kw):
+        super().__init__(image_size=image_size, **kw)
+        self.folder, self.min_brain_fraction = folder, min_brain_fraction
+
+    def _scans(self, sub: str):
+        from .io import NIFTI_SUFFIXES, PNG_SUFFIXES
+
+        root = Path(self.folder) / sub
+        if not root.is_dir():
+            raise DataError(f"{root}: folder not found; expected {self.folder}/healthy/ and {self.folder}/labelled/")
+        files = sorted(p for p in root.iterdir() if p.name.lower().endswith(NIFTI_SUFFIXES + PNG_SUFFIXES)
+                       and not _stem(p).endswith("_seg"))
+        if not files:
+            raise DataError(f"{root}: no .png/.nii/.nii.gz scans")
+        return files
+
+    def _read(self, path, seg_path=None):
+        """→ (slices (N, C, size, size) in [0, 1], brain (N, 1, …), seg (N, 1, …) or None)."""
+        from .io import extract_slices, is_nifti, normalize, read_scan
+
+        x, _, _ = read_scan(path, orientation="RAS")
+        seg = None
+        if seg_path is not None:
+            seg = read_scan(seg_path, orientation="RAS")[0][:1] > 0
+            if seg.shape[1:] != x.shape[1:]:
+                raise ShapeError(f"{seg_path}: mask shape {tuple(seg.shape[1:])} differs from scan {tuple(x.shape[1:])}")
+        if is_nifti(path):
+            if x.ndim != 4:
+                raise ShapeError(f"{path}: expected a 3D volume (or 4D with channels); got {tuple(x.shape)}")
+            mask = (x > x.amin()).any(0)
+            x, _ = normalize(x, self.normalization, mask, source=str(path))
+            if self.normalization == "anoddpm":
+                x = (x + 1) / 2
+            x = x * mask
+            x, _, seg = extract_slices(x, mask, min_brain_fraction=self.min_brain_fraction, seg=seg)
+        else:
+            x, seg = x[None], None if seg is None else seg[None]
+        brain = (x > 0.02).any(1, keepdim=True)
+        x = resize(x, self.image_size)
+        return x, resize_mask(brain, self.image_size), None if seg is None else resize_mask(seg, self.image_size)
+
+    def _load(self):
+        from polydiff.datasets.ixi import subject_of
+
+        healthy, hbrain, hsubj = [], [], []
+        for f in self._scans("healthy"):
+            x, b, _ = self._read(f)
+            healthy.append(x), hbrain.append(b), hsubj.extend([subject_of(f)] * x.shape[0])
+        test, tbrain, tseg, tsubj = [], [], [], []
+        for f in self._scans("labelled"):
+            seg_path = next((f.parent / (_stem(f) + "_seg" + suf) for suf in (".nii.gz", ".nii", ".png")
+                             if (f.parent / (_stem(f) + "_seg" + suf)).is_file()), None)
+            if seg_path is None:
+                raise DataError(f"{f}: no lesion mask {_stem(f)}_seg.(png|nii|nii.gz) beside it")
+            x, b, s = self._read(f, seg_path)
+            test.append(x), tbrain.append(b), tseg.append(s), tsubj.extend([subject_of(f)] * x.shape[0])
+        both = sorted(set(hsubj) & set(tsubj))
+        if both:
+            raise DataError(f"{self.folder}: subject(s) {both[:3]} appear in both healthy/ and labelled/")
+        h, t, ts = torch.cat(healthy), torch.cat(test), torch.cat(tseg)
+        hb, tb = torch.cat(hbrain), torch.cat(tbrain)
+        label = ts.flatten(1).any(1).long()
+        return {"train": h, "val": h, "healthy": h, "healthy_brain": hb, "healthy_subject": hsubj,
+                "test": t, "test_seg": ts, "test_label": label, "test_brain": tb, "test_subject": tsubj,
+                "sel_x": torch.cat([h, t]), "sel_seg": torch.cat([torch.zeros_like(hb), ts]),
+                "sel_label": torch.cat([torch.zeros(h.shape[0], dtype=torch.long), label]),
+                "sel_subject": hsubj + tsubj, "sel_brain": torch.cat([hb, tb])}
+
+
+def _stem(path) -> str:
+    name = Path(path).name
+    for suf in (".nii.gz", ".nii", ".png"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return Path(path).stem
+
+
+DATAMODULES = (IXISynthDataModule, PNGSliceDataModule, NiftiSliceDataModule, WollebBratsDataModule,
+               SubjectFolderDataModule)

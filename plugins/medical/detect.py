@@ -5,6 +5,11 @@
 (the normalisation name and image size are read from the checkpoint's data config), produces the healthy
 counterfactual with the chosen method (:mod:`.anomaly`), and writes the anomaly map (NIfTI with the
 input's affine and header, or PNG) and a PNG panel.
+
+Settings (method, noise level, number of averaged reconstructions, median filter, threshold): by default the
+ones ``polydiff select`` chose by subject-level cross-validation and wrote beside the checkpoint
+(``<ckpt>.selection.json``); without that file, :data:`DEFAULT_SETTING` (THOR at the paper's λ, not selected
+on data). ``detect`` records which settings it used, and where they came from, in ``detect.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def load_checkpoint(path):
     return module, data_hp
 
 
-def build_method(module, method: str = "anoddpm", level=None, steps: int = 25, guidance: float = 3.0,
+def build_method(module, method: str = "thor", level=None, steps: int = 25, guidance: float = 3.0,
                  noise: str = "model", classifier=None, scale: float = 100.0):
     """A counterfactual method object for ``module`` (EMA weights).
 
@@ -44,11 +49,11 @@ def build_method(module, method: str = "anoddpm", level=None, steps: int = 25, g
     """
     from polydiff import Euclidean
 
-    from .anomaly import AnoDDPM, CFGCounterfactual, WollebCounterfactual
+    from .anomaly import THOR, AnoDDPM, CFGCounterfactual, WollebCounterfactual
 
     model = module.sampling_model()
     model.eval()
-    if method == "anoddpm":
+    if method in ("anoddpm", "thor"):
         space = module.space
         if noise == "gaussian":
             space = Euclidean()
@@ -58,7 +63,8 @@ def build_method(module, method: str = "anoddpm", level=None, steps: int = 25, g
             space = Euclidean(noise=SimplexNoise())
         elif noise != "model":
             raise ConfigError(f"noise must be model, gaussian or simplex; got {noise!r}")
-        return AnoDDPM(model, level=250 if level is None else level, steps=steps, space=space)
+        cls = THOR if method == "thor" else AnoDDPM
+        return cls(model, level=250 if level is None else level, steps=steps, space=space)
     if method == "cfg":
         k = module.hparams.get("num_classes")
         if not k:
@@ -71,7 +77,58 @@ def build_method(module, method: str = "anoddpm", level=None, steps: int = 25, g
         k = module.hparams.get("num_classes")
         return WollebCounterfactual(model, classifier, level=500 if level is None else level, steps=steps,
                                     scale=scale, healthy_label=0, null_label=int(k) if k else None)
-    raise ConfigError(f"method must be anoddpm, cfg or wolleb; got {method!r}")
+    raise ConfigError(f"method must be thor, anoddpm, cfg or wolleb; got {method!r}")
+
+
+#: Used when no ``<ckpt>.selection.json`` exists: THOR (Bercea et al. 2024) on the model's noise, λ = 250 (the
+#: AnoDDPM/THOR simplex level), one reconstruction, 3×3 median filter, threshold at a 2 % healthy FPR (needs
+#: healthy data, so ``detect`` has no threshold without a selection file). Not chosen on any data.
+DEFAULT_SETTING = {"family": "thor", "level": 250, "repeats": 1, "median": 3, "fpr": 0.02, "steps": 25}
+
+
+def selection_path(ckpt) -> Path:
+    """Where ``polydiff select`` writes (and ``detect``/``evaluate`` look for) a checkpoint's chosen settings."""
+    return Path(str(ckpt) + ".selection.json")
+
+
+def read_selection(path) -> dict:
+    path = Path(path)
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the selection file ({exc})") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("setting"), dict) or "family" not in blob["setting"]:
+        raise DataError(f"{path}: not a file written by `polydiff select` (needs a 'setting' with a 'family')")
+    st = blob["setting"]
+    if st["family"] not in ("thor", "anoddpm"):
+        raise DataError(f"{path}: setting family {st['family']!r} is not a diffusion method (thor, anoddpm)")
+    for key, typ in (("level", int), ("repeats", int), ("median", int), ("fpr", float), ("steps", int)):
+        if not isinstance(st.get(key), (int, float)) or (typ is int and int(st[key]) != st[key]):
+            raise DataError(f"{path}: setting {key!r} must be a {typ.__name__}, got {st.get(key)!r}")
+    return blob
+
+
+def resolve_settings(ckpt, selection=None, overrides: dict | None = None) -> tuple[dict, str, float | None]:
+    """(settings, source, threshold): the selection file (``selection`` or ``<ckpt>.selection.json``) or
+    :data:`DEFAULT_SETTING`, then explicit ``overrides`` (non-None values) on top."""
+    path = Path(selection) if selection else selection_path(ckpt)
+    if selection and not path.is_file():
+        raise ConfigError(f"--selection {path}: file not found")
+    if path.is_file():
+        blob = read_selection(path)
+        settings, source = dict(blob["setting"]), f"selected by cross-validation ({path})"
+        threshold = blob.get("threshold")
+    else:
+        settings, source, threshold = dict(DEFAULT_SETTING), "built-in default (not selected on data; run " \
+            "`polydiff select`)", None
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        changed = any(given.get(k) != settings.get(k) for k in given)
+        settings.update(given)
+        source += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in given.items())
+        if changed:
+            threshold = None  # the threshold belongs to the selected maps only
+    return settings, source, threshold
 
 
 def counterfactual_maps(method, x: Tensor, batch: int = 32, seed: int = 0, repeats: int = 1):
@@ -132,41 +189,92 @@ def sample_metrics(samples, datamodule) -> dict[str, float]:
     return out
 
 
-def evaluate_module(module, datamodule, seed: int = 0) -> dict[str, float] | None:
-    """Pixel AUROC/AUPRC, Dice at the healthy-data threshold, image AUROC (+ oracle Dice, labelled) of the
-    datamodule's detection settings on its annotated test slices; None if it has no annotations."""
-    from . import metrics as M
+def data_settings(ev: dict) -> dict:
+    """The detection settings of a data module's ``eval_*`` arguments, in the selection format."""
+    return {"family": ev["method"], "level": ev["level"], "repeats": int(ev.get("repeats", 1)),
+            "median": int(ev.get("median", 3)), "fpr": float(ev["fpr"])}
+
+
+def evaluate_module(module, datamodule, seed: int = 0, checkpoint=None, log=None) -> dict[str, float] | None:
+    """The metric table of the detection settings on the data module's annotated test subjects (None without
+    annotations): pooled pixel AUROC, AUPRC and — with healthy slices for the threshold — Dice, AUPRC and Dice
+    with 95 % subject-bootstrap intervals, image AUROC, the oracle Dice (labelled as such), and the same for the
+    z-score and PCA baselines fitted on the module's healthy training slices.
+
+    Settings: ``<checkpoint>.selection.json`` (``polydiff select``) if it exists, else the data module's
+    ``eval_*`` arguments."""
     from . import postprocess as P
+    from .baselines import PCAResidual, ZScore
+    from .selection import Setting, SliceSet, bootstrap_scores, score_on_test
 
     data = datamodule.anomaly_eval_data() if hasattr(datamodule, "anomaly_eval_data") else None
     if data is None:
         return None
     ev = datamodule.eval
     n = int(ev["max_items"])
-    method = build_method(module, ev["method"], ev["level"], ev["steps"], ev["guidance"])
-    x, seg, brain = data["x"][:n], data["seg"][:n], data["brain"]
-    brain = brain if brain.shape[0] == 1 else brain[:n]
-    _, maps = counterfactual_maps(method, x, seed=seed, repeats=int(ev.get("repeats", 1)))
-    maps = P.postprocess(maps, brain, median=3)
-    out = {}
-    if data.get("healthy") is not None:
-        _, hmaps = counterfactual_maps(method, data["healthy"][:n], seed=seed + 1, repeats=int(ev.get("repeats", 1)))
-        hmaps = P.postprocess(hmaps, brain if brain.shape[0] == 1 else None, median=3)
-        thr = P.threshold_at_fpr(hmaps, ev["fpr"], brain if brain.shape[0] == 1 else None)
+    if checkpoint is not None and selection_path(checkpoint).is_file():
+        settings, source, _ = resolve_settings(checkpoint)
     else:
-        thr = None
-    labels = data["label"][:n] if data.get("label") is not None else None
-    if int(seg.sum()) > 0:
-        out["medical/pixel_auroc"] = M.pixel_auroc(maps, seg, brain.expand_as(maps))
-        out["medical/pixel_auprc"] = M.pixel_auprc(maps, seg, brain.expand_as(maps))
-        out["medical/oracle_dice (uses labels)"] = P.oracle_threshold(maps, seg, brain)[1]
-    if thr is not None:
-        pred = (maps > thr) & brain.expand_as(maps)
-        out[f"medical/dice@{ev['fpr']:.0%}fpr"] = M.dice(pred, seg)
-        out["medical/threshold"] = thr
-    if labels is not None and 0 < int(labels.sum()) < len(labels):
-        out["medical/image_auroc"] = M.image_auroc(M.image_scores(maps, brain), labels)
-    out["medical/num_test_slices"] = float(x.shape[0])
+        settings, source = data_settings(ev), "the data config's eval_* settings"
+    (log or (lambda m: print(m, file=__import__("sys").stderr)))(f"medical evaluate: {settings} ({source})")
+    brain = data["brain"] if data["brain"].shape[0] == 1 else data["brain"][:n]
+    test = SliceSet(data["x"][:n], data["seg"][:n], data["label"][:n] if data.get("label") is not None
+                    else data["seg"][:n].flatten(1).any(1).long(), list(data["subject"])[:n], brain)
+    healthy = None
+    if data.get("healthy") is not None:
+        hx = data["healthy"][:n]
+        hb = data.get("healthy_brain")
+        hb = brain[:1] if hb is None else (hb if hb.shape[0] == 1 else hb[:n])
+        healthy = SliceSet(hx, torch.zeros(hx.shape[0], 1, *hx.shape[-2:], dtype=torch.bool),
+                           torch.zeros(hx.shape[0], dtype=torch.long), list(data["healthy_subject"])[:n], hb)
+    methods = {}
+
+    def maps_fn(family, params, x):
+        if family == "zscore":
+            return methods.setdefault("zscore", ZScore(train))(x, blur=float(params.get("blur", 0)))
+        if family == "pca":
+            return methods.setdefault("pca", PCAResidual(train))(x, k=int(params["k"]), blur=float(params.get("blur", 0)))
+        key = (family, params.get("level"), params.get("steps"))
+        if key not in methods:
+            methods[key] = build_method(module, family, params.get("level"), int(params.get("steps", ev["steps"])),
+                                        ev["guidance"])
+        return counterfactual_maps(methods[key], x, seed=seed, repeats=int(params.get("repeats", 1)))[1]
+
+    ds = getattr(datamodule, "train_set", None)
+    train = getattr(ds, "x", None)
+    if train is not None and getattr(ds, "labels", None) is not None:
+        train = train[ds.labels == 0]  # the baselines see healthy slices only
+    rows = {"": Setting.from_dict(settings)}
+    if train is not None and healthy is not None and train.shape[0] >= 2 and train.shape[1:] == test.x.shape[1:]:
+        k = min(16, train.shape[0])
+        rows["zscore/"] = Setting("zscore", (("blur", 0.0),), settings["median"], settings["fpr"])
+        rows["pca/"] = Setting("pca", (("blur", 0.0), ("k", k)), settings["median"], settings["fpr"])
+    out = {}
+    for prefix, st in rows.items():
+        name = f"medical/{prefix}"
+        if healthy is not None:
+            scores = score_on_test(st, maps_fn, healthy, test)
+        else:  # no healthy slices: no threshold, ranking metrics only
+            from .selection import TestScores
+
+            maps = P.postprocess(maps_fn(st.family, dict(st.params), test.x), test.brain, median=st.median)
+            scores = TestScores(st, maps, test, float("inf"))
+        r = bootstrap_scores([scores], n_boot=int(ev.get("n_boot", 1000)), seed=seed)
+        if int(test.seg.sum()) > 0:
+            out[f"{name}pixel_auroc"] = r["pixel_auroc"]
+            a = r["auprc"]
+            out[f"{name}pixel_auprc"], out[f"{name}pixel_auprc_ci95_low"], out[f"{name}pixel_auprc_ci95_high"] = a
+            if healthy is not None:
+                d = r["dice"]
+                out[f"{name}dice"], out[f"{name}dice_ci95_low"], out[f"{name}dice_ci95_high"] = d
+                out[f"{name}threshold"] = scores.threshold
+            if not prefix:
+                out["medical/oracle_dice (uses labels)"] = P.oracle_threshold(scores.maps, test.seg,
+                                                                               test.brain.expand_as(scores.maps))[1]
+        if "image_auroc" in r:
+            out[f"{name}image_auroc"] = r["image_auroc"]
+    out["medical/num_test_slices"] = float(len(test))
+    out["medical/num_test_subjects"] = float(len(set(test.subject)))
     return out
 
 
@@ -177,16 +285,22 @@ def add_detect_arguments(p):
                    help="scan: .nii/.nii.gz (volume or slice) or .png slice; several files = channels in "
                         "training order")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--method", default="anoddpm", choices=["anoddpm", "cfg", "wolleb"])
-    p.add_argument("--level", type=int, default=None, help="noise level t_λ / L as a step of T (default 250 / 500)")
-    p.add_argument("--steps", type=int, default=25, help="reconstruction steps (10–25 on a CPU)")
+    p.add_argument("--method", default=None, choices=["thor", "anoddpm", "cfg", "wolleb"],
+                   help="default: the selected method (<ckpt>.selection.json from `polydiff select`), else thor")
+    p.add_argument("--selection", default=None, help="settings file of `polydiff select` (default: <ckpt>.selection.json)")
+    p.add_argument("--level", type=int, default=None, help="noise level t_λ / L as a step of T (default: selected, "
+                   "else 250; 500 for cfg/wolleb)")
+    p.add_argument("--steps", type=int, default=None, help="reconstruction steps (default: selected, else 25)")
     p.add_argument("--noise", default="model", choices=["model", "gaussian", "simplex"])
     p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale w (cfg)")
     p.add_argument("--classifier", default=None, help="noise-aware classifier file (wolleb)")
     p.add_argument("--scale", type=float, default=100.0, help="classifier gradient scale s (wolleb)")
     p.add_argument("--seg", default=None, help="optional ground-truth mask (same format) for the panel")
-    p.add_argument("--threshold", type=float, default=None, help="threshold drawn on the panel's anomaly map")
-    p.add_argument("--repeats", type=int, default=1, help="average the maps of this many reconstructions")
+    p.add_argument("--threshold", type=float, default=None, help="threshold of the lesion mask and the panel "
+                   "(default: the selected one; none without a selection file)")
+    p.add_argument("--repeats", type=int, default=None, help="average the maps of this many reconstructions "
+                   "(default: selected, else 1)")
+    p.add_argument("--median", type=int, default=None, help="median filter size of the map (default: selected, else 3)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -231,12 +345,22 @@ def run_detect(args) -> int:
     idx = torch.nonzero(has_brain).flatten()
     H, W = slices.shape[-2:]
     small = resize(slices[idx], size) * 2 - 1
-    classifier = load_classifier(args.classifier) if args.method == "wolleb" else None
-    method = build_method(module, args.method, args.level, args.steps, args.guidance, args.noise, classifier,
-                          args.scale)
-    xh, maps = counterfactual_maps(method, small, seed=args.seed, repeats=getattr(args, "repeats", 1))
+    overrides = {"family": args.method, "level": args.level, "repeats": args.repeats, "median": args.median,
+                 "steps": args.steps}
+    if args.method in ("cfg", "wolleb"):
+        settings = {"family": args.method, "level": args.level, "repeats": args.repeats or 1,
+                    "median": args.median or 3, "steps": args.steps or 25}
+        source, thr = "command line", None
+    else:
+        settings, source, thr = resolve_settings(args.ckpt, args.selection, overrides)
+    if args.threshold is not None:
+        thr = float(args.threshold)
+    classifier = load_classifier(args.classifier) if settings["family"] == "wolleb" else None
+    method = build_method(module, settings["family"], settings["level"], int(settings["steps"]), args.guidance,
+                          args.noise, classifier, args.scale)
+    xh, maps = counterfactual_maps(method, small, seed=args.seed, repeats=int(settings["repeats"]))
     up = torch.nn.functional.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)
-    up = median_filter(up, 3) * brain[idx]
+    up = median_filter(up, int(settings["median"])) * brain[idx]
     full = torch.zeros(slices.shape[0], 1, H, W)
     full[idx] = up
     cf = torch.nn.functional.interpolate((xh + 1) / 2, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -260,15 +384,123 @@ def run_detect(args) -> int:
         torch.save(full[0].clone(), out / "anomaly_map.pt")
         written.append(out / "anomaly_map.pt")
         k, z = 0, 0
+    if thr is not None:  # the lesion mask at the selected healthy-FPR threshold
+        mask = (full > thr).float()
+        if nifti:
+            mvol = mask[:, 0].permute(1, 2, 0)
+            if header is not None and len(header.get_data_shape()) == 2:
+                mvol = mvol[..., 0]
+            written.append(write_nifti(mvol, affine, out / "lesion_mask.nii.gz", header=header))
+        else:
+            written.append(write_png(mask[0], out / "lesion_mask.png"))
+    fam = settings["family"]
     panel = write_panel(out / "panel.png", slices[z], cf[k], full[z], None if seg is None else seg[z],
-                        threshold=args.threshold, title=f"{src.name} ({args.method}, slice {z})" if nifti else
-                        f"{src.name} ({args.method})")
+                        threshold=thr, title=f"{src.name} ({fam}, slice {z})" if nifti else f"{src.name} ({fam})")
     written.append(panel)
-    summary = {"input": [str(p) for p in inputs], "method": args.method, "max_score": float(full.max()), "slice": z,
-               "files": [str(p) for p in written]}
+    summary = {"input": [str(p) for p in inputs], "method": fam, "settings": {**settings, "seed": args.seed},
+               "settings_source": source, "threshold": thr, "max_score": float(full.max()),
+               "slice": z, "files": [str(p) for p in written]}
     (out / "detect.json").write_text(json.dumps(summary, indent=2))
     for p in written:
         print(p)
+    return 0
+
+
+# -- select command ---------------------------------------------------------------------------------------
+class MapBank:
+    """``maps_fn(family, params, x)`` for :mod:`.selection`: reconstruction maps of ``make(family, level)``
+    (a counterfactual method, e.g. :class:`~.anomaly.THOR`) with the K repeats of one (family, level, slices)
+    computed once and averaged for every K asked; z-score / PCA maps of healthy ``train`` slices."""
+
+    def __init__(self, make, seed: int = 0, train: Tensor | None = None, batch: int = 32, log=None):
+        self.make, self.seed, self.batch, self.log = make, seed, batch, log
+        self.train, self._base, self._cache, self._methods = train, {}, {}, {}
+
+    def __call__(self, family, params, x):
+        from .baselines import PCAResidual, ZScore
+
+        if family in ("zscore", "pca"):
+            if self.train is None:
+                raise ConfigError(f"{family} maps need healthy training slices")
+            if family not in self._base:
+                self._base[family] = (ZScore if family == "zscore" else PCAResidual)(self.train)
+            kw = {"k": int(params["k"])} if family == "pca" else {}
+            return self._base[family](x, blur=float(params.get("blur", 0)), **kw)
+        level, k = int(params["level"]), int(params.get("repeats", 1))
+        key = (family, level, tuple(x.shape), float(x.double().sum()), float(x.double().square().sum()))
+        have = self._cache.setdefault(key, [])
+        if len(have) < k:
+            method = self._methods.get((family, level)) or self._methods.setdefault((family, level),
+                                                                                     self.make(family, level))
+            import time
+
+            t0 = time.time()
+            for r in range(len(have), k):
+                have.append(counterfactual_maps(method, x, batch=self.batch, seed=self.seed + 1000 * r + level)[1])
+            if self.log:
+                self.log(f"  {family} λ={level}: {k} reconstruction(s) of {x.shape[0]} slices ({time.time() - t0:.0f}s)")
+        return torch.stack(have[:k]).mean(0)
+
+
+def add_select_arguments(p):
+    p.add_argument("--ckpt", required=True, help="checkpoint written by polydiff fit")
+    p.add_argument("--config", default=None, help="config whose data: section gives the labelled selection "
+                   "subjects (default: the checkpoint's data config)")
+    p.add_argument("--out", default=None, help="settings file (default: <ckpt>.selection.json)")
+    p.add_argument("--methods", nargs="+", default=["thor", "anoddpm"], choices=["thor", "anoddpm"])
+    p.add_argument("--levels", type=int, nargs="+", default=[100, 250], help="candidate noise levels λ")
+    p.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4], help="candidate numbers of averaged "
+                   "reconstructions K")
+    p.add_argument("--medians", type=int, nargs="+", default=[3, 5], help="candidate median-filter sizes")
+    p.add_argument("--fprs", type=float, nargs="+", default=[0.01, 0.02, 0.05],
+                   help="candidate healthy false-positive rates (threshold percentiles)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--criterion", default="mean", choices=["mean", "dice", "auprc"],
+                   help="fold score: mean of AUPRC and Dice (default), or one of them")
+    p.add_argument("--steps", type=int, default=10, help="reconstruction steps")
+    p.add_argument("--max-items", type=int, default=None, help="use at most this many selection slices")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_select(args) -> int:
+    from polydiff.checkpointing import load_checkpoint as load_raw
+    from polydiff.components import datamodule_from_checkpoint, datamodule_from_config
+
+    from .selection import cross_validate, healthy_threshold, settings_grid, write_json
+
+    module, _ = load_checkpoint(args.ckpt)
+    dm = datamodule_from_config(args.config) if args.config else datamodule_from_checkpoint(load_raw(args.ckpt),
+                                                                                           args.ckpt)
+    sel = dm.selection_data() if dm is not None and hasattr(dm, "selection_data") else None
+    if sel is None:
+        raise ConfigError(f"{args.config or args.ckpt}: the data module has no labelled selection subjects "
+                          "(use IXISynthDataModule or SubjectFolderDataModule in --config)")
+    if args.max_items:
+        sel = sel.take(range(min(args.max_items, len(sel))))
+
+    def make(family, level):
+        return build_method(module, family, level, args.steps)
+
+    def log(msg):
+        print(msg, file=__import__("sys").stderr, flush=True)
+
+    bank = MapBank(make, seed=args.seed, log=log)
+    cands = [st for fam in args.methods for st in settings_grid(fam, {"level": args.levels, "repeats": args.repeats},
+                                                               args.medians, args.fprs)]
+    best, rows = cross_validate(cands, bank, sel, k=args.folds, seed=args.seed, criterion=args.criterion)
+    thr = healthy_threshold(best, bank, sel)
+    out = Path(args.out) if args.out else selection_path(args.ckpt)
+    record = {"setting": {**best.as_dict(), "steps": args.steps}, "threshold": thr, "criterion": args.criterion,
+              "folds": args.folds, "selection_subjects": sorted(set(sel.subject)), "checkpoint": str(args.ckpt),
+              "cv": rows}
+    write_json(record, out)
+    rows = sorted(rows, key=lambda r: -r["cv_criterion"])
+    print(f"| rank | setting | CV AUPRC | CV Dice | CV {args.criterion} |\n|---|---|---|---|---|")
+    for i, r in enumerate(rows[:5], 1):
+        st = ", ".join(f"{k}={r[k]}" for k in r if not k.startswith("cv_"))
+        print(f"| {i} | {st} | {r['cv_auprc']:.3f} | {r['cv_dice']:.3f} | {r['cv_criterion']:.3f} |")
+    print(f"chosen: {record['setting']} threshold {thr:.4g} ({len(set(sel.subject))} subjects, {args.folds} folds)")
+    print(out)
     return 0
 
 

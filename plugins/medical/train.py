@@ -67,10 +67,12 @@ def fit_denoiser(denoiser, images: Tensor, labels: Tensor | None = None, steps: 
                  lr: float = 2e-4, space: Space | None = None, generator: torch.Generator | None = None,
                  p_uncond: float = 0.2, null_label: int | None = None, ema_decay: float = 0.999,
                  log_every: int = 100, augment_flip: bool = False, max_level: int | None = None, log=print,
-                 checkpoint_every: int = 0, checkpoint_fn=None):
+                 checkpoint_every: int = 0, checkpoint_fn=None, max_seconds: float | None = None):
     """Train ``denoiser`` (a polydiff ``Denoiser``) on ``images`` (N, C, ...) and return its EMA copy.
 
-    ``checkpoint_fn(ema, step)`` is called every ``checkpoint_every`` steps (long CPU runs)."""
+    ``checkpoint_fn(ema, step)`` is called every ``checkpoint_every`` steps (long CPU runs). ``max_seconds``
+    stops training after that much wall time (a time budget on top of the step budget); the EMA copy's
+    ``trained_steps`` attribute says how many steps were taken."""
     from polydiff.losses import DiffusionLoss
 
     if images.ndim < 3:
@@ -84,6 +86,7 @@ def fit_denoiser(denoiser, images: Tensor, labels: Tensor | None = None, steps: 
         loss_fn = _MaxLevelLoss(loss_fn, int(max_level))
     opt = torch.optim.Adam(denoiser.parameters(), lr=lr)
     ema = copy.deepcopy(denoiser).eval()
+    ema.trained_steps = 0
     denoiser.train()
     start, running = time.time(), 0.0
     for step, idx in enumerate(_batches(images.shape[0], batch_size, steps, g), 1):
@@ -107,6 +110,11 @@ def fit_denoiser(denoiser, images: Tensor, labels: Tensor | None = None, steps: 
             running = 0.0
         if checkpoint_fn is not None and checkpoint_every and step % checkpoint_every == 0:
             checkpoint_fn(ema, step)
+        ema.trained_steps = step
+        if max_seconds is not None and time.time() - start > max_seconds:
+            if log:
+                log(f"time budget of {max_seconds:.0f}s reached after {step} of {steps} steps")
+            break
     return ema
 
 

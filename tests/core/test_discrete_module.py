@@ -209,6 +209,10 @@ def test_discrete_module_configuration_errors_and_batches():
     batch = {"x": torch.randint(0, K, (4, L))}
     terms = module.compute_loss(batch, torch.Generator().manual_seed(0))
     assert set(terms) == {"loss", "vb", "ce"} and torch.isfinite(terms["loss"])
+    # MDLM (the default in continuous time): its one component, the masked share, is logged beside the loss
+    mdlm = DiffusionModule(backbone=_backbone(), process=_process(num_steps=None), final_num_samples=0)
+    terms = mdlm.compute_loss(batch, torch.Generator().manual_seed(0))
+    assert set(terms) == {"loss", "masked_fraction"} and 0.0 <= terms["masked_fraction"].item() <= 1.0
     module.check_batch(batch)
     with pytest.raises(ShapeError, match="integer tensor"):
         module.check_batch({"x": torch.rand(4, L)})

@@ -303,7 +303,8 @@ def test_hybrid_loss_trains_variance_only_through_vlb():
     g1, p1 = grads(0.001)
     torch.testing.assert_close(g1[:, :2], g0[:, :2], rtol=0, atol=0)  # mean channels: L_simple only
     assert (g0[:, 2:] == 0).all() and (g1[:, 2:] != 0).all()
-    assert "vlb" not in p0 and torch.isfinite(p1["vlb"])
+    # the components (all logged in training): the regression term, and L_vlb only with learned variance
+    assert set(p0) == {"mse"} and set(p1) == {"mse", "vlb"} and torch.isfinite(p1["vlb"])
 
 
 def test_hybrid_vlb_requires_discrete_vp():

@@ -12,6 +12,7 @@ from polydiff.ema import EMA
 from polydiff.errors import ConfigError
 from polydiff.guidance import drop_conditions, null_conditions
 from polydiff.hookspecs import hookimpl
+from polydiff.losses import DiffusionLoss
 from polydiff.plugins_manager import get_plugin_manager
 from polydiff.testing import ExactDenoiser, sliced_wasserstein
 from polydiff.testing_data import MixtureDataModule
@@ -265,7 +266,8 @@ def test_compute_loss_is_the_one_loss_hook(tmp_path):
     module = DiffusionModule(backbone=MLP, final_num_samples=0, val_num_samples=0, ema_decay=0.9)
     a = module.compute_loss(batch, torch.Generator().manual_seed(3))
     b = module.compute_loss(batch, torch.Generator().manual_seed(3))
-    assert set(a) == {"loss"} and a["loss"].ndim == 0 and torch.equal(a["loss"], b["loss"])
+    assert set(a) == {"loss", "mse"} and a["loss"].ndim == 0 and torch.equal(a["loss"], b["loss"])
+    assert torch.equal(a["mse"], a["loss"])  # uniform weighting, no learned variance: the MSE is the objective
     # the module's own loss function on the same draws gives the same number
     ref = module.loss_fn(module.denoiser, batch, generator=torch.Generator().manual_seed(3), space=module.space)
     assert torch.equal(a["loss"], ref)
@@ -285,3 +287,36 @@ def test_compute_loss_is_the_one_loss_hook(tmp_path):
     logged = trainer.callback_metrics
     assert {"train/loss", "train/half", "val/loss", "val/half"} <= set(logged)
     assert logged["val/half"].item() == pytest.approx(0.5 * logged["val/loss"].item(), rel=1e-6)
+
+
+class _DiagnosticLoss(DiffusionLoss):
+    """A loss with components of its own: names chosen freely, none special."""
+
+    def __init__(self, component: str = "weighted_twice"):
+        super().__init__("eps")
+        self.component = component
+
+    def __call__(self, denoiser, batch, generator=None, space=None, return_components=False):
+        loss, parts = super().__call__(denoiser, batch, generator, space, return_components=True)
+        parts[self.component] = 2.0 * loss.detach()
+        return (loss, parts) if return_components else loss
+
+
+def test_every_loss_component_is_logged(tmp_path):
+    """The contract of polydiff.losses: each component a loss returns is logged as <stage>/<name>, whatever its
+    name; the name 'loss' is refused (it would hide the objective)."""
+    dm = MixtureDataModule(n_train=64, n_val=32, batch_size=32)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    module = DiffusionModule(backbone=MLP, loss=_DiagnosticLoss(), final_num_samples=0, val_num_samples=0)
+    terms = module.compute_loss(batch, torch.Generator().manual_seed(1))
+    assert set(terms) == {"loss", "mse", "weighted_twice"}
+    assert torch.equal(terms["weighted_twice"], 2.0 * terms["loss"].detach())
+    trainer = _trainer(tmp_path, 2, limit_val_batches=1, val_check_interval=2)
+    trainer.fit(module, dm)
+    logged = trainer.callback_metrics
+    assert {"train/loss", "train/mse", "train/weighted_twice", "val/loss", "val/mse", "val/weighted_twice"} <= set(logged)
+    assert logged["val/weighted_twice"].item() == pytest.approx(2.0 * logged["val/loss"].item(), rel=1e-6)
+    bad = DiffusionModule(backbone=MLP, loss=_DiagnosticLoss("loss"), final_num_samples=0, val_num_samples=0)
+    with pytest.raises(ConfigError, match="component named 'loss'"):
+        bad.compute_loss(batch, torch.Generator().manual_seed(1))

@@ -80,7 +80,10 @@ def test_detect_writes_nifti_with_input_affine_and_panel(run, capsys):
     assert np.all(data[background] == 0)  # the map is restricted to the brain
     assert (out / "panel.png").is_file()
     summary = json.loads((out / "detect.json").read_text())
-    assert summary["method"] == "anoddpm" and summary["max_score"] == pytest.approx(float(data.max()), rel=1e-5)
+    assert summary["method"] == "thor" and summary["max_score"] == pytest.approx(float(data.max()), rel=1e-5)
+    # no selection file: the built-in default, recorded as such, and no threshold / lesion mask
+    assert summary["settings"]["level"] == 250 and summary["settings"]["steps"] == 3
+    assert summary["settings_source"].startswith("built-in default") and summary["threshold"] is None
 
 
 def test_detect_rejects_a_scan_with_the_wrong_channel_count(run, capsys):

@@ -18,6 +18,9 @@ def test_ixi_synth_module(shared_data):
     ev = dm.anomaly_eval_data()
     assert ev["x"].shape == (80, 1, 32, 32) and ev["seg"].shape == (80, 1, 32, 32) and ev["healthy"].shape[0] == 30
     assert int(ev["label"].sum()) == 40 and ev["brain"].shape == (1, 1, 32, 32)
+    sel = dm.selection_data()  # the validation subjects, labelled, for `polydiff select`
+    assert len(sel) == 59 and int(sel.label.sum()) == 29 and sel.seg.shape == (59, 1, 32, 32)
+    assert set(sel.subject).isdisjoint(ev["subject"]) and set(ev["healthy_subject"]) <= set(sel.subject)
     cdm = IXISynthDataModule(path=str(path), image_size=32, conditional=True)
     cdm.setup("fit")
     labels = torch.stack([cdm.train_set[i]["cond"]["label"] for i in range(len(cdm.train_set))])
