@@ -207,6 +207,7 @@ def run(args) -> int:
             else:
                 aligned = align(rec, names)
             items.append(prepare(aligned, model, args.standardise, args.horizon, f"--ckpt {args.ckpt}"))
+            _warn_interval(rec, model)
         except (DataError, ShapeError, ConfigError) as exc:
             if not batch or args.strict:
                 raise
@@ -251,6 +252,19 @@ def run(args) -> int:
                       f"{names_out[feature]} ({args.samples} samples)")
     print(f"polydiff impute: wrote {out} and {png}", flush=True)
     return 0
+
+
+def _warn_interval(rec, model: ModelSeries) -> None:
+    """Rows are taken as consecutive steps of the model's sampling interval: say so when a record's timestamps
+    are spaced differently."""
+    from polydiff.datasets.csv_series import time_step
+
+    if model.interval_seconds is None or rec.long_format:
+        return
+    sec, _ = time_step(rec.times)
+    if sec is not None and abs(sec - model.interval_seconds) > 0.01 * model.interval_seconds:
+        print(f"polydiff impute: warning: {rec.source}: rows are {sec:g} s apart, the model was trained on steps of "
+              f"{model.interval_seconds:g} s; each row is taken as one model step", file=sys.stderr)
 
 
 def _impute_with_progress(module, items, model: ModelSeries, args) -> list[np.ndarray]:

@@ -287,3 +287,14 @@ def test_read_inputs_folders_and_archives(ts_data, tmp_path):
     for r in got:
         np.testing.assert_array_equal(r.values, ref[r.name].values)
         assert r.ignored == ref[r.name].ignored and r.source.endswith(f"set-x.tar.gz:{r.name}.txt")
+
+
+def test_interval_mismatch_is_reported(capsys):
+    from polydiff.plugins.timeseries.command import ModelSeries, _warn_interval
+
+    model = ModelSeries(2, 48, ["a", "b"], None, None, 3600.0)
+    times = pd.date_range("2024-01-01", periods=4, freq="30min").to_numpy()
+    _warn_interval(Record("r", "r.csv", "t", times, ["a"], np.ones((4, 1))), model)
+    assert "r.csv: rows are 1800 s apart, the model was trained on steps of 3600 s" in capsys.readouterr().err
+    _warn_interval(Record("r", "r.csv", "t", times[::2], ["a"], np.ones((2, 1))), model)
+    assert capsys.readouterr().err == ""
