@@ -22,7 +22,8 @@ def polydiff_register(registry) -> None:
     from . import data, evaluation
     from .classifier import ImageClassifier
 
-    for cls in (data.DigitsDataModule, data.MNISTDataModule, data.CIFAR10DataModule, data.ImageFolderDataModule):
+    for cls in (data.DigitsDataModule, data.MNISTDataModule, data.CIFAR10DataModule, data.ImageFolderDataModule,
+                data.TextDigitsDataModule):
         registry.add("datamodule", cls)
     registry.add("metric", evaluation.evaluate_samples, name="image_classifier_metrics")
     registry.add("metric", ImageClassifier)

@@ -17,6 +17,7 @@ import torch
 
 from polydiff.data import DiffusionDataModule, TensorItemDataset
 from polydiff.errors import ConfigError, DataError
+from polydiff.prompts import ClassPrompts, PromptedSet
 
 Tensor = torch.Tensor
 
@@ -218,3 +219,67 @@ class ImageFolderDataModule(ImageDataModule):
         tr, va = split_indices(len(labels), self.val_fraction, self.split_seed)
         return images[tr.numpy()], labels[tr.numpy()], images[va.numpy()], labels[va.numpy()]
 
+
+
+#: how the digits are named in prompts
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: training phrasings ({w}: the digit's word, {d}: its numeral)
+TRAIN_TEMPLATES = ("a handwritten {w}", "the digit {w}", "the number {w}", "a picture of a {w}",
+                   "an image of the digit {d}", "a {w} written by hand", "the numeral {d}", "{w}")
+#: phrasings never seen verbatim in training, used for validation and sampling
+HELDOUT_TEMPLATES = ("a hand-drawn {w}", "digit {d}, handwritten", "a scan of a handwritten number {w}",
+                     "a small drawing of the number {w}")
+
+
+class TextDigitsDataModule(DigitsDataModule):
+    """scikit-learn's digits described in words ("a handwritten seven"): ``cond["embedding"]`` is the sentence
+    embedding of a prompt (the text plugin's registered ``SentenceEmbedder`` conditioner, looked up by name),
+    for text-conditioned generation with classifier-free guidance (the null condition is the zero vector).
+
+    Each training image gets one of the training phrasings of its class, drawn with ``split_seed``; validation
+    images and sampling use the held-out phrasings, never seen verbatim in training. ``sample_inputs`` cycles
+    through the classes and the held-out phrasings and adds ``cond["label"]`` — read only by the evaluation
+    (classifier accuracy of the samples); the backbone is built without ``num_classes`` and never sees it.
+
+    Args:
+        embedder: the conditioner's registered name or ``{class_path, init_args}`` spec.
+        words: one word per digit; train_templates / heldout_templates: phrasings with ``{w}`` (the word) and
+            ``{d}`` (the numeral).
+        (other arguments as :class:`DigitsDataModule`)
+    """
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0, pad_to: int | None = None,
+                 val_fraction: float = 0.1, split_seed: int = 0, embedder: Any = "SentenceEmbedder",
+                 words: Sequence[str] = DIGIT_WORDS, train_templates: Sequence[str] = TRAIN_TEMPLATES,
+                 heldout_templates: Sequence[str] = HELDOUT_TEMPLATES):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, pad_to=pad_to,
+                         val_fraction=val_fraction, split_seed=split_seed)
+        if len(words) != self.num_classes:
+            raise ConfigError(f"words needs one word per digit ({self.num_classes}); got {len(words)}")
+        for name, templates in (("train_templates", train_templates), ("heldout_templates", heldout_templates)):
+            if not templates or not all(isinstance(t, str) and ("{w}" in t or "{d}" in t) for t in templates):
+                raise ConfigError(f"{name} must be a non-empty list of phrasings containing {{w}} or {{d}}; got {templates!r}")
+        self.words = list(words)
+        self.train_templates, self.heldout_templates = list(train_templates), list(heldout_templates)
+        fill = lambda templates: [[t.format(w=w, d=d) for t in templates] for d, w in enumerate(self.words)]
+        self.class_prompts = ClassPrompts(fill(self.train_templates), fill(self.heldout_templates), embedder)
+
+    def prompts(self, split: str) -> list[list[str]]:
+        """Per class, the phrasings of ``split`` (``train`` or ``heldout``)."""
+        return self.class_prompts.prompts(split)
+
+    def embed(self, prompts: Sequence[str]) -> Tensor:
+        """Sentence embeddings of ``prompts`` through the registered conditioner (built once)."""
+        return self.class_prompts.embed(prompts)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        super().setup(stage)
+        tr, va = self.train_set, self.val_set
+        self.train_set = PromptedSet.build(tr.x, tr.labels, self.class_prompts, "train", self.split_seed)
+        self.val_set = PromptedSet.build(va.x, va.labels, self.class_prompts, "heldout", self.split_seed + 1)
+
+    def example_cond(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Held-out phrasings: sample i shows digit i mod 10, phrased with held-out template (i div 10) mod T."""
+        return self.class_prompts.example_cond(n)

@@ -1,0 +1,103 @@
+"""Evaluation of text samples (``polydiff evaluate`` and validation): diversity, entropy, generative perplexity
+under the plugin's autoregressive judge (:mod:`.ar`), the same numbers for as many real validation texts, the
+likelihood bound of a masked diffusion model, and BLEU/ROUGE-L against the references of the same source for
+conditional tasks. Metric definitions and citations are in :mod:`.metrics`.
+
+Reported (``text/…``): ``num_samples``; ``distinct_1``, ``distinct_2``, ``self_bleu``, ``entropy`` (per-sample
+unigram entropy, nats), ``gen_ppl_ar`` (generative perplexity of the samples under the judge) — each also as
+``…_real`` for the first ``num_samples`` validation texts; ``ar_val_ppl`` (the judge's perplexity on the
+validation rows); ``nelbo_ppl`` (exp of the MDLM bound per token on the validation rows, when the model is a
+masked diffusion model — comparable with ``ar_val_ppl``: same tokens, same rows); ``bleu`` and ``rouge_l`` when
+the data module has sources.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Mapping
+
+import torch
+
+from polydiff.errors import DataError
+
+from . import metrics as M
+from .ar import ARConfig, ar_model_for, perplexity
+
+
+def _texts_metrics(texts: list[str], suffix: str = "") -> dict[str, float]:
+    out = {f"text/distinct_1{suffix}": M.distinct_n(texts, 1), f"text/distinct_2{suffix}": M.distinct_n(texts, 2),
+           f"text/entropy{suffix}": M.unigram_entropy(texts)}
+    if len(texts) >= 2:
+        out[f"text/self_bleu{suffix}"] = M.self_bleu(texts)
+    return out
+
+
+@torch.no_grad()
+def masked_nelbo_per_token(module, datamodule, repeats: int = 4) -> float:
+    """The module's MDLM bound (nats per scored token) on the validation rows: ``repeats`` seeded draws of
+    times and masks per batch (:class:`polydiff.discrete.MDLMLoss`), averaged with token weights."""
+    total, count = 0.0, 0.0
+    model = module.sampling_model()
+    for r in range(repeats):
+        for i, batch in enumerate(datamodule.val_dataloader()):
+            batch = {k: v.to(module.device) for k, v in batch.items()}
+            targets = batch["presence"] & ~batch.get("known", torch.zeros_like(batch["presence"]))
+            g = torch.Generator(device=module.device).manual_seed(1000 * r + i)
+            loss = module.compute_loss(batch, g, model=model)["loss"]
+            total += float(loss) * float(targets.sum())
+            count += float(targets.sum())
+    return total / max(count, 1.0)
+
+
+def evaluate_samples(samples: Mapping[str, Any], datamodule, context: Mapping[str, Any] | None = None,
+                     ar_config: ARConfig | None = None) -> dict[str, float]:
+    """Metrics of text ``samples`` (batch-contract mapping of id rows) from a :class:`TextDataModule`."""
+    context = dict(context or {})
+    if not hasattr(datamodule, "decode_rows"):
+        raise DataError(f"text evaluation needs a TextDataModule; got {type(datamodule).__name__}")
+    x = torch.as_tensor(samples["x"]).long().cpu()
+    if x.ndim != 2 or x.shape[1] != datamodule.seq_len:
+        raise DataError(f"text samples have shape {tuple(x.shape)}; expected (n, {datamodule.seq_len})")
+    n = x.shape[0]
+    presence = samples.get("presence")
+    presence = torch.ones_like(x, dtype=torch.bool) if presence is None else torch.as_tensor(presence).bool().cpu()
+    known = samples.get("known")
+    known = None if known is None else torch.as_tensor(known).bool().cpu()
+    texts = datamodule.decode_rows(x, presence, known)
+    val = datamodule.require_set("val_set").fields
+    real_texts = datamodule.reference_texts("val")[:n]
+    out: dict[str, float] = {"text/num_samples": float(n)}
+    out.update(_texts_metrics(texts))
+    out.update(_texts_metrics(real_texts, "_real"))
+    config = ar_config or context.get("ar_config") or ARConfig(steps=datamodule.judge_steps)
+    judge = ar_model_for(datamodule, config, context.get("cache_dir"))
+    bos = datamodule.tokenizer.bos_id
+    # samples are rows in the model's representation: score them as they are (present, unknown ids)
+    out["text/gen_ppl_ar"] = perplexity(judge, x.clamp_min(0), presence, bos, known)
+    m = min(n, val["x"].shape[0])
+    out["text/gen_ppl_ar_real"] = perplexity(judge, val["x"][:m], val["presence"][:m], bos,
+                                             None if "known" not in val else val["known"][:m])
+    out["text/ar_val_ppl"] = perplexity(judge, val["x"], val["presence"], bos, val.get("known"))
+    module = context.get("module")
+    if module is not None and getattr(module, "is_discrete", False) and type(module.loss_fn).__name__ == "MDLMLoss":
+        out["text/nelbo_ppl"] = math.exp(masked_nelbo_per_token(module, datamodule))
+    if datamodule.source and known is not None:
+        # sample i was generated for validation row i mod N (TextDataModule.sample_inputs): its references are
+        # all validation texts with that row's source (E2E has several per meaning representation)
+        by_source = defaultdict(list)
+        for r in datamodule.val_records:
+            by_source[r.source].append(r.text)
+        nval = len(datamodule.val_records)
+        refs = [by_source[datamodule.val_records[i % nval].source] for i in range(n)]
+        refs = [[datamodule.decode_rows(*_encode_one(datamodule, t))[0] for t in rs] for rs in refs]
+        out["text/bleu"] = M.bleu(texts, refs)
+        out["text/rouge_l"] = M.rouge_l(texts, refs)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _encode_one(datamodule, text: str):
+    """A reference rendered as the tokenizer renders it (so that [UNK] and truncation match the samples')."""
+    ids = datamodule.tokenizer.encode(text)[: datamodule.seq_len - 1] + [datamodule.tokenizer.eos_id]
+    x = torch.tensor([ids])
+    return x, torch.ones_like(x, dtype=torch.bool)
