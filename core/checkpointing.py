@@ -130,6 +130,9 @@ def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
         bad("train_generator_device", "a device name")
     if "schedules" in extra:
         _check_schedules(extra["schedules"], name)
+    if extra.get("data") is not None and not (isinstance(extra["data"], Mapping)
+                                              and all(isinstance(k, str) for k in extra["data"])):
+        bad("data", "a mapping of the data module's checkpoint_metadata()")
     if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
                                         or not isinstance(checkpoint["global_step"], int)):
         raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")
