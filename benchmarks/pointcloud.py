@@ -1,22 +1,28 @@
-"""Point-cloud benchmark: Luo & Hu DPM on the procedural chairs, MMD/COV/1-NNA with references, metric cost.
+"""Point-cloud benchmark: Luo & Hu DPM on the procedural chairs (or airplanes), MMD/COV/1-NNA with references.
 
 Phases (run in this order; each prints a markdown table and the command that made it):
 
   references  oracle (validation split), copies of training shapes, Gaussian blob — against the test split
   cost        seconds for the full CD metric set (MMD/COV/1-NNA) at 2048 points: ours vs the naive
               full-matrix implementation (PointFlow's structure: every pair, (N, M) distance matrix)
-  train       trains Luo & Hu (gen mode: encoder + flow prior + diffusion decoder) for --minutes
-  sample      generates as many shapes as the test split holds (2048 points) from the checkpoint
-  evaluate    MMD/COV/1-NNA-CD at 2048 points and -EMD at 512 points of the generated shapes
-  report      the combined table from the JSON files of the phases above
+  train       trains Luo & Hu (gen mode: encoder + flow prior + diffusion decoder) for exactly --steps
+              optimiser steps per seed (--seeds, default three), with Luo & Hu's learning-rate schedule in
+              steps; wall time, CPU time and the load average are recorded, never used as the budget
+  sample      generates as many shapes as the test split holds (2048 points) from each seed's checkpoint
+  evaluate    MMD/COV/1-NNA-CD at 2048 points and -EMD at 512 points of each seed's shapes, then the report
+  report      one row per seed, the mean [min–max] over seeds, the references, and the hardware line (CPU model,
+              bf16/AVX flags, threads, precision, steps, wall time, load average)
   outliers    diagnosis: how far stray generated points inflate the shape_bbox normalisation, and the
               CD metrics without that effect (not a result to report as the model's score)
 
 Protocol: models train on per-shape ``shape_unit`` clouds (Luo & Hu); every set is normalised with
 ``shape_bbox`` before the metrics (Luo & Hu's ``test_gen.py`` evaluation). CD = squared, mean per
 direction, summed (PointFlow); EMD = exact, mean Euclidean matching distance. 1-NNA ideal = 50 %.
+Precision: fp32 unless the CPU multiplies bf16 natively (``--precision auto``, :mod:`polydiff.hardware`) or
+``--precision bf16`` is given.
 
     PYTHONPATH= nice -n 10 .venv/bin/python benchmarks/pointcloud.py references
+    PYTHONPATH= nice -n 10 .venv/bin/python benchmarks/pointcloud.py train      # 3 seeds x --steps
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ torch.set_num_threads(1)
 from polydiff.checkpointing import atomic_torch_save  # noqa: E402
 from polydiff.datasets.pointcloud_procedural import load_procedural  # noqa: E402
 from polydiff.plugins.pointcloud import metrics as M  # noqa: E402
-from polydiff.plugins.pointcloud.luohu import LuoHuDPM  # noqa: E402
+from polydiff.hardware import PRECISIONS, cpu_summary, use_bf16  # noqa: E402
+from polydiff.plugins.pointcloud.luohu import LuoHuDPM, luohu_lr  # noqa: E402
 from polydiff.plugins.pointcloud.normalize import Normalizer  # noqa: E402
 from polydiff.io import atomic_write_text  # noqa: E402
 from polydiff.ema import EMA  # noqa: E402
@@ -45,6 +52,7 @@ ROOT = Path(os.environ.get("POLYDIFF_POINTCLOUD_PROCEDURAL", Path(__file__).reso
 OUT = Path(os.environ.get("POLYDIFF_BENCH_OUT", "/tmp/polydiff_pointcloud_bench"))
 EVAL_NORM = Normalizer("shape_bbox")
 CMD = "nice -n 10 .venv/bin/python benchmarks/pointcloud.py"
+STEPS = 14_000  # about an hour per seed, fp32, one thread, on the 2-core development VM (docs/benchmarks.md)
 
 
 def log(msg: str) -> None:
@@ -152,9 +160,31 @@ def phase_cost(args) -> None:
     print(f"\n`{CMD} cost --category {cat}`")
 
 
+def run_name(category: str, seed: int) -> str:
+    return f"{category}_s{seed}"
+
+
+def schedule(args) -> tuple[int, int]:
+    """(sched_start, sched_end) in steps: Luo & Hu's ratio (lr held to 200k of 400k iterations, then linear
+    to end_lr at 400k; ``train_gen.py``) scaled to ``--steps`` unless given."""
+    start = args.steps // 2 if args.sched_start is None else args.sched_start
+    end = args.steps if args.sched_end is None else args.sched_end
+    return start, end
+
+
+def loadavg() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
 def phase_train(args) -> None:
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    for seed in args.seeds:
+        train_one(args, seed)
+
+
+def train_one(args, seed: int) -> None:
+    """Train one seed for exactly ``--steps`` optimiser steps; wall and CPU time are measured, not a budget."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     train = torch.as_tensor(load_procedural(args.category, "train", ROOT))
     norm = Normalizer("shape_unit")
     x_all = norm(train, "train")
@@ -163,21 +193,38 @@ def phase_train(args) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters, same update
     # optional weight averaging (not in Luo & Hu's code; docs/benchmarks.md compares it with the raw weights)
     ema = EMA(model, args.ema) if args.ema > 0 else None
-    ckpt = OUT / f"luohu_{args.category}.pt"
-    t_start = time.time()
-    step, hist, before = 0, [], 0.0
-    if args.resume:  # continue a run: weights, optimiser state, step count and time so far
+    bf16 = use_bf16(args.precision, "cpu")
+    sched_start, sched_end = schedule(args)
+    ckpt = OUT / f"luohu_{run_name(args.category, seed)}.pt"
+    n = len(x_all)
+    perm, pos = torch.randperm(n, generator=gen), 0
+    step, before, cpu_before = 0, 0.0, 0.0
+    if args.resume and ckpt.is_file():  # continue a run: weights, optimiser, data order and generator state
         prev = torch.load(ckpt, weights_only=True)
         model.load_state_dict(prev["state_dict"])
         opt.load_state_dict(prev["optimizer"])
         if ema is not None and "ema" in prev:
             ema.load_state_dict(prev["ema"])
-        step, before = prev["step"], prev["seconds"]
-        log(f"resumed from step {step} ({before / 60:.0f} min)")
-    n = len(x_all)
-    perm = torch.randperm(n, generator=gen)
-    pos = 0
-    while time.time() - t_start < args.minutes * 60 and step < args.max_steps:  # (this session's budget)
+        step, before, cpu_before = prev["step"], prev["seconds"], prev.get("cpu_seconds", 0.0)
+        gen.set_state(prev["generator"])
+        perm, pos = prev["perm"], prev["pos"]
+        log(f"resumed {ckpt.name} at step {step}")
+    hw = {**cpu_summary(), "precision": "bf16 autocast" if bf16 else "fp32", "load_start": loadavg()}
+    log(f"seed {seed}: {args.steps} steps, {hw}")
+    t_start, c_start, t_mark, s_mark, hist = time.time(), time.process_time(), time.time(), step, []
+    first = step
+
+    def save():
+        state = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "normalization": norm.state(),
+                 "step": step, "seconds": before + time.time() - t_start,
+                 "cpu_seconds": cpu_before + time.process_time() - c_start, "generator": gen.get_state(),
+                 "perm": perm, "pos": pos, "seed": seed, "hardware": {**hw, "load_end": loadavg()},
+                 "config": {k: v for k, v in vars(args).items() if k != "func"}}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        atomic_torch_save(state, ckpt)
+
+    while step < args.steps:
         if pos + args.batch > n:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos: pos + args.batch]
@@ -186,12 +233,11 @@ def phase_train(args) -> None:
         x = torch.gather(x_all[idx], 1, perm_pts[:, : args.points, None].expand(-1, -1, 3))
         # the encoder (the costly part on a CPU) sees a smaller subset of the same shapes
         x_enc = x[:, : args.encoder_points]
-        frac = (time.time() - t_start) / (args.minutes * 60)
-        lr = args.lr if frac < 0.5 else args.lr + (args.end_lr - args.lr) * (frac - 0.5) / 0.5  # official: const, then linear
+        lr = luohu_lr(step, args.lr, args.end_lr, sched_start, sched_end)
         for gr in opt.param_groups:
             gr["lr"] = lr
         # bf16 autocast: matmuls on the CPU's bf16 units (AMX/AVX512-BF16), loss and optimiser in fp32
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             terms = model.loss_terms(x, generator=gen, x_encoder=x_enc)
         opt.zero_grad()
         terms["loss"].backward()
@@ -201,23 +247,22 @@ def phase_train(args) -> None:
             ema.update(model)
         step += 1
         hist.append({k: float(v.detach()) for k, v in terms.items()})
-        if step % 50 == 0:
+        if step % 50 == 0 or step == args.steps:
             mean = {k: np.mean([h[k] for h in hist[-50:]]) for k in hist[-1]}
-            log(f"step {step} lr {lr:.2e} " + " ".join(f"{k} {v:.4f}" for k, v in mean.items()))
-        if step % 200 == 0:
-            _save(model, ema, opt, norm, args, step, ckpt, before + time.time() - t_start)
-    _save(model, ema, opt, norm, args, step, ckpt, before + time.time() - t_start)
-    log(f"trained {step} steps in {(time.time() - t_start) / 60:.1f} min -> {ckpt}")
+            rate = (step - s_mark) / max(time.time() - t_mark, 1e-9)
+            t_mark, s_mark = time.time(), step
+            log(f"step {step} lr {lr:.2e} {rate:.2f} steps/s load {loadavg()[0]} "
+                + " ".join(f"{k} {v:.4f}" for k, v in mean.items()))
+        if step % 1000 == 0:
+            save()
+    save()
+    wall, cpu = time.time() - t_start, time.process_time() - c_start
+    log(f"seed {seed}: {step} steps in {(before + wall) / 60:.1f} min wall ({cpu / max(step - first, 1):.3f} CPU s/step "
+        f"this session), {args.precision} -> {'bf16' if bf16 else 'fp32'}, load {loadavg()} -> {ckpt}")
 
 
-def _save(model, ema, opt, norm, args, step, path, seconds) -> None:
-    extra = {"ema": ema.state_dict()} if ema is not None else {}
-    atomic_torch_save({**extra, "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "normalization": norm.state(), "step": step, "seconds": seconds,
-                       "config": {k: v for k, v in vars(args).items() if k != "func"}}, path)
-
-
-def _load(args) -> tuple[LuoHuDPM, dict]:
-    ck = torch.load(OUT / f"luohu_{args.category}.pt", weights_only=True)
+def _load(args, seed: int) -> tuple[LuoHuDPM, dict]:
+    ck = torch.load(OUT / f"luohu_{run_name(args.category, seed)}.pt", weights_only=True)
     c = ck["config"]
     model = LuoHuDPM(latent_dim=c["latent_dim"], hidden=tuple(c["hidden"]), flow_depth=c["flow_depth"],
                      flow_hidden=c["flow_hidden"])
@@ -228,50 +273,96 @@ def _load(args) -> tuple[LuoHuDPM, dict]:
     return model.eval(), ck
 
 
+def test_split(args) -> np.ndarray:
+    """The reference set: the test split, or its first ``--num-samples`` shapes (1-NNA needs equal sizes)."""
+    test = load_procedural(args.category, "test", ROOT)
+    return test if args.num_samples is None else test[: args.num_samples]
+
+
 def phase_sample(args) -> None:
-    model, ck = _load(args)
-    n = len(load_procedural(args.category, "test", ROOT))
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    t0 = time.perf_counter()
-    out = []
-    for i in range(0, n, args.sample_batch):
-        out.append(model.generate(min(args.sample_batch, n - i), 2048, generator=gen, truncate_std=args.truncate_std))
-        log(f"generated {i + len(out[-1])}/{n}")
-    x = torch.cat(out).numpy()
-    np.save(OUT / f"samples_{args.category}.npy", x)
-    log(f"sampling took {time.perf_counter() - t0:.0f} s (step {ck['step']} checkpoint)")
+    n = len(test_split(args))
+    for seed in args.seeds:
+        model, ck = _load(args, seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        t0 = time.perf_counter()
+        out = []
+        for i in range(0, n, args.sample_batch):
+            out.append(model.generate(min(args.sample_batch, n - i), 2048, generator=gen, truncate_std=args.truncate_std))
+            log(f"seed {seed}: generated {i + len(out[-1])}/{n}")
+        np.save(OUT / f"samples_{run_name(args.category, seed)}.npy", torch.cat(out).numpy())
+        log(f"seed {seed}: sampling took {time.perf_counter() - t0:.0f} s (step {ck['step']} checkpoint)")
 
 
 def phase_evaluate(args) -> None:
-    model, ck = _load(args)
-    samples = np.load(OUT / f"samples_{args.category}.npy")
-    test = load_procedural(args.category, "test", ROOT)
-    m = evaluate_set(samples, test, tuple(args.metrics))
-    path = OUT / f"model_{args.category}.json"
-    if path.is_file():  # add metrics to an earlier evaluation of the same checkpoint (e.g. EMD after CD)
-        prev = json.loads(path.read_text())
-        if prev.get("step") == ck["step"]:
-            m = {**prev["metrics"], **m}
-    save_json(path, {"metrics": m, "step": ck["step"], "seconds": ck["seconds"], "config": ck["config"]})
-    c = ck["config"]
-    print(f"\nLuo & Hu DPM ({args.category}): {ck['step']} steps in {ck['seconds'] / 60:.0f} min on {c.get('threads', 1)} thread(s), batch {c['batch']}"
-          f" × {c['points']} points (encoder {c.get('encoder_points', c['points'])}), hidden {c['hidden']}, latent {c['latent_dim']}; train shape_unit, eval shape_bbox\n")
-    print(HEADER)
-    print(row("Luo & Hu DPM (ours, CPU scale)", m))
-    print(f"\n`{CMD} train --category {args.category} --minutes {c['minutes']}; {CMD} sample; {CMD} evaluate`")
+    test = test_split(args)
+    for seed in args.seeds:
+        _, ck = _load(args, seed)
+        name = run_name(args.category, seed)
+        samples = np.load(OUT / f"samples_{name}.npy")
+        m = evaluate_set(samples, test, tuple(args.metrics))
+        path = OUT / f"model_{name}.json"
+        if path.is_file():  # add metrics to an earlier evaluation of the same checkpoint (e.g. EMD after CD)
+            prev = json.loads(path.read_text())
+            if prev.get("step") == ck["step"] and prev["metrics"].get("n_samples") == m["n_samples"]:
+                m = {**prev["metrics"], **m}
+        save_json(path, {"metrics": m, "step": ck["step"], "seconds": ck["seconds"],
+                         "cpu_seconds": ck.get("cpu_seconds"), "seed": seed, "hardware": ck["hardware"],
+                         "config": ck["config"]})
+        log(f"seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)))
+    phase_report(args)
+
+
+KEYS = (("MMD-CD", 1e3, 3), ("COV-CD", 100, 1), ("1-NNA-CD", 100, 1), ("MMD-EMD", 1e2, 3), ("COV-EMD", 100, 1),
+        ("1-NNA-EMD", 100, 1))
+
+
+def spread_row(name: str, runs: list[dict]) -> str:
+    """Mean [min–max] over seeds of each metric (``not run`` where a seed lacks it)."""
+    cells = []
+    for key, scale, digits in KEYS:
+        vals = [r["metrics"][key] * scale for r in runs if key in r["metrics"]]
+        cells.append(f"{np.mean(vals):.{digits}f} [{min(vals):.{digits}f}–{max(vals):.{digits}f}]"
+                     if len(vals) == len(runs) else "not run")
+    m = runs[0]["metrics"]
+    return f"| {name} | {m['n_samples']}/{m['n_refs']} | " + " | ".join(cells) + " |"
+
+
+def hardware_line(runs: list[dict]) -> str:
+    hw = runs[0]["hardware"]
+    c = runs[0]["config"]
+    walls = ", ".join(f"{r['seconds'] / 60:.1f}" for r in runs)
+    loads = ", ".join(f"{r['hardware']['load_start'][0]}→{r['hardware']['load_end'][0]}" for r in runs)
+    return (f"Hardware: {hw['cpu']} ({hw['logical_cpus']} logical CPUs; flags {', '.join(hw['flags']) or 'none'}"
+            f"{'' if hw['native_bf16'] else '; no native bf16'}), torch {hw['torch']}, {hw['torch_threads']} "
+            f"thread(s), {hw['precision']} (--precision {c['precision']}). Steps {runs[0]['step']} per seed "
+            f"(lr {c['lr']:g} held to step {schedule(argparse.Namespace(**c))[0]}, linear to {c['end_lr']:g} at "
+            f"{schedule(argparse.Namespace(**c))[1]}), batch {c['batch']} × {c['points']} points (encoder "
+            f"{c['encoder_points']}); wall time per seed {walls} min; 1-min load average start→end {loads}.")
 
 
 def phase_report(args) -> None:
-    """Print the whole docs section from the JSON files the other phases wrote."""
+    """The model rows (one per seed, then mean [range]) with the hardware line, then the references."""
     cat = args.category
-    refs = json.loads((OUT / f"references_{cat}.json").read_text())
-    model_path = OUT / f"model_{cat}.json"
+    runs = []
+    for seed in args.seeds:
+        path = OUT / f"model_{run_name(cat, seed)}.json"
+        if path.is_file():
+            runs.append(json.loads(path.read_text()))
+    print(f"\nLuo & Hu DPM, procedural {cat} (train shape_unit, eval shape_bbox, test split as reference):\n")
     print(HEADER)
-    if model_path.is_file():
-        rec = json.loads(model_path.read_text())
-        print(row(f"Luo & Hu DPM, {rec['step']} steps / {rec['seconds'] / 60:.0f} min CPU-scale", rec["metrics"]))
-    for k, v in refs.items():
-        print(row(k, v))
+    for r in runs:
+        print(row(f"seed {r['seed']}, {r['step']} steps, {r['seconds'] / 60:.0f} min", r["metrics"]))
+    if runs:
+        print(spread_row(f"**mean [min–max] over {len(runs)} seed(s)**", runs))
+    refs = OUT / f"references_{cat}.json"
+    if refs.is_file():
+        for k, v in json.loads(refs.read_text()).items():
+            print(row(k, v))
+    if runs:
+        print("\n" + hardware_line(runs))
+        c = runs[0]["config"]
+        print(f"\n`{CMD} train --category {cat} --steps {c['steps']} --seeds {' '.join(map(str, args.seeds))}"
+              f" --threads {c['threads']} --precision {c['precision']}; {CMD} sample ...; {CMD} evaluate ...`")
 
 
 def quantile_box(x: np.ndarray, q: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +390,7 @@ def drop_stray_points(x: np.ndarray, frac: float = 0.01, k: int = 8) -> np.ndarr
 
 
 def phase_outliers(args) -> None:
-    samples = np.load(OUT / f"samples_{args.category}.npy").astype(np.float64)
+    samples = np.load(OUT / f"samples_{run_name(args.category, args.seeds[0])}.npy").astype(np.float64)
     test = load_procedural(args.category, "test", ROOT).astype(np.float64)
 
     def inflation(x):  # bbox extent / extent of the 0.5–99.5 % quantile box, mean over shapes, per axis
@@ -324,9 +415,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phase", choices=["references", "cost", "train", "sample", "evaluate", "report",
                                        "outliers"])
-    p.add_argument("--category", default="chair")
-    p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--max-steps", type=int, default=10**9)
+    p.add_argument("--category", default="chair", choices=["chair", "airplane"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022],
+                   help="one training run per seed (train/sample/evaluate loop over them; report: mean and range)")
+    p.add_argument("--steps", type=int, default=STEPS, help="optimiser steps per run (the budget; wall time is measured)")
+    p.add_argument("--sched-start", type=int, default=None, help="lr held until this step (default steps/2, Luo & Hu's ratio)")
+    p.add_argument("--sched-end", type=int, default=None, help="lr reaches --end-lr at this step (default --steps)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--points", type=int, default=256)
     p.add_argument("--encoder-points", type=int, default=64)
@@ -338,15 +432,18 @@ def main(argv=None) -> None:
     p.add_argument("--end-lr", type=float, default=1e-4)
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights used for sampling (0: off, as Luo & Hu)")
     p.add_argument("--raw-weights", action="store_true", help="sample from the raw weights, not the EMA")
-    p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--resume", action="store_true", help="continue the saved run of this category")
+    p.add_argument("--resume", action="store_true", help="continue each seed's interrupted run (same --steps: same schedule)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="generate this many shapes and score them against the first as many test shapes "
+                        "(default: the whole test split; small values only to check the script)")
     p.add_argument("--sample-batch", type=int, default=16)
     p.add_argument("--truncate-std", type=float, default=None,
                    help="truncate the prior draw w at this many σ (default: none, as Luo & Hu's test_gen.py)")
     p.add_argument("--cost-small", type=int, default=16)
     p.add_argument("--metrics", nargs="+", default=["cd", "emd"], choices=["cd", "emd"])
-    p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
-    p.add_argument("--bf16", action="store_true", help="train under bf16 autocast (mixed precision; not in Luo & Hu)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (1: robust to a shared machine; see docs)")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                   help="auto: bf16 autocast only on a CPU with native bf16 (AMX-BF16/AVX512-BF16), else fp32")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     {"references": phase_references, "cost": phase_cost, "train": phase_train, "sample": phase_sample,

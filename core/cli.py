@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -323,12 +324,22 @@ def load_for_sampling(ckpt: str, config: str | None = None):
     module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
     dm = datamodule_from_config(config) if config is not None else datamodule_from_checkpoint(raw, ckpt)
     if dm is not None:
+        # a data module that stores what sampling needs in its Lightning ``state_dict`` (``samples_from_state``)
+        # gets it back first, and then samples from it when its data cannot be read
+        state = raw.get(type(dm).__qualname__) if getattr(dm, "samples_from_state", False) else None
+        if isinstance(state, Mapping) and state:
+            dm.load_state_dict(dict(state))
         try:  # no prepare_data(): sampling must not start a download
             dm.setup("fit")
         except Exception as exc:  # noqa: BLE001 - data gone, offline, or a bad data config
             why = one_line(str(exc) or type(exc).__name__)
             if config is not None:  # the user asked for this data module: its failure is the error
                 raise ConfigError(f"{config}: data module {type(dm).__name__} could not be set up ({why})") from None
+            if isinstance(state, Mapping) and state:
+                print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({why}); sampling "
+                      "from the state it stored in the checkpoint", file=sys.stderr)
+                module.attach_datamodule(dm)
+                return module, dm
             print(f"polydiff: warning: data module {type(dm).__name__} could not be set up ({why}); sampling "
                   "without it (shape and domain from the checkpoint)", file=sys.stderr)
             return module, None

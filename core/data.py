@@ -265,6 +265,10 @@ class DiffusionDataModule(L.LightningDataModule):
     #: (:func:`pad_collate`), and the training set's size histogram is recorded in checkpoints and sampled
     #: at generation.
     variable_size: bool = False
+    #: The data module's Lightning ``state_dict`` (stored in every checkpoint) holds all that sampling needs (sample
+    #: shape, size histogram, the statistics that decode samples), and ``load_state_dict`` restores it before
+    #: ``setup``: ``polydiff sample`` and plugin commands then work from a checkpoint whose data is gone.
+    samples_from_state: bool = False
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
         super().__init__()

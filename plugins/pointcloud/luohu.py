@@ -54,6 +54,21 @@ def luohu_process(num_steps: int = 100, beta_1: float = 1e-4, beta_T: float = 0.
     return VP("linear", num_steps=num_steps, beta_min=beta_1 * num_steps, beta_max=beta_T * num_steps)
 
 
+def luohu_lr(step: int, lr: float = 2e-3, end_lr: float = 1e-4, sched_start: int = 200_000,
+             sched_end: int = 400_000) -> float:
+    """Learning rate at optimiser step ``step`` (0 = the first update) of Luo & Hu's ``get_linear_scheduler``
+    (``models/common.py``; ``train_gen.py``: lr 2e-3, end_lr 1e-4, ``sched_start_epoch`` 200k,
+    ``sched_end_epoch`` 400k, a ``LambdaLR`` stepped once per iteration): ``lr`` while step <= sched_start,
+    then linear to ``end_lr`` at sched_end, then held."""
+    if not 0 <= sched_start <= sched_end:
+        raise ConfigError(f"need 0 <= sched_start <= sched_end; got sched_start={sched_start}, sched_end={sched_end}")
+    if step <= sched_start:
+        return lr
+    if step >= sched_end:
+        return end_lr
+    return lr + (end_lr - lr) * (step - sched_start) / (sched_end - sched_start)
+
+
 # ------------------------------------------------------------------------------------------------------
 # decoder: ConcatSquash point-wise ε-network
 # ------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 from polydiff.errors import ConfigError
 from polydiff.training import DiffusionModule
 
-from .luohu import LatentFlow, PointNetEncoder, latent_terms, truncated_normal
+from .luohu import LatentFlow, PointNetEncoder, latent_terms, luohu_lr, truncated_normal
 
 Tensor = torch.Tensor
 
@@ -152,12 +152,7 @@ class LuoHuModule(DiffusionModule):
         """lr(step) / lr: 1 until ``sched_start``, linear to ``end_lr`` at ``sched_end``, then held (Luo & Hu's
         ``get_linear_scheduler``), times the optional linear warm-up of ``warmup_steps``."""
         h = self.hparams
-        if step <= h.sched_start:
-            lr = h.lr
-        elif step >= h.sched_end:
-            lr = h.end_lr
-        else:
-            lr = h.lr + (h.end_lr - h.lr) * (step - h.sched_start) / (h.sched_end - h.sched_start)
+        lr = luohu_lr(step, h.lr, h.end_lr, h.sched_start, h.sched_end)
         warm = min(1.0, (step + 1) / h.warmup_steps) if h.warmup_steps else 1.0
         return lr / h.lr * warm
 

@@ -22,6 +22,6 @@ def write_artifacts(samples: Mapping[str, Any], out_dir: str | Path, prefix: str
         if known is not None:  # B-factor 1 for residues whose angles were given (kept motif), 0 if generated
             bfac = known[b, :a.shape[0]].reshape(a.shape[0], -1).any(-1).float().numpy()
         paths.append(write_structure(xyz, out_dir / f"{prefix}_{b:04d}{suffix}", bfactors=bfac))
-    reference = [c.angles for c in getattr(datamodule, "train_chains", [])] if datamodule is not None else []
+    reference = datamodule.phi_psi_histogram() if hasattr(datamodule, "phi_psi_histogram") else None
     paths.append(ramachandran_png(angles, reference, out_dir / f"{prefix}_ramachandran.png"))
     return paths

@@ -128,6 +128,7 @@ class ProteinAngles(DiffusionDataModule):
 
     domain = DOMAIN
     variable_size = True
+    samples_from_state = True  # angle means and histograms travel in the checkpoint (state_dict)
 
     def __init__(self, roots: list[str] | str = "../shared/data/protein/kortemme_pfam_domains",
                  min_length: int = 40, max_length: int = 128, val_fraction: float = 0.1, chain: str | None = None,
@@ -144,6 +145,7 @@ class ProteinAngles(DiffusionDataModule):
         self.train_chains: list[Chain] = []
         self.val_chains: list[Chain] = []
         self.angle_mean: np.ndarray | None = None
+        self._phi_psi: np.ndarray | None = None
 
     def _load(self) -> tuple[list[Chain], list[str]]:
         return load_chains(self.roots, self.min_length, self.chain)
@@ -158,30 +160,77 @@ class ProteinAngles(DiffusionDataModule):
         n_val = 0 if len(chains) < 2 or self.val_fraction == 0 else max(1, round(self.val_fraction * len(chains)))
         self.val_chains = [chains[i] for i in order[:n_val]]
         self.train_chains = [chains[i] for i in order[n_val:]]
-        self.angle_mean = circular_mean(np.concatenate([c.angles for c in self.train_chains]), axis=0)
+        if self.angle_mean is None:  # else restored from a checkpoint: the centring the model was trained with
+            self.angle_mean = circular_mean(np.concatenate([c.angles for c in self.train_chains]), axis=0)
         self.report = report
         for line in report:
             log.info(line)
         self.train_set = AngleDataset(self.train_chains, self.angle_mean, self.max_length, True, self.seed)
         self.val_set = AngleDataset(self.val_chains or self.train_chains, self.angle_mean, self.max_length, False)
 
+    # -- what sampling needs, stored in checkpoints -------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The training set's circular angle means, length histogram and φ/ψ histogram: Lightning stores them
+        in every checkpoint (under ``"ProteinAngles"``), so ``polydiff sample``/``infill`` work without the data."""
+        self.require_set("train_set")
+        return {"angle_mean": torch.as_tensor(self.angle_mean, dtype=torch.float64),
+                "size_histogram": self.size_histogram().clone(),
+                "phi_psi_histogram": torch.from_numpy(self.phi_psi_histogram())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (from a checkpoint); a DataError names what is malformed."""
+        from .evaluation import RAMA_BINS
+
+        want = {"angle_mean": (6,), "size_histogram": (self.max_length + 1,),
+                "phi_psi_histogram": (RAMA_BINS, RAMA_BINS)}
+        for key, shape in want.items():
+            v = state.get(key) if isinstance(state, dict) else None
+            if not torch.is_tensor(v) or tuple(v.shape) != shape or not torch.isfinite(v.double()).all():
+                got = tuple(v.shape) if torch.is_tensor(v) else type(v).__name__
+                raise DataError(f"{type(self).__name__} state: {key} must be a finite tensor of shape {shape}, "
+                                f"got {got}")
+        self.angle_mean = state["angle_mean"].double().numpy().copy()
+        self._size_histogram = state["size_histogram"].long().clone()
+        self._phi_psi = state["phi_psi_histogram"].long().numpy().copy()
+        for ds in (self.train_set, self.val_set):
+            if ds is not None:
+                ds.mean = self.angle_mean
+
+    def _require_mean(self) -> np.ndarray:
+        if self.angle_mean is None:
+            self.require_set("train_set")
+        return self.angle_mean
+
     # -- representation ----------------------------------------------------------------------------
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space angles (..., 6) -> raw angles in [−π, π) (undo the centring)."""
-        self.require_set("train_set")
-        return wrap(x.double() + torch.as_tensor(self.angle_mean))
+        return wrap(x.double() + torch.as_tensor(self._require_mean()))
 
     def encode(self, angles: np.ndarray) -> dict[str, torch.Tensor]:
         """Raw (L, 6) angles of one chain -> a batch-contract item (centred, wrapped, terminal angles masked)."""
-        self.require_set("train_set")
-        return make_item(angles, self.angle_mean)
+        return make_item(angles, self._require_mean())
 
     def size_histogram(self) -> torch.Tensor:
         """Counts of training chain lengths after cropping to ``max_length`` (index = length), so that the
-        model's sample shape is ``(max_length, 6)``."""
-        self.require_set("train_set")
-        lengths = [min(len(c), self.max_length) for c in self.train_chains]
-        return torch.from_numpy(np.bincount(lengths, minlength=self.max_length + 1)).long()
+        model's sample shape is ``(max_length, 6)``; from the training chains or a restored checkpoint state."""
+        if self._size_histogram is None:
+            self.require_set("train_set")
+            lengths = [min(len(c), self.max_length) for c in self.train_chains]
+            self._size_histogram = torch.from_numpy(np.bincount(lengths, minlength=self.max_length + 1)).long()
+        return self._size_histogram
+
+    def phi_psi_histogram(self) -> np.ndarray:
+        """The training set's Ramachandran counts (:func:`.evaluation.phi_psi_histogram`)."""
+        from .evaluation import phi_psi_histogram
+
+        if self._phi_psi is None:
+            self.require_set("train_set")
+            self._phi_psi = phi_psi_histogram([c.angles for c in self.train_chains])
+        return self._phi_psi
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (len(self.size_histogram()) - 1, 6)
 
     def check_lengths(self, lengths) -> None:
         """ConfigError naming the lengths outside the trained range (e.g. from ``polydiff sample --sizes 20``)."""

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from polydiff import ConfigError
+from polydiff import ConfigError, ShapeError
 
 from .data import angles_of_samples
 from .geometry import nerf
@@ -79,9 +79,23 @@ def evaluate_samples(samples: Mapping[str, Any], datamodule, context: Mapping[st
     return out
 
 
-def ramachandran_png(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray], path: str | Path,
+RAMA_BINS = 72  # 5° bins over [−180°, 180°) in φ and ψ
+
+
+def phi_psi_histogram(chains: Sequence[np.ndarray]) -> np.ndarray:
+    """(RAMA_BINS, RAMA_BINS) int64 counts of the defined (φ, ψ) pairs of (L, 6) angle tables (φ rows, ψ columns):
+    what a Ramachandran plot shows, small enough to store in a checkpoint."""
+    rows = np.concatenate(chains) if len(chains) else np.zeros((0, 6))
+    ok = np.isfinite(rows[:, 0]) & np.isfinite(rows[:, 1])
+    edges = np.linspace(-180, 180, RAMA_BINS + 1)
+    h, _, _ = np.histogram2d(np.degrees(rows[ok, 0]), np.degrees(rows[ok, 1]), bins=[edges, edges])
+    return h.astype(np.int64)
+
+
+def ramachandran_png(generated: Sequence[np.ndarray], reference: np.ndarray | None, path: str | Path,
                      title: str = "generated") -> Path:
-    """φ/ψ density of the generated chains beside the reference set, one PNG (written atomically)."""
+    """φ/ψ density of the generated chains beside the reference set's :func:`phi_psi_histogram` (the training
+    set's; ``None``: an empty panel), one PNG (written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,13 +103,15 @@ def ramachandran_png(generated: Sequence[np.ndarray], reference: Sequence[np.nda
 
     from polydiff.io import atomic_write_bytes
 
+    empty = np.zeros((RAMA_BINS, RAMA_BINS), dtype=np.int64)
+    ref = empty if reference is None else np.asarray(reference)
+    if ref.shape != empty.shape:
+        raise ShapeError(f"reference Ramachandran histogram must have shape {empty.shape}, got {ref.shape}")
+    edges = np.linspace(-180, 180, RAMA_BINS + 1)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), sharex=True, sharey=True)
-    for ax, chains, name in ((axes[0], generated, title), (axes[1], reference, "reference (training set)")):
-        rows = np.concatenate(chains) if len(chains) else np.zeros((0, 6))
-        ok = np.isfinite(rows[:, 0]) & np.isfinite(rows[:, 1])
-        ax.hist2d(np.degrees(rows[ok, 0]), np.degrees(rows[ok, 1]), bins=72, range=[[-180, 180], [-180, 180]],
-                  cmap="viridis", cmin=1)
-        ax.set_title(f"{name} ({int(ok.sum())} residues)")
+    for ax, h, name in ((axes[0], phi_psi_histogram(generated), title), (axes[1], ref, "reference (training set)")):
+        ax.pcolormesh(edges, edges, np.ma.masked_less(h.T, 1), cmap="viridis")
+        ax.set_title(f"{name} ({int(h.sum())} residues)")
         ax.set_xlabel("φ (degrees)")
         ax.set_xlim(-180, 180)
         ax.set_ylim(-180, 180)

@@ -1,20 +1,22 @@
-"""Writing backbones as PDB and mmCIF files (N, CA, C and the carbonyl O of every residue).
+"""Writing backbones as PDB and mmCIF files (N, CA, C and the carbonyl O of every residue) with Biopython.
 
-Records follow the wwPDB format v3.3 (ATOM columns 1–80; occupancy 1.00; the B-factor column carries a
-per-residue value such as a confidence, a kept/generated flag or a per-residue metric) and the PDBx/mmCIF
-``_atom_site`` category, so PyMOL, ChimeraX and Biopython read them. Files are written atomically
-(:func:`polydiff.io.atomic_write_text`: a temporary file in the same folder, then ``os.replace``).
+The backbone becomes a Biopython ``Structure`` (one model, one chain, occupancy 1.00, the B-factor column carrying
+a per-residue value such as a confidence, a kept/generated flag or a per-residue metric) and is written by
+Biopython's own ``PDBIO`` (wwPDB v3.3 ATOM/TER/END records) or ``MMCIFIO`` (the PDBx/mmCIF ``_atom_site``
+loop), the writers the field reads back everywhere (PyMOL, ChimeraX, Biopython). Files are written atomically
+(:func:`polydiff.io.atomic_write`: a temporary file in the same folder, then ``os.replace``).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from polydiff import ShapeError
-from polydiff.io import atomic_write_text
+from polydiff.io import atomic_write
 
 from .geometry import add_oxygens
 
@@ -37,49 +39,62 @@ def _check(coords, bfactors, resnames):
     return add_oxygens(coords), b, names
 
 
-def pdb_text(coords, bfactors=None, resnames: Sequence[str] | None = None, chain: str = "A",
-             remarks: Sequence[str] = ()) -> str:
-    """PDB text of one chain: (L, 3, 3) N/CA/C -> ATOM records N, CA, C, O per residue, TER, END."""
+def backbone_structure(coords, bfactors=None, resnames: Sequence[str] | None = None, chain: str = "A",
+                       name: str = "polydiff"):
+    """A Biopython ``Structure`` of one chain: (L, 3, 3) N/CA/C -> residues 1..L with atoms N, CA, C, O
+    (O placed by :func:`.geometry.add_oxygens`), B-factor ``bfactors[i]`` on every atom of residue i."""
+    from Bio.PDB.StructureBuilder import StructureBuilder
+
     xyz, b, names = _check(coords, bfactors, resnames)
-    lines = [f"REMARK 250 {r[:68]}" for r in remarks]
-    serial = 0
+    sb = StructureBuilder()
+    sb.init_structure(name)
+    sb.init_model(0)
+    sb.init_chain(chain)
     for i in range(xyz.shape[0]):
+        sb.init_seg("    ")
+        sb.init_residue(names[i], " ", i + 1, " ")
         for k, (atom, element) in enumerate(ATOMS):
-            serial += 1
-            x, y, z = xyz[i, k]
-            lines.append(f"ATOM  {serial:5d}  {atom:<3s} {names[i]:>3s} {chain}{i + 1:4d}    "
-                         f"{x:8.3f}{y:8.3f}{z:8.3f}{1.0:6.2f}{b[i]:6.2f}          {element:>2s}  ")
-    serial += 1
-    lines.append(f"TER   {serial:5d}      {names[-1]:>3s} {chain}{xyz.shape[0]:4d}")
-    lines.append("END")
-    return "\n".join(lines) + "\n"
+            sb.init_atom(atom, xyz[i, k].astype(np.float32), float(b[i]), 1.0, " ", f" {atom:<3s}",
+                         element=element)
+    return sb.get_structure()
+
+
+def _text(writer, structure) -> str:
+    w = writer()
+    w.set_structure(structure)
+    buf = io.StringIO()
+    w.save(buf)
+    return buf.getvalue()
+
+
+def pdb_text(coords, bfactors=None, resnames: Sequence[str] | None = None, chain: str = "A") -> str:
+    """PDB text of one chain (Biopython ``PDBIO``): ATOM records N, CA, C, O per residue, TER, END."""
+    from Bio.PDB import PDBIO
+
+    return _text(PDBIO, backbone_structure(coords, bfactors, resnames, chain))
 
 
 def mmcif_text(coords, bfactors=None, resnames: Sequence[str] | None = None, chain: str = "A",
                name: str = "polydiff") -> str:
-    """PDBx/mmCIF text of one chain with the ``_atom_site`` loop (B_iso_or_equiv = per-residue values)."""
-    xyz, b, names = _check(coords, bfactors, resnames)
-    cols = ["group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
-            "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y", "Cartn_z", "occupancy",
-            "B_iso_or_equiv", "auth_seq_id", "auth_comp_id", "auth_asym_id", "auth_atom_id", "pdbx_PDB_model_num"]
-    lines = [f"data_{name}", "#", "loop_"] + [f"_atom_site.{c}" for c in cols]
-    serial = 0
-    for i in range(xyz.shape[0]):
-        for k, (atom, element) in enumerate(ATOMS):
-            serial += 1
-            x, y, z = xyz[i, k]
-            lines.append(f"ATOM {serial} {element} {atom} . {names[i]} {chain} 1 {i + 1} ? {x:.3f} {y:.3f} {z:.3f} "
-                         f"1.00 {b[i]:.2f} {i + 1} {names[i]} {chain} {atom} 1")
-    lines.append("#")
-    return "\n".join(lines) + "\n"
+    """PDBx/mmCIF text of one chain (Biopython ``MMCIFIO``): the ``_atom_site`` loop, B_iso_or_equiv =
+    per-residue values."""
+    from Bio.PDB import MMCIFIO
+
+    return _text(MMCIFIO, backbone_structure(coords, bfactors, resnames, chain, name))
 
 
-def write_pdb(coords, path, bfactors=None, resnames=None, chain: str = "A", remarks: Sequence[str] = ()) -> Path:
-    return atomic_write_text(path, pdb_text(coords, bfactors, resnames, chain, remarks))
+def _write(text: str, path) -> Path:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_pdb(coords, path, bfactors=None, resnames=None, chain: str = "A") -> Path:
+    return _write(pdb_text(coords, bfactors, resnames, chain), path)
 
 
 def write_mmcif(coords, path, bfactors=None, resnames=None, chain: str = "A") -> Path:
-    return atomic_write_text(path, mmcif_text(coords, bfactors, resnames, chain, name=Path(path).stem))
+    return _write(mmcif_text(coords, bfactors, resnames, chain, name=Path(path).name.split(".")[0]), path)
 
 
 def write_structure(coords, path, bfactors=None, resnames=None, chain: str = "A") -> Path:

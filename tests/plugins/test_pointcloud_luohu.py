@@ -181,6 +181,44 @@ def test_module_lr_follows_the_official_linear_decay():
         LuoHuModule(**TINY_MODULE, sched_start=5, sched_end=4)
 
 
+def test_step_bound_schedule_equals_the_official_one():
+    """luohu_lr is train_gen.py's get_linear_scheduler (lr 2e-3 held to iteration 200k, linear to 1e-4 at 400k,
+    stepped per iteration); the benchmark scales the same breakpoints to its --steps, in steps, not minutes."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    from polydiff.plugins.pointcloud.luohu import luohu_lr
+
+    official = {0: 2e-3, 1: 2e-3, 200_000: 2e-3, 250_000: 1.525e-3, 300_000: 1.05e-3, 400_000: 1e-4, 10**6: 1e-4}
+    assert [luohu_lr(s) for s in official] == pytest.approx(list(official.values()), rel=1e-12)
+    # the official LambdaLR, stepped as train_gen.py does, at a scaled-down horizon (start 4, end 8)
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    ref = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0 if e <= 4 else (
+        (1 - (e - 4) / 4) + (e - 4) / 4 * 1e-4 / 2e-3 if e <= 8 else 1e-4 / 2e-3))
+    for step in range(12):
+        assert luohu_lr(step, 2e-3, 1e-4, 4, 8) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        ref.step()
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pointcloud.py"
+    spec = importlib.util.spec_from_file_location("pointcloud_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    threads = torch.get_num_threads()
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        torch.set_num_threads(threads)
+    args = argparse.Namespace(steps=bench.STEPS, sched_start=None, sched_end=None)
+    start, end = bench.schedule(args)
+    assert (start, end) == (bench.STEPS // 2, bench.STEPS)  # 200k / 400k of the official run, scaled
+    assert luohu_lr(start, 2e-3, 1e-4, start, end) == 2e-3
+    assert luohu_lr((start + end) // 2, 2e-3, 1e-4, start, end) == pytest.approx(1.05e-3)
+    assert luohu_lr(end, 2e-3, 1e-4, start, end) == 1e-4
+    with pytest.raises(ConfigError, match="sched_start"):
+        luohu_lr(0, sched_start=5, sched_end=4)
+
+
 def test_module_trains_on_fresh_random_point_subsets(one_thread):
     from polydiff.plugins.pointcloud.module import LuoHuModule
 

