@@ -4,7 +4,8 @@ The public API is what this module exports plus its documented submodules: ``pol
 ``polydiff.guidance``, ``polydiff.losses``, ``polydiff.likelihood``, ``polydiff.discrete``,
 ``polydiff.discrete_samplers``, ``polydiff.backbones``, ``polydiff.batch``, ``polydiff.structured`` (states of
 named parts), ``polydiff.graphs`` (torch-geometric; imported on use), ``polydiff.testing``,
-``polydiff.io`` (atomic file writes), ``polydiff.hardware`` (CPU model and bf16 flags),
+``polydiff.io`` (atomic file writes), ``polydiff.metrics`` (Fréchet distance, Inception Scores),
+``polydiff.hardware`` (CPU model and bf16 flags),
 ``polydiff.training`` and ``polydiff.data`` (Lightning; imported on use),
 ``polydiff.components`` (components from registry names and specs; configs read as data), ``polydiff.ema``,
 ``polydiff.evaluation`` (samples to the artifact and metric hooks), ``polydiff.checkpointing``

@@ -504,12 +504,16 @@ def _check_datamodule(pm, dm_name: str, kwargs: dict, tmp, report: dict, fail) -
         dm.prepare_data()
         dm.setup("fit")
         batch = next(iter(dm.train_dataloader()))
-        x, presence, known, cond = unpack(batch, integer=None)  # float data or integer ids (discrete)
-        shape = tuple(dm.sample_shape)
-        if tuple(x.shape[1:]) != shape:
-            fail("datamodule", f"{dm_name}: batch x has shape {tuple(x.shape)}, sample_shape is {shape}")
+        if isinstance(batch.get("x"), dict):  # a state of named parts (polydiff.structured)
+            shape = dict(dm.sample_shape)
+            n = min(4, _check_parts(f"{dm_name}: batch", batch["x"], shape, fail, batch.get("presence")))
+        else:
+            x, presence, known, cond = unpack(batch, integer=None)  # float data or integer ids (discrete)
+            shape = tuple(dm.sample_shape)
+            if tuple(x.shape[1:]) != shape:
+                fail("datamodule", f"{dm_name}: batch x has shape {tuple(x.shape)}, sample_shape is {shape}")
+            n = min(4, x.shape[0])
         report["datamodules"][dm_name] = shape
-        n = min(4, x.shape[0])
         ec = dm.example_cond(n, torch.Generator().manual_seed(0))
         if ec is not None and not (isinstance(ec, dict) and all(torch.is_tensor(v) and v.shape[0] == n
                                                                  for v in ec.values())):
@@ -518,7 +522,12 @@ def _check_datamodule(pm, dm_name: str, kwargs: dict, tmp, report: dict, fail) -
         if not isinstance(si, dict) or not set(si) <= {"cond", "presence", "known", "x_known"}:
             fail("datamodule", f"{dm_name}.sample_inputs must return a dict with keys among cond/presence/known/x_known")
         ref = dm.reference_data(n)
-        if not isinstance(ref, dict) or not torch.is_tensor(ref.get("x")) or tuple(ref["x"].shape[1:]) != shape:
+        if isinstance(shape, dict):
+            if not isinstance(ref, dict) or not isinstance(ref.get("x"), dict):
+                fail("datamodule", f"{dm_name}.reference_data must return a collated mapping with x = parts {sorted(shape)}")
+            else:
+                _check_parts(f"{dm_name}.reference_data", ref["x"], shape, fail, ref.get("presence"))
+        elif not isinstance(ref, dict) or not torch.is_tensor(ref.get("x")) or tuple(ref["x"].shape[1:]) != shape:
             fail("datamodule", f"{dm_name}.reference_data must return a collated mapping with x of shape (n, *{shape})")
     except Exception as exc:  # noqa: BLE001
         fail("datamodule", f"datamodule {dm_name!r}: {type(exc).__name__}: {exc}")
@@ -541,6 +550,30 @@ def _check_datamodule(pm, dm_name: str, kwargs: dict, tmp, report: dict, fail) -
             fail("evaluate", f"polydiff_evaluate({dm.domain!r}) returned {result!r}; expected {{str: finite float}}")
         else:
             report["metrics"].update(result)
+
+
+def _check_parts(what: str, parts: dict, shape: dict, fail, presence=None) -> int:
+    """A collated state of parts against the data module's ``sample_shape`` (part → per-item shape): the same parts,
+    each (batch, nodes, …) with nodes at most the item shape's (variable-size items are padded to the batch's
+    largest) and the same trailing shape, and a (batch, nodes) presence mask. Returns the batch size."""
+    if set(parts) != set(shape):
+        fail("datamodule", f"{what} has parts {sorted(parts)}; sample_shape has {sorted(shape)}")
+        return 0
+    b = None
+    for k, v in parts.items():
+        want = tuple(shape[k])
+        if not torch.is_tensor(v) or v.ndim != len(want) + 1 or tuple(v.shape[2:]) != want[1:] or v.shape[1] > want[0]:
+            fail("datamodule", f"{what}: part {k!r} has shape {tuple(getattr(v, 'shape', ()))}; expected (batch, "
+                               f"<= {want[0]}, {', '.join(map(str, want[1:]))})")
+            continue
+        if b is not None and v.shape[0] != b:
+            fail("datamodule", f"{what}: part {k!r} has batch {v.shape[0]}, the others {b}")
+        b = v.shape[0]
+    ref = next(iter(parts.values()))
+    if presence is not None and (not torch.is_tensor(presence) or tuple(presence.shape) != tuple(ref.shape[:2])):
+        fail("datamodule", f"{what}: presence has shape {tuple(getattr(presence, 'shape', ()))}; expected "
+                           f"{tuple(ref.shape[:2])} (batch, nodes) for a state of parts")
+    return int(b or 0)
 
 
 def _check_task(reg, task: str, datamodule_kwargs: dict, tmp, report: dict, fail) -> None:
@@ -591,10 +624,14 @@ def _run_task(task: str, dm, module, tmp, report: dict, fail) -> None:
     from .errors import ShapeError
 
     batch = next(iter(dm.train_dataloader()))
-    x = batch["x"]
+    flat = module.flat_batch(batch) if isinstance(batch.get("x"), dict) else batch  # parts: the packed tensor
+    x = flat["x"]
+    cond = dict(flat.get("cond") or {})
+    if flat is not batch and flat.get("presence") is not None:
+        cond["presence"] = flat["presence"]
     try:
         t = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(0))
-        module.denoiser(x, t, batch.get("cond"))
+        module.denoiser(x, t, cond or None)
     except ShapeError as exc:
         fail("backbone-output-shape", f"task {task!r}: {exc}")
         return
@@ -614,16 +651,26 @@ def _run_task(task: str, dm, module, tmp, report: dict, fail) -> None:
         return
     if not math.isfinite(loss):
         fail("training-step", f"task {task!r}: training loss is {loss}")
-    shape = tuple(dm.sample_shape)
+    shape = dm.sample_shape
+    shape = dict(shape) if isinstance(shape, dict) else tuple(shape)
     steps = min(4, int(module.hparams.get("sample_steps") or 4))
     try:
         samples = module.generate(4, steps=steps)["x"]
     except Exception as exc:  # noqa: BLE001
         fail("sample-shape", f"task {task!r}: sampling raised {type(exc).__name__}: {exc}")
         return
-    if tuple(samples.shape) != (4, *shape):
+    if isinstance(samples, dict):  # a state of parts: each part's shape, the packed shape in the report
+        problems = []
+        _check_parts(f"task {task!r}: samples", samples, shape, lambda _r, m: problems.append(m))
+        for m in problems:
+            fail("sample-shape", m)
+        shape = tuple(module.sample_shape)
+        samples = torch.cat([v.float().flatten(1) for v in samples.values()], dim=1)
+        if problems:
+            return
+    elif tuple(samples.shape) != (4, *shape):
         fail("sample-shape", f"task {task!r}: samples have shape {tuple(samples.shape)}; expected {(4, *shape)}")
-    elif not torch.isfinite(samples).all():
+    if not torch.isfinite(samples).all():
         bad = int((~torch.isfinite(samples)).sum())
         fail("finite-samples", f"task {task!r}: {bad} of {samples.numel()} sampled values are NaN or infinite")
     report["tasks"][task] = {"loss": loss, "sample_shape": shape}

@@ -18,7 +18,7 @@ from polydiff.plugins_manager import register_task_configs
 
 DOMAIN = "audio"
 
-__all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts",
+__all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts", "polydiff_evaluate",
            "polydiff_commands", "polydiff_datasets"]
 
 
@@ -75,6 +75,15 @@ def polydiff_write_artifacts(domain, samples, out_dir, context):
     prefix = context.get("prefix") or (context.get("stage") or "samples")
     return write_artifacts(samples, out_dir, prefix=prefix, datamodule=context.get("datamodule"),
                            module=context.get("module"))
+
+
+@hookimpl
+def polydiff_evaluate(domain, samples, datamodule, context):
+    if domain != DOMAIN:
+        return None
+    from .evaluation import evaluate_samples
+
+    return evaluate_samples(samples, datamodule, context)
 
 
 @hookimpl

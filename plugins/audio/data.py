@@ -6,9 +6,9 @@ loudness-normalised (:func:`.io.normalize_loudness`) and brought to a fixed leng
 
 * ``"waveform"`` — ``x`` (1, length) samples in [-1, 1]; ``cond["label"]`` for labelled data (DiffWave
   unconditional / class-conditional generation, Kong et al. 2021, §5.2–5.3);
-* ``"vocoder"`` — ``x`` (1, segment_frames · hop) crops with ``cond["mel"]`` (n_mels, segment_frames), the mel
-  of the same samples (DiffWave as a neural vocoder, §5.1); sampling conditions on the mels of whole
-  held-out clips;
+* ``"vocoder"`` — ``x`` (1, length) with ``cond["mel"]`` (n_mels, length / hop), the mel of the same samples
+  (DiffWave as a neural vocoder, §5.1): ``crops_per_clip`` random crops (or placements, for a shorter clip) per
+  training clip, the centred clip for held-out ones; sampling conditions on the held-out clips' mels;
 * ``"mel"`` — ``x`` (1, n_mels, length / hop), the normalised log-mel (mel-spectrogram diffusion), with
   ``cond["label"]``.
 
@@ -67,10 +67,9 @@ class AudioFolder(DiffusionDataModule):
         conditional: hand labels to the model as ``cond["label"]`` (waveform and mel modes).
         mode: ``"waveform"``, ``"vocoder"`` or ``"mel"`` (see the module docstring).
         mel: the :class:`MelConfig` fields (its ``sample_rate`` is the rate every file is brought to).
-        length: samples per clip in waveform/mel mode and per held-out clip in vocoder mode (a multiple of
-            the hop); longer clips are centre-cropped, shorter ones zero-padded at both ends.
-        segment_frames: mel frames per training crop in vocoder mode (DiffWave: 62 frames of 256 samples,
-            ~16k samples; shorter here to fit 2 CPU cores).
+        length: samples per item (a multiple of the hop); longer clips are centre-cropped, shorter ones
+            zero-padded at both ends (in vocoder training: randomly placed crops). DiffWave's vocoder trains on
+            crops of 62 frames of 256 samples (~16k samples).
         crops_per_clip: random training crops per clip in vocoder mode (drawn once from ``seed``).
         loudness_db: RMS level every clip is normalised to (dBFS); None keeps the files' levels.
         on_rate, channels, on_clip: how files at another rate, with several channels or clipped are handled
@@ -83,8 +82,7 @@ class AudioFolder(DiffusionDataModule):
     def __init__(self, root: str | None = None, train_files: str | list[str] | None = None,
                  val_files: str | list[str] | None = None, val_fraction: float = 0.1,
                  label_regex: str | None = None, class_names: list[str] | None = None, conditional: bool = True,
-                 mode: str = "waveform", mel: dict | None = None, length: int = 6144, segment_frames: int = 32,
-                 crops_per_clip: int = 4, loudness_db: float | None = -20.0, on_rate: str = "resample",
+                 mode: str = "waveform", mel: dict | None = None, length: int = 6144, crops_per_clip: int = 1, loudness_db: float | None = -20.0, on_rate: str = "resample",
                  channels: str = "error", on_clip: str = "warn", limit: int | None = None,
                  batch_size: int = 32, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
@@ -94,15 +92,15 @@ class AudioFolder(DiffusionDataModule):
         hop = self.mel_config.hop_length
         if length < hop or length % hop:
             raise ConfigError(f"length={length} must be a positive multiple of the hop length {hop}")
-        if segment_frames < 1 or crops_per_clip < 1:
-            raise ConfigError(f"segment_frames and crops_per_clip must be >= 1, got {segment_frames}, {crops_per_clip}")
+        if crops_per_clip < 1:
+            raise ConfigError(f"crops_per_clip must be >= 1, got {crops_per_clip}")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         self.root = None if root is None else Path(root)
         self.train_files_arg, self.val_files_arg = train_files, val_files
         self.val_fraction, self.label_regex, self.class_names = val_fraction, label_regex, class_names
         self.conditional, self.mode, self.length = conditional, mode, int(length)
-        self.segment_frames, self.crops_per_clip = int(segment_frames), int(crops_per_clip)
+        self.crops_per_clip = int(crops_per_clip)
         self.loudness_db, self.on_rate, self.channels, self.on_clip = loudness_db, on_rate, channels, on_clip
         self.limit = limit
         self.train_waves: list[np.ndarray] | None = None
@@ -207,15 +205,12 @@ class AudioFolder(DiffusionDataModule):
         cfg = self.mel_config
         cond: dict[str, torch.Tensor] = {}
         if self.mode == "vocoder":
-            seg = self.segment_frames * cfg.hop_length
-            rng = np.random.default_rng(self.seed + (0 if train else 1))
-            crops = []
-            for w in waves:
-                if train:
-                    crops += [fixed_length(w, seg, "random", rng) for _ in range(self.crops_per_clip)]
-                else:
-                    crops.append(fixed_length(w, seg, "center"))
-            x = np.stack(crops)
+            rng = np.random.default_rng(self.seed)
+            if train:
+                x = np.stack([fixed_length(w, self.length, "random", rng) for w in waves
+                              for _ in range(self.crops_per_clip)])
+            else:
+                x = np.stack([self.clip(w) for w in waves])
             cond["mel"] = torch.from_numpy(mel_spectrogram(x, cfg))
             return AudioItems(torch.from_numpy(x)[:, None], cond)
         clips = np.stack([self.clip(w) for w in waves])
@@ -232,13 +227,12 @@ class AudioFolder(DiffusionDataModule):
         return {"label": torch.arange(n) % self.num_classes}
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Vocoder mode: the mels of the first ``n`` held-out clips (whole clips at ``length``, cycling when n
-        exceeds the held-out set) and the matching ``shape``; otherwise balanced labels."""
+        """Vocoder mode: the mels of the first ``n`` held-out clips (cycling when n exceeds the held-out set);
+        otherwise balanced labels."""
         if self.mode != "vocoder":
             return super().sample_inputs(n, generator)
-        waves = self.reference_clips(n)
-        mel = torch.from_numpy(mel_spectrogram(np.stack(waves), self.mel_config))
-        return {"cond": {"mel": mel}, "shape": (1, self.length)}
+        mel = torch.from_numpy(mel_spectrogram(np.stack(self.reference_clips(n)), self.mel_config))
+        return {"cond": {"mel": mel}}
 
     def reference_clips(self, n: int | None = None, split: str = "val") -> list[np.ndarray]:
         """Whole clips at ``length`` (loudness-normalised), the first ``n`` of a split (cycling), as numpy."""
@@ -246,6 +240,19 @@ class AudioFolder(DiffusionDataModule):
         waves = self.val_waves if split == "val" else self.train_waves
         n = len(waves) if n is None else n
         return [self.clip(waves[i % len(waves)]) for i in range(n)]
+
+    def reference_regions(self, n: int | None = None, split: str = "val") -> list[tuple[int, int]]:
+        """(start, stop) of each clip's own samples inside its fixed-length version (:meth:`reference_clips`):
+        the zero padding of a short clip is outside, a long clip's centre crop is all of it."""
+        self.require_set("train_set")
+        waves = self.val_waves if split == "val" else self.train_waves
+        n = len(waves) if n is None else n
+        out = []
+        for i in range(n):
+            m = waves[i % len(waves)].shape[0]
+            start = max(0, (self.length - m) // 2)
+            out.append((start, start + min(m, self.length)))
+        return out
 
     def labelled_clips(self, split: str) -> tuple[list[np.ndarray], torch.Tensor]:
         """(whole clips at ``length``, labels) of ``"train"`` or ``"val"`` for the evaluation classifier."""
@@ -304,10 +311,10 @@ class FSDD(AudioFolder):
 
 
 def _balanced(paths: list[Path], limit: int) -> list[Path]:
-    """At most ``limit`` paths, taken round-robin over the first character (the digit) so all classes stay."""
+    """At most ``limit`` paths, taken round-robin over (digit, speaker) groups so every class and speaker stays."""
     groups: dict[str, list[Path]] = {}
     for p in paths:
-        groups.setdefault(p.name[0], []).append(p)
+        groups.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
     out, i = [], 0
     while len(out) < min(limit, len(paths)):
         for g in groups.values():

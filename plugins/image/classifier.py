@@ -1,5 +1,7 @@
 """Evaluation classifier for class-conditional image samples, and the Fréchet distance on its features.
 
+The Fréchet distance itself is :func:`polydiff.metrics.frechet_distance`.
+
 Class-conditional generative models are commonly judged by a classifier trained on the real data:
 the fraction of samples it assigns to the class they were conditioned on ("classification accuracy
 score" style, cf. Ravuri & Vinyals 2019), and the Fréchet distance between Gaussian fits of
@@ -148,49 +150,6 @@ def predict(model: ImageClassifier, images: torch.Tensor, batch_size: int = 512)
 def accuracy(model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     pred, _ = predict(model, images)
     return float((pred == labels.to(pred.device)).float().mean())
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """Fréchet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2) (Heusel et al. 2017, eq. 6):
-
-        d² = ||mu1 − mu2||² + Tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^{1/2}).
-
-    The matrix square root is ``scipy.linalg.sqrtm``; as in the reference TTUR implementation, a
-    product that is numerically singular (sqrtm warns) gets ``eps·I`` added to both covariances, and the negligible
-    imaginary part that sqrtm leaves from round-off is dropped. Returns d² (the quantity called FID).
-    """
-    from scipy import linalg
-
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ShapeError(f"frechet_distance: means {mu1.shape}/{mu2.shape} and covariances "
-                         f"{sigma1.shape}/{sigma2.shape} must be (d,) and (d, d) with the same d")
-    diff = mu1 - mu2
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-    singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
-    if singular or not np.isfinite(covmean).all():
-        offset = np.eye(mu1.size) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if np.abs(np.diagonal(covmean).imag).max() > 1e-3:
-            warnings.warn("frechet_distance: sqrtm left a large imaginary part; covariances are ill-conditioned "
-                          "(too few samples for the feature dimension?)", RuntimeWarning, stacklevel=2)
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-
-
-def frechet_distance_features(feats1: np.ndarray | torch.Tensor, feats2: np.ndarray | torch.Tensor) -> float:
-    """:func:`frechet_distance` between Gaussian fits (mean, unbiased covariance) of two feature sets (N, d)."""
-    f1 = np.asarray(feats1.detach().cpu() if isinstance(feats1, torch.Tensor) else feats1, np.float64)
-    f2 = np.asarray(feats2.detach().cpu() if isinstance(feats2, torch.Tensor) else feats2, np.float64)
-    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
-        raise ShapeError(f"frechet_distance_features: need two (N >= 2, d) arrays with equal d, "
-                         f"got {f1.shape} and {f2.shape}")
-    return frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
 
 
 def _device() -> torch.device:

@@ -22,8 +22,9 @@ from typing import Any, Mapping
 import torch
 
 from polydiff.errors import DataError, ShapeError
+from polydiff.metrics import frechet_distance_features
 
-from .classifier import TrainConfig, frechet_distance_features, get_classifier, predict
+from .classifier import TrainConfig, get_classifier, predict
 
 
 def default_cache_dir() -> Path:

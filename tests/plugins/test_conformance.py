@@ -54,6 +54,18 @@ def test_medical_plugin_task_conforms(tmp_path):
     assert report["tasks"]["medical/wolleb_brats"]["sample_shape"] == (4, 32, 32)
 
 
+def test_molecule_plugin_conforms(tmp_path):
+    pytest.importorskip("rdkit")
+    xyz = require_shared("molecule", "qm9_dft_19_from_schnetpack.xyz")
+    kw = {"MoleculeFiles": {"paths": [str(xyz)], "batch_size": 4}}
+    report = check_plugin("molecule", datamodules=["MoleculeFiles"], tasks=["molecule/tiny"], datamodule_kwargs=kw,
+                          out_dir=tmp_path)
+    assert report["datamodules"] == {"MoleculeFiles": {"pos": (11, 3), "types": (11, 5), "charges": (11, 1)}}
+    assert report["tasks"]["molecule/tiny"]["sample_shape"] == (11, 9)  # packed: 3 + 5 + 1 per atom
+    assert {p.suffix for p in report["artifacts"]} == {".sdf", ".png"}
+    assert report["metrics"]["molecule/validity"] == 1.0  # real molecules through the evaluation hook
+
+
 def test_text_plugin_conforms(tmp_path):
     e2e = require_shared("text", "e2e", "src1_valid.txt")
     kw = {"TextDataModule": {"path": str(e2e), "max_items": 200, "judge_steps": 3, "batch_size": 8}}
@@ -71,15 +83,16 @@ def test_audio_plugin_conforms(tmp_path):
     fsdd = require_shared("audio", "fsdd", "recordings")
     small = {"root": str(fixture), "label_regex": r"^(\d)_", "length": 2048, "batch_size": 4,
              "mel": {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 16}}
-    kw = {"AudioFolder": small, "FSDD": {**small, "root": str(fsdd), "limit": 10}}
-    report = check_plugin("audio", datamodules=["AudioFolder"], tasks=["audio/fsdd_digits"], datamodule_kwargs=kw,
-                          out_dir=tmp_path)
-    assert report["datamodules"] == {"AudioFolder": (1, 2048)}
+    kw = {"AudioFolder": {**small, "mode": "vocoder"},
+          "FSDD": {**small, "root": str(fsdd), "limit": 30}}
+    report = check_plugin("audio", datamodules=["AudioFolder", "FSDD"], tasks=["audio/fsdd_digits"],
+                          datamodule_kwargs=kw, out_dir=tmp_path)
+    assert report["datamodules"] == {"AudioFolder": (1, 2048), "FSDD": (1, 2048)}
     assert report["tasks"]["audio/fsdd_digits"]["sample_shape"] == (1, 2048)
     assert any(p.suffix == ".wav" for p in report["artifacts"]) and any(p.suffix == ".png" for p in report["artifacts"])
 
 
-@pytest.mark.parametrize("plugin", ["image", "timeseries", "pointcloud", "medical", "audio", "text"])
+@pytest.mark.parametrize("plugin", ["image", "timeseries", "pointcloud", "medical", "audio", "text", "molecule"])
 def test_every_first_party_plugin_is_declared_and_registers(plugin, tmp_path):
     report = check_plugin(plugin, datamodules=[], out_dir=tmp_path)  # entry point, hooks, components, tasks
     assert any(c.startswith("task:") for c in report["components"])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from polydiff.errors import ConfigError, ShapeError
+from polydiff.metrics import frechet_distance_features
 from polydiff.plugins.image import artifacts, classifier, data, evaluation
 
 
@@ -78,31 +79,6 @@ def test_png_roundtrip(tmp_path):
         artifacts.read_png(tmp_path / "bad.png")
 
 
-# --------------------------------------------------------------------------- Fréchet distance
-def test_frechet_1d_hand_computed():
-    f1 = np.array([[0.0], [1.0], [2.0], [3.0]])   # mean 1.5, unbiased var 5/3
-    f2 = np.array([[1.0], [3.0], [5.0], [7.0]])   # mean 4, unbiased var 20/3
-    expected = (4 - 1.5) ** 2 + (np.sqrt(5 / 3) - np.sqrt(20 / 3)) ** 2  # = 6.25 + 5/3
-    assert classifier.frechet_distance_features(f1, f2) == pytest.approx(expected, rel=1e-9)
-    assert expected == pytest.approx(6.25 + 5 / 3)
-
-
-def test_frechet_matches_independent_formula():
-    # non-commuting covariances; Tr((S1 S2)^1/2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)) computed with eigh only
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
-    s1, s2 = a @ a.T + 0.1 * np.eye(3), b @ b.T + 0.1 * np.eye(3)
-    m1, m2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 0.5])
-    w, v = np.linalg.eigh(s1)
-    r1 = v @ np.diag(np.sqrt(w)) @ v.T
-    tr_covmean = np.sqrt(np.linalg.eigvalsh(r1 @ s2 @ r1)).sum()
-    expected = np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
-    assert classifier.frechet_distance(m1, s1, m2, s2) == pytest.approx(expected, rel=1e-10)
-    assert classifier.frechet_distance(m1, s1, m1, s1) == pytest.approx(0.0, abs=1e-8)
-    with pytest.raises(ShapeError):
-        classifier.frechet_distance(m1, s1, m2[:2], s2[:2, :2])
-
-
 # --------------------------------------------------------------------------- evaluation classifier
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
@@ -130,8 +106,8 @@ def test_frechet_real_vs_real_much_smaller_than_noise(digits, trained):
     _, other_real = classifier.predict(clf.model, xtr[:180])
     noise = torch.rand(180, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     _, fake = classifier.predict(clf.model, noise)
-    d_real = classifier.frechet_distance_features(real, other_real)
-    d_noise = classifier.frechet_distance_features(real, fake)
+    d_real = frechet_distance_features(real, other_real)
+    d_noise = frechet_distance_features(real, fake)
     assert d_real < 0.1 * d_noise
 
 

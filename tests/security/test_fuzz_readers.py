@@ -143,6 +143,28 @@ def _by_format(name: str, suffix: str, sample: Callable[[], dict]):
     return _via(write, suffix)
 
 
+def _sdf(path):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from polydiff.plugins.molecule.io import write_sdf
+
+    mols = []
+    for smi in ("CC(=O)[O-]", "OCC#N"):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        AllChem.EmbedMolecule(mol, randomSeed=0)
+        mols.append(mol)
+    write_sdf(mols, path)
+
+
+def _mol2(path):
+    path.write_text("@<TRIPOS>MOLECULE\nwater\n 3 2 0 0 0\nSMALL\nNO_CHARGES\n\n@<TRIPOS>ATOM\n"
+                    "      1 O1     0.0000    0.0000    0.0000 O.3     1  HOH1   0.0000\n"
+                    "      2 H1     0.9572    0.0000    0.0000 H       1  HOH1   0.0000\n"
+                    "      3 H2    -0.2400    0.9266    0.0000 H       1  HOH1   0.0000\n"
+                    "@<TRIPOS>BOND\n     1     1     2    1\n     2     1     3    1\n")
+
+
 def _tone(rate: int) -> dict:
     t = torch.arange(rate // 10) / rate
     return {"x": (0.3 * torch.sin(2 * torch.pi * 440 * t))[None, None], "cond": {"sample_rate": torch.tensor([rate])}}
@@ -171,8 +193,10 @@ SEEDS: dict[str, list[tuple[str, Callable[[Path], bytes]]]] = {
             (".wav", _by_format("wav", ".wav", lambda: _tone(16000)))],
     "flac": [(".flac", _by_format("flac", ".flac", lambda: _tone(8000)))],
     "ogg": [(".ogg", _by_format("ogg", ".ogg", lambda: _tone(8000)))],
+    "sdf": [(".sdf", _via(_sdf, ".sdf"))],
+    "mol2": [(".mol2", _via(_mol2, ".mol2"))],
 }
-TEXT_SUFFIXES = (".csv", ".off", ".obj", ".xyz", ".pcd", ".ply", ".yaml", ".pdb", ".cif")
+TEXT_SUFFIXES = (".csv", ".off", ".obj", ".xyz", ".pcd", ".ply", ".yaml", ".pdb", ".cif", ".sdf", ".mol2")
 
 
 _FORMATS: dict = {}
@@ -225,6 +249,15 @@ def mutated(draw, data: bytes, text: bool):
 def _check_batch(out, where: str) -> None:
     assert isinstance(out, dict) and "x" in out, f"{where}: reader returned {type(out).__name__} without 'x'"
     x = out["x"]
+    if isinstance(x, dict):  # a state of named parts (polydiff.structured): each part, and a per-node presence
+        assert x, f"{where}: x has no parts"
+        for k, v in x.items():
+            _check_batch({"x": v}, f"{where} part {k!r}")
+        ref = next(iter(x.values()))
+        assert all(v.shape[:2] == ref.shape[:2] for v in x.values()), f"{where}: parts differ in (batch, nodes)"
+        p = out.get("presence")
+        assert p is None or tuple(p.shape) == tuple(ref.shape[:2]), f"{where}: presence {tuple(p.shape)}"
+        return
     assert torch.is_tensor(x) and x.is_floating_point(), f"{where}: x is {type(x).__name__} {getattr(x, 'dtype', '')}"
     assert x.ndim >= 2 and all(d > 0 for d in x.shape), f"{where}: x has shape {tuple(x.shape)}"
     assert torch.isfinite(x).all(), f"{where}: x has non-finite values"

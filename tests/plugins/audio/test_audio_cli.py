@@ -110,3 +110,16 @@ def test_vocode_command(fitted, tmp_path, capsys):
     assert main(["vocode", "--ckpt", str(ckpt), "--wav", str(empty), "--out", str(tmp_path / "o5.wav")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty.wav: is empty" in err[0]
+
+
+def test_evaluate_vocoder_against_griffin_lim(fitted, tmp_path):
+    import json
+
+    _, ckpt, _ = fitted
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--ckpt", str(ckpt), "--num", "3", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    for key in ("mr_stft", "lsd_db", "mcd_db", "stoi"):
+        assert np.isfinite(m[f"audio/{key}"]) and np.isfinite(m[f"audio/griffin_lim/{key}"])
+    # an untrained 2-step vocoder is far worse than Griffin-Lim from the same mels
+    assert m["audio/lsd_db"] > m["audio/griffin_lim/lsd_db"] and m["audio/mcd_db"] > m["audio/griffin_lim/mcd_db"]

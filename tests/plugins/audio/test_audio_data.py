@@ -34,22 +34,27 @@ def test_fsdd_official_split_on_the_shared_copy():
 
 def test_fsdd_modes_shapes_labels_and_loudness():
     root = require_shared("audio", "fsdd", "recordings")
-    wave = FSDD(root=str(root), mode="waveform", length=4096, limit=20, mel=SMALL_MEL, batch_size=4)
+    wave = FSDD(root=str(root), mode="waveform", length=4096, limit=50, mel=SMALL_MEL, batch_size=4)
     wave.setup("fit")
     assert wave.sample_shape == (1, 4096) and wave.num_classes == 10
     item = wave.train_set[0]
     assert item["cond"]["label"].dtype == torch.long and sorted(set(wave.train_labels.tolist())) == list(range(10))
     assert all(rms_db(w) == pytest.approx(-20.0, abs=0.5) for w in wave.train_waves[:5])  # ~25 dB speaker spread removed
     assert wave.example_cond(12)["label"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
-    voc = FSDD(root=str(root), mode="vocoder", length=4096, segment_frames=8, crops_per_clip=3, limit=10,
-               mel=SMALL_MEL)
+    voc = FSDD(root=str(root), mode="vocoder", length=4096, crops_per_clip=3, limit=10, mel=SMALL_MEL)
     voc.setup("fit")
-    assert len(voc.train_set) == 30 and voc.sample_shape == (1, 512)
+    assert len(voc.train_set) == 30 and voc.sample_shape == (1, 4096)
     it = voc.train_set[4]
-    assert it["cond"]["mel"].shape == (16, 8)
+    assert it["cond"]["mel"].shape == (16, 64)
     assert np.allclose(it["cond"]["mel"].numpy(), mel_spectrogram(it["x"][0].numpy(), MelConfig(**SMALL_MEL)), atol=1e-5)
+    crops = torch.stack([voc.train_set[i]["x"] for i in range(3)])  # three placements of one clip
+    assert not torch.equal(crops[0], crops[1])
     inputs = voc.sample_inputs(3)
-    assert inputs["shape"] == (1, 4096) and inputs["cond"]["mel"].shape == (3, 16, 64)
+    assert set(inputs) == {"cond"} and inputs["cond"]["mel"].shape == (3, 16, 64)
+    regions = voc.reference_regions(3)
+    clips = voc.reference_clips(3)
+    for (a, b), c, w in zip(regions, clips, voc.val_waves):
+        assert np.abs(c[:a]).max(initial=0) == 0 and np.abs(c[b:]).max(initial=0) == 0 and b - a == min(len(w), 4096)
     mel = FSDD(root=str(root), mode="mel", length=4096, limit=10, mel=SMALL_MEL)
     mel.setup("fit")
     assert mel.sample_shape == (1, 16, 64)
