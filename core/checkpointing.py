@@ -103,6 +103,9 @@ def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
         bad("rng_cuda", "a list of uint8 RNG state tensors")
     if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
         bad("train_generator_device", "a device name")
+    if extra.get("data") is not None and not (isinstance(extra["data"], Mapping)
+                                              and all(isinstance(k, str) for k in extra["data"])):
+        bad("data", "a mapping of the data module's checkpoint_metadata()")
     if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
                                         or not isinstance(checkpoint["global_step"], int)):
         raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")

@@ -33,7 +33,7 @@ from .errors import ConfigError, DataError, PolydiffError
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # main() passes LightningCLI the preprocessed argv explicitly, which differs from sys.argv on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets", "new-plugin")
+BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets", "new-plugin", "convert")
 
 
 class CLIError(PolydiffError):
@@ -316,11 +316,10 @@ def condense_parser_error(msg: str) -> str:
 def load_for_sampling(ckpt: str, config: str | None = None):
     """(module, datamodule | None) from a checkpoint; the data module comes from the checkpoint (CLI-made) or
     from the ``data:`` section of ``config``. Both are rebuilt through the plugin registry only."""
-    from .checkpointing import load_checkpoint
-    from .components import datamodule_from_checkpoint, datamodule_from_config
+    from .components import datamodule_from_checkpoint, datamodule_from_config, load_model_checkpoint
     from .training import DiffusionModule
 
-    raw = load_checkpoint(ckpt)
+    raw = load_model_checkpoint(ckpt)
     module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
     dm = datamodule_from_config(config) if config is not None else datamodule_from_checkpoint(raw, ckpt)
     if dm is not None:
@@ -418,6 +417,34 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    """Write a foreign checkpoint (a paper's released weights) as a polydiff checkpoint, atomically."""
+    from .checkpointing import atomic_torch_save
+    from .plugins_manager import get_plugin_manager
+    from .components import load_model_checkpoint
+    from .training import DiffusionModule
+
+    convs = get_plugin_manager().checkpoint_converters()
+    if args.list:
+        for name, conv in sorted(convs.items()):
+            print(f"{name}: {conv.description}")
+        return 0
+    if not args.ckpt or not args.out:
+        raise CLIError("convert needs --ckpt IN and --out OUT (or --list)")
+    options = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set takes KEY=VALUE, got {item!r}")
+        options[key] = value
+    ckpt = load_model_checkpoint(args.ckpt, options=options, fmt=args.format)
+    module = DiffusionModule.from_checkpoint(args.ckpt, checkpoint=ckpt)  # refuses what would not load back
+    atomic_torch_save(ckpt, args.out)
+    print(f"polydiff convert: wrote {args.out} ({type(module.denoiser.backbone).__name__}, domain {module.domain!r}, "
+          f"sample shape {list(module.sample_shape)})")
+    return 0
+
+
 # -- plugins / datasets ---------------------------------------------------------------------------------
 def _console():
     from rich.console import Console
@@ -444,6 +471,9 @@ def cmd_plugins(args) -> int:
     for info in pm.infos.values():
         if not info.ok:
             print(info.summary())
+    for info in pm.infos.values():
+        for comp, note in pm.registry.notes(info.name).items():
+            con.print(f"[yellow]note[/] {info.name} {comp}: {note}", highlight=False)
     return 0
 
 
@@ -533,6 +563,14 @@ def build_parser(plugin_commands: dict) -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.add_argument("--out", default=None, help="JSON file for the metrics (default: <ckpt>.metrics.json)")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("convert", help="write a foreign checkpoint (e.g. a paper's released weights) as a polydiff "
+                       "checkpoint with its hyper-parameters and data statistics")
+    p.add_argument("--ckpt", default=None, help="the foreign checkpoint")
+    p.add_argument("--out", default=None, help="the polydiff checkpoint to write")
+    p.add_argument("--format", default=None, help="converter name (default: the one that recognises the file)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="converter option (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the installed converters")
+    p.set_defaults(func=cmd_convert)
     p = sub.add_parser("plugins", help="list plugins, their status, components and missing extras")
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("datasets", help="list, download or verify datasets")

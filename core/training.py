@@ -30,7 +30,7 @@ from torch import nn
 
 from .batch import unpack
 from .checkpointing import checked_extras, install as _install_atomic_io
-from .components import instantiate, plain_value, rebuild_from_hparams
+from .components import instantiate, load_model_checkpoint, plain_value, rebuild_from_hparams
 from .discrete import D3PMLoss, DiscreteDenoiser, DiscreteProcess, LogitGuidance, MDLMLoss, unpack_tokens
 from .ema import EMA
 from .errors import ConfigError, DataError, ShapeError
@@ -190,6 +190,7 @@ class DiffusionModule(L.LightningModule):
         self._sample_shape: tuple[int, ...] | None = None
         self._size_histogram: Tensor | None = None
         self._domain: str | None = None
+        self._data_metadata: dict = {}
         self._datamodule = None
 
     @staticmethod
@@ -252,6 +253,15 @@ class DiffusionModule(L.LightningModule):
             return batch
         flat, _ = self.structure.flat_batch(batch)
         return flat
+
+    @property
+    def data_metadata(self) -> dict:
+        """What the data module records about the training data (:meth:`DiffusionDataModule.checkpoint_metadata`,
+        e.g. normalisation statistics and variable names), from the attached data module or the checkpoint;
+        {} when neither records any."""
+        dm = self.datamodule
+        meta = dm.checkpoint_metadata() if dm is not None and hasattr(dm, "checkpoint_metadata") else None
+        return dict(meta) if meta else dict(self._data_metadata)
 
     @property
     def domain(self) -> str:
@@ -431,6 +441,9 @@ class DiffusionModule(L.LightningModule):
         if self._train_gen is not None:
             extra["train_generator"] = self._train_gen.get_state()
             extra["train_generator_device"] = str(self._train_gen.device)
+        meta = self.data_metadata
+        if meta:
+            extra["data"] = meta
         extra["plugins"] = self._plugins_used(checkpoint)
         checkpoint["polydiff"] = extra
 
@@ -476,6 +489,7 @@ class DiffusionModule(L.LightningModule):
             self._sample_shape = tuple(extra["sample_shape"])
         if extra.get("size_histogram") is not None:
             self._size_histogram = extra["size_histogram"].cpu()
+        self._data_metadata = dict(extra.get("data") or {})
         rank = self.global_rank if self._trainer is not None else 0
         if rank > 0:
             # the checkpoint holds rank 0's states; other ranks re-seed from (seed, rank, step) so that their
@@ -499,20 +513,20 @@ class DiffusionModule(L.LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location="cpu",
                         checkpoint: Mapping | None = None) -> "DiffusionModule":
         """Rebuild a module (of the class that was trained) from a checkpoint alone; EMA weights, sample shape
-        and domain come back too.
+        and domain come back too, and the data module's :attr:`data_metadata` (e.g. training statistics).
 
-        The file is read as data (:func:`polydiff.checkpointing.load_checkpoint`) and every class it names
+        The file is read as data (:func:`polydiff.components.load_model_checkpoint`: a foreign format, such as a
+        paper's released weights, is converted by the plugin that declares it) and every class it names
         (the module, each component spec) is resolved through the plugin registry, never imported: a
         checkpoint naming anything else is refused with a :class:`ConfigError` naming the key and value.
         ``checkpoint``: the contents of ``path`` if the caller has already loaded them."""
-        from .checkpointing import load_checkpoint
-
         name = str(path)
-        ckpt = dict(checkpoint) if checkpoint is not None else load_checkpoint(path, map_location=map_location)
+        ckpt = dict(checkpoint) if checkpoint is not None else load_model_checkpoint(path, map_location=map_location)
         hp = ckpt.get("hyper_parameters")
         state = ckpt.get("state_dict")
         if not isinstance(hp, Mapping) or not hp:
-            raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
+            raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule "
+                              "and no installed plugin converts its format (see `polydiff convert --list`)")
         if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
             raise DataError(f"{name}: checkpoint has no state_dict of named tensors; it was not written by polydiff fit")
         extra = checked_extras(ckpt, name)
