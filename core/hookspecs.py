@@ -111,9 +111,10 @@ def polydiff_write_artifacts(domain: str, samples: Mapping[str, Any], out_dir: P
             representation, optional ``presence``/``known``/``cond``).
         out_dir: an existing directory to write into; write atomically (:func:`polydiff.io.atomic_write`).
         context: extra information, keys may be absent: ``datamodule`` (the DiffusionDataModule, to
-            undo normalisation), ``module`` (the DiffusionModule), ``stage`` (``"fit"``, ``"val"``,
-            ``"sample"``), ``step`` (global step), ``prefix`` (file name prefix), ``reference``
-            (real data in the same representation, for side-by-side plots).
+            undo normalisation), ``module`` (the DiffusionModule), ``stage`` (``"val"``, ``"fit"``,
+            ``"predict"``, ``"sample"``, ``"evaluate"``), ``step`` (global step), ``prefix`` (file name
+            prefix), ``reference`` (real data in the same representation, for side-by-side plots). Every
+            stage calls the hooks through :func:`polydiff.evaluation.write_and_evaluate`.
 
     Returns:
         The paths written, or ``None`` for another domain.
