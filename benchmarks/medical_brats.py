@@ -1,28 +1,32 @@
-"""Real-lesion sanity run: AnoDDPM (Wyatt et al. 2022) on the four BRATS 2013 patients of deepmedic_brats2015.
+"""Real-lesion check: the IXI-selected methods on the four BRATS 2013 patients of deepmedic_brats2015.
 
 Data: ``../shared/data/medical/deepmedic_brats2015/{train,validation}/brats_2013_pat000*_1`` (FLAIR, already
 z-scored inside the brain by DeepMedic's preprocessing; brain mask; tumour labels ``OTMultiClass``). Each FLAIR
 volume is read with the plugin's ``read_nifti`` (RAS), normalised with its ``normalize(..., "anoddpm", mask)``
 (AnoDDPM's [μ − σ, μ + 2σ] clip over the brain, mapped to [0, 1]), zeroed outside the brain mask, and cut into
 axial slices with ``extract_slices(min_brain_fraction=0.3)``. The slices are cropped to one square box around
-the union of the four brain masks (no label used) and area-resized to 64×64; the diffusion models run at 32×32
-exactly as in benchmarks/medical.py (same U-Net, DDPM, simplex noise, reconstruction, post-processing).
+the union of the four brain masks (no label used) and area-resized to **64×64**; the diffusion models are those
+of benchmarks/medical.py (same U-Net, DDPM, simplex noise, max level) trained here, per training seed, at 64×64.
 
 Patient-disjoint split (the folder split of the data set):
-* training: the **tumour-free** slices of pat0005 and pat0006 (``train/``);
-* test: every kept slice of pat0003 and pat0004 (``validation/``). Pixel AUROC/AUPRC and Dice are computed on
-  their tumour slices (brain pixels, any tumour label = positive); image AUROC scores tumour vs tumour-free
-  slices by the maximum of the map.
-* threshold (2 % FPR): for each test patient, the 98 % quantile of the maps of the **other** test patient's
-  tumour-free slices (2-fold, so no patient's own slices set its threshold); Dice is pooled over both.
+* training: the **tumour-free** slices of pat0005 and pat0006 (``train/``), for the diffusion models and the
+  z-score / PCA baselines;
+* test: every kept slice of pat0003 and pat0004 (``validation/``); AUPRC and Dice pooled over all their slices
+  (brain pixels, any tumour label = positive);
+* settings: **not selected here** (four patients leave no selection subjects): each family uses the setting that
+  the IXI cross-validation of benchmarks/medical.py chose for the same training seed (read from its results
+  JSON; the IXI threshold *percentile* is kept, its value is not: intensities differ);
+* threshold: for each test patient, that percentile of the maps of the **other** test patient's tumour-free
+  slices (2-fold, so no patient's own slices set its threshold).
 
 Bias, stated plainly: tumour-free slices exist only at the top and bottom of each brain (the tumours span the
-middle), so the models and the z-score baseline never see mid-brain anatomy; the tumour-free test slices that
-set the threshold and serve as image-AUROC negatives also come from the top and bottom only. Four patients,
-CPU-scale model (0.3 M parameters, 1200 steps): a sanity check, not a benchmark. The image AUROC is
-confounded by slice position (tumour slices are mid-brain); the script prints the brain-area-only AUROC.
+middle), so the models and the baselines never see mid-brain anatomy and the thresholds come from top/bottom
+slices only. With two test patients the bootstrap resamples *slices* (not patients): slices of one patient are
+correlated, so the intervals are too narrow and describe these two patients, not new ones. The image AUROC is
+confounded by slice position; the script prints the brain-area-only AUROC.
 
-    python benchmarks/medical_brats.py --stage all
+    python benchmarks/medical_brats.py --stage train --seeds 0 1 2
+    python benchmarks/medical_brats.py --stage eval --seeds 0 1 2 --ixi-results ~/.cache/polydiff/bench_medical/results.json
 """
 
 from __future__ import annotations
@@ -86,101 +90,109 @@ def split(pats):
     return train, test
 
 
-def train(train_x, names, steps, batch_size, log):
+def model_path(seed, steps):
+    return CACHE / f"simplex{B.SIZE}_seed{seed}_{steps}.pt"
+
+
+def train(train_x, seeds, steps, batch_size, max_level, budget_min, log):
     from polydiff.plugins.medical.train import fit_denoiser
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    xm = B.to_model(train_x)
-    for name in names:
-        path = CACHE / f"{name}_{steps}.pt"
+    for seed in seeds:
+        path = model_path(seed, steps)
         if path.exists():
-            log(f"{name}: cached {path}")
+            log(f"seed {seed}: cached {path}")
             continue
-        g = torch.Generator().manual_seed({"gauss": 1, "simplex": 2}[name])
         t0 = time.time()
-        den = B.make_denoiser()
-        space = B.simplex_space() if name == "simplex" else None
-        ema = fit_denoiser(den, xm, steps=steps, batch_size=batch_size, lr=5e-4, generator=g, space=space,
-                           ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=250)
-        B.atomic_torch_save(ema.state_dict(), path)
-        log(f"{name}: trained {steps} steps in {time.time() - t0:.0f}s -> {path}")
+        ema = fit_denoiser(B.make_denoiser(seed), train_x * 2 - 1, steps=steps, batch_size=batch_size, lr=5e-4,
+                           generator=torch.Generator().manual_seed(2000 + seed), space=B.simplex_space(),
+                           ema_decay=0.995, augment_flip=True, log=log, log_every=100, max_level=max_level,
+                           max_seconds=budget_min * 60)
+        B.atomic_torch_save({"step": ema.trained_steps, "state_dict": ema.state_dict()}, path)
+        log(f"seed {seed}: trained {ema.trained_steps} of {steps} steps in {time.time() - t0:.0f}s -> {path}")
 
 
-def methods(steps, recon_steps, level, ens_level, ens_k):
-    from polydiff.plugins.medical.anomaly import AnoDDPM
+FALLBACK = {  # used only when no IXI results file is given: the papers' / usual values, not selected
+    "THOR (Bercea et al. 2024), simplex": {"family": "thor", "level": 250, "repeats": 1, "median": 3, "fpr": 0.02},
+    "AnoDDPM (Wyatt et al. 2022), simplex": {"family": "anoddpm", "level": 250, "repeats": 1, "median": 3,
+                                             "fpr": 0.02},
+    "per-pixel z-score": {"family": "zscore", "blur": 0.0, "median": 3, "fpr": 0.02},
+    "PCA residual": {"family": "pca", "blur": 0.0, "k": 16, "median": 3, "fpr": 0.02},
+}
 
+
+def ixi_settings(path, seeds):
+    """{family row: [setting dict per seed]} from benchmarks/medical.py's results JSON (baselines: one)."""
+    import json
+
+    if path is None:
+        return {name: [st] * len(seeds) for name, st in FALLBACK.items()}, "fallback (papers' values; not selected)"
+    res = json.loads(Path(path).read_text())["results"]
     out = {}
-    for name, label in (("gauss", "Gaussian"), ("simplex", "simplex")):
-        path = CACHE / f"{name}_{steps}.pt"
-        if not path.exists():
-            continue
-        den = B.make_denoiser()
-        den.load_state_dict(torch.load(path, weights_only=True))
-        den.eval()
-        space = B.simplex_space() if name == "simplex" else None
-        out[f"AnoDDPM, {label} (λ={level})"] = (AnoDDPM(den, level=level, steps=recon_steps, space=space), 1)
-        if ens_k > 1:
-            out[f"AnoDDPM, {label} (λ={ens_level}), mean of {ens_k} reconstructions"] = (
-                AnoDDPM(den, level=ens_level, steps=recon_steps, space=space), ens_k)
-    return out
+    for name, r in res.items():
+        sts = r["settings"]
+        out[name] = [sts[i] if i < len(sts) else sts[-1] for i in range(len(seeds))]
+    return out, f"chosen by the IXI cross-validation ({path})"
 
 
-def evaluate(test, fns, fpr, log):
-    from polydiff.plugins.medical import metrics as M
-    from polydiff.plugins.medical import postprocess as P
+def evaluate(test, train_x, settings, args, log):
+    """Per family and seed: maps of both test patients, per-patient threshold from the other patient's
+    tumour-free slices, then slice-bootstrap intervals of the seed-mean (see the module docstring)."""
+    from polydiff.plugins.medical.selection import Setting, SliceSet, TestScores, bootstrap_scores
+    from polydiff.plugins.medical.postprocess import postprocess, threshold_at_fpr
 
     a, b = TEST_PATIENTS
-    rows = []
-    for name, fn in fns.items():
-        t0 = time.time()
-        maps = {p: P.postprocess(fn(d["x"]), d["brain"], median=3) for p, d in test.items()}
-        # torchmetrics' binary AUROC/AP apply a sigmoid to scores outside [0, 1]; z-scores reach ~1e5 here and
-        # would saturate into ties. Dividing every map of the method by one positive constant keeps all ranks
-        # (and the Dice, whose threshold is set on the same scaled maps).
-        top = max(float(m.max()) for m in maps.values()) or 1.0
-        maps = {p: m / top for p, m in maps.items()}
-        preds, segs, tum_maps, tum_brain = [], [], [], []
-        for p, other in ((a, b), (b, a)):
-            o = test[other]
-            h = o["label"] == 0
-            th = P.threshold_at_fpr(maps[other][h], fpr, o["brain"][h])
-            t = test[p]["label"] == 1
-            preds.append((maps[p][t] > th) & test[p]["brain"][t])
-            segs.append(test[p]["seg"][t])
-            tum_maps.append(maps[p][t])
-            tum_brain.append(test[p]["brain"][t])
-        mt, st, bt = torch.cat(tum_maps), torch.cat(segs), torch.cat(tum_brain)
-        all_maps = torch.cat([maps[a], maps[b]])
-        all_brain = torch.cat([test[a]["brain"], test[b]["brain"]])
-        labels = torch.cat([test[a]["label"], test[b]["label"]])
-        pred = torch.cat(preds)
-        r = {
-            "pixel_auroc": M.pixel_auroc(mt, st, bt),
-            "pixel_auprc": M.pixel_auprc(mt, st, bt),
-            "dice": M.dice(pred, st),
-            "dice_per_slice": float(M.dice_per_case(pred, st).nanmean()),
-            "image_auroc": M.image_auroc(M.image_scores(all_maps, all_brain), labels),
-            "oracle_dice": P.oracle_threshold(mt, st, bt)[1],
-            "seconds": time.time() - t0,
-        }
-        log(f"{name}: {r}")
-        rows.append((name, r))
-    return rows
+    sl = {p: SliceSet(d["x"] * 2 - 1, d["seg"], d["label"], [f"{p}#{i}" for i in range(len(d["label"]))],
+                      d["brain"]) for p, d in test.items()}
+    both = SliceSet(torch.cat([sl[a].x, sl[b].x]), torch.cat([sl[a].seg, sl[b].seg]),
+                    torch.cat([sl[a].label, sl[b].label]), sl[a].subject + sl[b].subject,
+                    torch.cat([sl[a].brain, sl[b].brain]))
+    results = {}
+    for name, per_seed in settings.items():
+        scores = []
+        for i, seed in enumerate(args.seeds):
+            st = Setting.from_dict(per_seed[i])
+            if st.family in ("thor", "anoddpm"):
+                path = model_path(seed, args.train_steps)
+                if not path.exists():
+                    log(f"{name}: no model for seed {seed} (run --stage train)")
+                    continue
+                den = B.make_denoiser(seed)
+                den.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+                den.eval()
+            elif i > 0:
+                continue  # deterministic baselines: once
+            else:
+                den = None
+            maps_fn = B.maps_for(den, train_x * 2 - 1, args.recon_steps, seed, log)
+            maps = {p: postprocess(maps_fn(st.family, dict(st.params), sl[p].x), sl[p].brain, median=st.median)
+                    for p in (a, b)}
+            thr = {}
+            for p, other in ((a, b), (b, a)):
+                h = sl[other].label == 0
+                thr[p] = threshold_at_fpr(maps[other][h], st.fpr, sl[other].brain[h])
+            per_item = torch.cat([torch.full((len(sl[p]),), thr[p]) for p in (a, b)])
+            scores.append(TestScores(st, torch.cat([maps[a], maps[b]]), both, per_item))
+        if scores:
+            results[name] = bootstrap_scores(scores, n_boot=args.n_boot, seed=args.boot_seed)
+            log(f"{name}: AUPRC {results[name]['auprc']}, Dice {results[name]['dice']}")
+    return results
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=["train", "eval", "all", "baselines"], default="all")
+    ap.add_argument("--stage", choices=["train", "eval", "all"], default="all")
     ap.add_argument("--root", type=Path, default=ROOT)
-    ap.add_argument("--models", nargs="+", default=["gauss", "simplex"], choices=["gauss", "simplex"])
-    ap.add_argument("--train-steps", type=int, default=1200)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--train-steps", type=int, default=3000)
+    ap.add_argument("--budget-min", type=float, default=60.0, help="wall-time cap per seed (minutes)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-level", type=int, default=250)
     ap.add_argument("--recon-steps", type=int, default=10)
-    ap.add_argument("--level", type=int, default=250, help="AnoDDPM noise level λ (paper: 250)")
-    ap.add_argument("--ensemble-level", type=int, default=100, help="λ of the averaged rows (as in medical.py)")
-    ap.add_argument("--ensemble-k", type=int, default=4)
-    ap.add_argument("--fpr", type=float, default=0.02)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ixi-results", type=Path, default=None, help="results JSON of benchmarks/medical.py --stage eval")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--boot-seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -193,17 +205,14 @@ def main(argv=None):
         f"{p.split('/')[-1]} {int(d['label'].sum())} tumour / {int((d['label'] == 0).sum())} tumour-free"
         for p, d in test.items()))
     if args.stage in ("train", "all"):
-        train(train_x, args.models, args.train_steps, args.batch_size, log)
+        train(train_x, args.seeds, args.train_steps, args.batch_size, args.max_level, args.budget_min, log)
     if args.stage == "train":
         return
-    fns = {"per-pixel z-score": B.baselines({"train": train_x})["per-pixel z-score"]}
-    if args.stage != "baselines":
-        for i, (name, (method, k)) in enumerate(
-                methods(args.train_steps, args.recon_steps, args.level, args.ensemble_level, args.ensemble_k).items()):
-            fns[name] = B.residual_fn(method, seed=100 + i, k=k)
-    rows = evaluate(test, fns, args.fpr, log)
-    print(B.table(rows, args.fpr).replace("healthy FPR", "tumour-free FPR (other patient)"))
-    # slice-position confound of the image AUROC: brain area alone separates mid-brain from top/bottom slices
+    settings, source = ixi_settings(args.ixi_results, args.seeds)
+    results = evaluate(test, train_x, settings, args, log)
+    print(B.table(results, {s: "see medical.py" for s in args.seeds}).split("\n\nTraining")[0])
+    print(f"\nSettings: {source}. Intervals: {args.n_boot} bootstrap resamples of the test *slices* (two patients; "
+          "too narrow for new patients, see the docstring).")
     from polydiff.plugins.medical.metrics import image_auroc
 
     area = torch.cat([d["brain"].flatten(1).sum(1).double() for d in test.values()])

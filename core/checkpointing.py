@@ -76,6 +76,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return dict(obj)
 
 
+def schedule_key(sampler: str, steps: int) -> str:
+    """The key of an optimised grid in :attr:`DiffusionModule.schedules` and in a checkpoint's
+    ``polydiff.schedules``: ``"<sampler>@<steps>"``."""
+    return f"{sampler}@{int(steps)}"
+
+
+def _check_schedules(value: Any, name: str) -> None:
+    """``polydiff.schedules`` of a checkpoint: {"<sampler>@<N>": {"sampler", "steps", "grid": (N+1,) float64 tensor
+    strictly decreasing in [0, 1], ...}}."""
+    if not isinstance(value, Mapping):
+        raise DataError(f"{name}: polydiff.schedules is a {type(value).__name__}; expected a mapping of "
+                        "'<sampler>@<steps>' to schedules")
+    for key, entry in value.items():
+        ok = isinstance(entry, Mapping) and isinstance(entry.get("sampler"), str) and \
+            isinstance(entry.get("steps"), int) and not isinstance(entry.get("steps"), bool) and entry["steps"] > 0
+        grid = entry.get("grid") if ok else None
+        ok = ok and key == schedule_key(entry["sampler"], entry["steps"]) and torch.is_tensor(grid) and \
+            grid.is_floating_point() and grid.shape == (entry["steps"] + 1,) and bool(torch.isfinite(grid).all()) \
+            and bool((grid >= 0).all() and (grid <= 1).all()) and bool((grid[:-1] > grid[1:]).all())
+        if not ok:
+            raise DataError(f"{name}: polydiff.schedules[{key!r:.80}] is not a schedule; expected "
+                            "{'sampler': name, 'steps': N, 'grid': a decreasing float tensor of N+1 times in [0, 1]} "
+                            "under the key '<sampler>@<N>'")
+
+
 def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
     """The ``polydiff`` entry of a checkpoint with every field of the expected type (a :class:`DataError`
     naming the field otherwise); {} when absent."""
@@ -103,6 +128,11 @@ def checked_extras(checkpoint: Mapping, name: str = "checkpoint") -> dict:
         bad("rng_cuda", "a list of uint8 RNG state tensors")
     if "train_generator_device" in extra and not isinstance(extra["train_generator_device"], str):
         bad("train_generator_device", "a device name")
+    if "schedules" in extra:
+        _check_schedules(extra["schedules"], name)
+    if extra.get("data") is not None and not (isinstance(extra["data"], Mapping)
+                                              and all(isinstance(k, str) for k in extra["data"])):
+        bad("data", "a mapping of the data module's checkpoint_metadata()")
     if "global_step" in checkpoint and (isinstance(checkpoint["global_step"], bool)
                                         or not isinstance(checkpoint["global_step"], int)):
         raise DataError(f"{name}: global_step is {checkpoint['global_step']!r:.80}; expected an integer")

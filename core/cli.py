@@ -5,6 +5,9 @@
   names of registered components (``class_path: UNet``, ``backbone: MLP``).
 * ``sample`` — draw samples from a checkpoint and write the domain's files through the plugins' artifact hook.
 * ``evaluate`` — draw samples and print the domain's metrics (rich table) and write them as JSON.
+* ``optimize-schedule`` — fit a sampler's time grid for a number of steps to the model (GITS dynamic programming,
+  :func:`polydiff.samplers.optimize_grid`) and store it in the checkpoint, written atomically; ``sample`` and
+  ``evaluate`` with that sampler and ``--steps`` then use it (``--grid KIND`` overrides).
 * ``plugins`` — every plugin with its version, status, components and the pip command for missing extras.
 * ``datasets list | download | verify`` — the dataset registry of :mod:`polydiff.datasets`.
 * ``new-plugin NAME`` — write a ready third-party plugin package (:mod:`polydiff.scaffold`).
@@ -33,7 +36,8 @@ from .errors import ConfigError, DataError, PolydiffError
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # main() passes LightningCLI the preprocessed argv explicitly, which differs from sys.argv on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "plugins", "datasets", "new-plugin")
+BUILTIN_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "evaluate", "optimize-schedule", "plugins", "datasets", "new-plugin",
+                    "convert")
 
 
 class CLIError(PolydiffError):
@@ -316,11 +320,10 @@ def condense_parser_error(msg: str) -> str:
 def load_for_sampling(ckpt: str, config: str | None = None):
     """(module, datamodule | None) from a checkpoint; the data module comes from the checkpoint (CLI-made) or
     from the ``data:`` section of ``config``. Both are rebuilt through the plugin registry only."""
-    from .checkpointing import load_checkpoint
-    from .components import datamodule_from_checkpoint, datamodule_from_config
+    from .components import datamodule_from_checkpoint, datamodule_from_config, load_model_checkpoint
     from .training import DiffusionModule
 
-    raw = load_checkpoint(ckpt)
+    raw = load_model_checkpoint(ckpt)
     module = DiffusionModule.from_checkpoint(ckpt, checkpoint=raw)
     dm = datamodule_from_config(config) if config is not None else datamodule_from_checkpoint(raw, ckpt)
     if dm is not None:
@@ -353,6 +356,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                    "(default: the one stored in the checkpoint)")
     p.add_argument("--sampler", default=None, help="sampler name (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
+    p.add_argument("--grid", default=None, help="time grid kind (uniform, log_snr, karras, trailing, ...); default: "
+                   "the schedule optimised for this sampler and step count when the checkpoint holds one "
+                   "(polydiff optimize-schedule), else the configured grid")
     p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance scale w")
     p.add_argument("--num", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the conditions")
@@ -368,6 +374,12 @@ def _sample_kw(args) -> dict:
         kw["steps"] = args.steps
     if args.guidance_scale is not None:
         kw["guidance_scale"] = args.guidance_scale
+    if getattr(args, "grid", None) is not None:
+        from .samplers import GRIDS
+
+        if args.grid not in GRIDS:
+            raise CLIError(f"--grid {args.grid!r} is not a grid kind; expected one of {list(GRIDS)}")
+        kw["grid"] = args.grid
     if getattr(args, "sizes", None) is not None:
         kw["sizes"] = args.sizes
     return kw
@@ -410,11 +422,84 @@ def cmd_evaluate(args) -> int:
     _console().print(table)
     out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(".metrics.json")
     record = {"checkpoint": str(args.ckpt), "domain": module.domain, "num": args.num, "seed": args.seed,
-              **{k: v for k, v in _sample_kw(args).items()}, "metrics": metrics}
+              **{k: v for k, v in _sample_kw(args).items()}, "grid_used": _grid_used(module, args), "metrics": metrics}
     from .io import atomic_write_text
 
     atomic_write_text(out, json.dumps(record, indent=2))
     print(f"metrics written to {out}")
+    return 0
+
+
+def _grid_used(module, args) -> str:
+    """What ``sample``/``evaluate`` stepped on: the --grid kind, "optimized" or the configured default."""
+    from .checkpointing import schedule_key
+
+    if args.grid is not None:
+        return args.grid
+    h = module.hparams
+    sampler = args.sampler or h.sampler or module.default_sampler
+    steps = int(args.steps or h.sample_steps)
+    if schedule_key(sampler, steps) in module.schedules:
+        return "optimized"
+    return str(dict(h.sampler_kwargs or {}).get("grid", "uniform"))
+
+
+def cmd_optimize_schedule(args) -> int:
+    from .checkpointing import atomic_torch_save, schedule_key
+    from .components import load_model_checkpoint
+
+    module, _ = load_for_sampling(args.ckpt, args.config)
+    if module.is_discrete:
+        raise CLIError("optimize-schedule needs a continuous (Gaussian) model; this checkpoint's process is discrete")
+    opts = {"fine_steps": args.fine_steps, "refine_sweeps": args.refine_sweeps}
+    info: dict = {}
+    h = module.hparams
+    sampler = args.sampler or h.sampler or module.default_sampler
+    steps = int(args.steps or h.sample_steps)
+    with _console().status(f"optimising the {steps}-step grid of {sampler} on {args.references} reference "
+                           "trajectories ..."):
+        module.optimize_schedule(sampler, steps, references=args.references, seed=args.seed,
+                                 guidance_scale=args.guidance_scale, info=info, **opts)
+    key = schedule_key(sampler, steps)
+    entry = module.schedules[key]
+    raw = load_model_checkpoint(args.ckpt)  # a foreign checkpoint is written back as a polydiff one
+    extra = dict(raw.get("polydiff") or {})
+    extra["schedules"] = {**dict(extra.get("schedules") or {}), key: entry}
+    raw["polydiff"] = extra
+    out = Path(args.out) if args.out else Path(args.ckpt)
+    atomic_torch_save(raw, out)
+    errs = ", ".join(f"{k} {v:.4g}" for k, v in info["errors"].items())
+    print(f"grid: {[round(t, 5) for t in entry['grid'].tolist()]}")
+    print(f"RMSE to the teacher's end points on the references: {errs}")
+    print(f"schedule {key!r} written to {out} (model evaluations per reference: {info['nfe']:.0f})")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    """Write a foreign checkpoint (a paper's released weights) as a polydiff checkpoint, atomically."""
+    from .checkpointing import atomic_torch_save
+    from .plugins_manager import get_plugin_manager
+    from .components import load_model_checkpoint
+    from .training import DiffusionModule
+
+    convs = get_plugin_manager().checkpoint_converters()
+    if args.list:
+        for name, conv in sorted(convs.items()):
+            print(f"{name}: {conv.description}")
+        return 0
+    if not args.ckpt or not args.out:
+        raise CLIError("convert needs --ckpt IN and --out OUT (or --list)")
+    options = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set takes KEY=VALUE, got {item!r}")
+        options[key] = value
+    ckpt = load_model_checkpoint(args.ckpt, options=options, fmt=args.format)
+    module = DiffusionModule.from_checkpoint(args.ckpt, checkpoint=ckpt)  # refuses what would not load back
+    atomic_torch_save(ckpt, args.out)
+    print(f"polydiff convert: wrote {args.out} ({type(module.denoiser.backbone).__name__}, domain {module.domain!r}, "
+          f"sample shape {list(module.sample_shape)})")
     return 0
 
 
@@ -444,6 +529,9 @@ def cmd_plugins(args) -> int:
     for info in pm.infos.values():
         if not info.ok:
             print(info.summary())
+    for info in pm.infos.values():
+        for comp, note in pm.registry.notes(info.name).items():
+            con.print(f"[yellow]note[/] {info.name} {comp}: {note}", highlight=False)
     return 0
 
 
@@ -533,6 +621,26 @@ def build_parser(plugin_commands: dict) -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.add_argument("--out", default=None, help="JSON file for the metrics (default: <ckpt>.metrics.json)")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("optimize-schedule", help="fit a sampler's time grid to the model and store it in the checkpoint")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by polydiff fit (rewritten atomically)")
+    p.add_argument("--config", default=None, help="config whose data: section builds the data module")
+    p.add_argument("--sampler", default=None, help="deterministic sampler to fit (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="number of steps of the grid (default: the model's)")
+    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance scale w")
+    p.add_argument("--references", type=int, default=256, help="number of reference trajectories")
+    p.add_argument("--fine_steps", type=int, default=80, help="intervals of the fine grid searched by the DP")
+    p.add_argument("--refine_sweeps", type=int, default=12, help="compass-search sweeps after the DP (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference starting points")
+    p.add_argument("--out", default=None, help="write the checkpoint here instead of over --ckpt")
+    p.set_defaults(func=cmd_optimize_schedule)
+    p = sub.add_parser("convert", help="write a foreign checkpoint (e.g. a paper's released weights) as a polydiff "
+                       "checkpoint with its hyper-parameters and data statistics")
+    p.add_argument("--ckpt", default=None, help="the foreign checkpoint")
+    p.add_argument("--out", default=None, help="the polydiff checkpoint to write")
+    p.add_argument("--format", default=None, help="converter name (default: the one that recognises the file)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="converter option (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the installed converters")
+    p.set_defaults(func=cmd_convert)
     p = sub.add_parser("plugins", help="list plugins, their status, components and missing extras")
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("datasets", help="list, download or verify datasets")

@@ -230,6 +230,23 @@ def datamodule_from_checkpoint(checkpoint: Mapping, name: str = "checkpoint"):
                                 made_by=made_by)
 
 
+def load_model_checkpoint(path: str | Path, map_location: Any = "cpu", options: Mapping[str, str] | None = None,
+                          fmt: str | None = None) -> dict:
+    """A checkpoint as :meth:`polydiff.training.DiffusionModule.from_checkpoint` reads it: a polydiff checkpoint as
+    loaded (:func:`polydiff.checkpointing.load_checkpoint`, data only), or a foreign one (a paper's released weights)
+    converted by the plugin converter that recognises it (``polydiff_checkpoint_converters``; ``fmt`` names one).
+    ``options`` are passed to the converter."""
+    from .checkpointing import load_checkpoint
+    from .plugins_manager import get_plugin_manager
+
+    raw = load_checkpoint(path, map_location=map_location)
+    hp = raw.get("hyper_parameters")
+    if fmt is None and isinstance(hp, Mapping) and hp:
+        return raw
+    converted = get_plugin_manager().convert_checkpoint(raw, str(path), options, name=fmt)
+    return raw if converted is None else converted
+
+
 def load_yaml_config(path: str | Path) -> dict:
     """A YAML config file as a mapping, parsed with ``yaml.safe_load`` (no tags that build Python objects), with
     one-line :class:`ConfigError` for a missing, unreadable, malformed or non-mapping file, or one whose

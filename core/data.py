@@ -377,3 +377,10 @@ class DiffusionDataModule(L.LightningDataModule):
     def decode(self, x: Tensor) -> Tensor:
         """Map model-space values back to data units (undo normalisation); identity by default."""
         return x
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """What a model trained on this data must keep to be used on new data without it (normalisation
+        statistics, variable names, units, ...): plain values, lists and tensors only (checkpoints are loaded with
+        ``weights_only``). Stored in every checkpoint as ``checkpoint["polydiff"]["data"]`` and read back as
+        :attr:`polydiff.training.DiffusionModule.data_metadata`. Default: {} (nothing to keep)."""
+        return {}

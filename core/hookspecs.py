@@ -80,6 +80,28 @@ class FileFormat:
         return any(name.endswith(s) for s in self.suffixes)
 
 
+@dataclass(frozen=True)
+class CheckpointConverter:
+    """A foreign checkpoint format (e.g. a paper's released weights) that a plugin turns into a polydiff one,
+    returned by :func:`polydiff_checkpoint_converters`.
+
+    Args:
+        name: short name, e.g. ``"csdi_official"`` (``polydiff convert --format NAME``).
+        description: one line for ``polydiff convert --list``.
+        detect: ``detect(raw) -> bool``: whether the loaded mapping (``torch.load(weights_only=True)``) is this
+            format; must not raise.
+        convert: ``convert(raw, source, options) -> dict``: a polydiff checkpoint (``hyper_parameters``,
+            ``state_dict``, ``polydiff`` extras, optionally ``datamodule_hyper_parameters``) that
+            :meth:`polydiff.training.DiffusionModule.from_checkpoint` rebuilds; ``source`` names the file in
+            errors, ``options`` are the ``--set KEY=VALUE`` strings of ``polydiff convert``.
+    """
+
+    name: str
+    description: str
+    detect: Callable[[Mapping[str, Any]], bool]
+    convert: Callable[[Mapping[str, Any], str, Mapping[str, str]], dict]
+
+
 @hookspec
 def polydiff_register(registry) -> None:
     """Register the plugin's components in ``registry`` (:class:`polydiff.plugins_manager.Registry`).
@@ -148,6 +170,13 @@ def polydiff_commands() -> Mapping[str, tuple[str, Callable, Callable]]:
     parsed ``argparse.Namespace`` and returns an exit code (None = 0). Names must not clash with the
     built-in commands (fit, validate, test, predict, sample, evaluate, plugins, datasets).
     """
+
+
+@hookspec
+def polydiff_checkpoint_converters() -> Sequence[CheckpointConverter]:
+    """Foreign checkpoint formats this plugin converts (:class:`CheckpointConverter`). ``polydiff convert``
+    writes the converted file; ``polydiff sample``/``evaluate`` and plugin commands that load through
+    :func:`polydiff.training.load_model_checkpoint` accept the foreign file directly."""
 
 
 @hookspec

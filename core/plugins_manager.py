@@ -74,6 +74,7 @@ class Registry:
         #: plugin name -> one line saying why it is unavailable (filled by the plugin manager); named in the
         #: error for an unknown component, since such a plugin may be the one that provides it.
         self.unavailable: dict[str, str] = {}
+        self._notes: dict[tuple[str, str], str] = {}
 
     def unavailable_hint(self) -> str:
         """``"; plugins that are broken or miss their extra and may provide it: ..."`` or ``""``."""
@@ -82,7 +83,9 @@ class Registry:
         return "; plugins that are broken or miss their extra and may provide it: " + "; ".join(
             self.unavailable[k] for k in sorted(self.unavailable))
 
-    def add(self, kind: str, obj: Any, name: str | None = None) -> Any:
+    def add(self, kind: str, obj: Any, name: str | None = None, note: str | None = None) -> Any:
+        """Register ``obj`` as ``kind`` ``name``; ``note`` is one line ``polydiff plugins`` shows beside the
+        component (e.g. a measured limitation users must know before choosing it)."""
         if kind not in self._items:
             raise PluginError(
                 f"plugin {self.current_plugin!r} registers unknown component kind {kind!r}; "
@@ -102,7 +105,14 @@ class Registry:
             )
         self._items[kind][name] = obj
         self._owner[(kind, name)] = self.current_plugin
+        if note:
+            self._notes[(kind, name)] = str(note)
         return obj
+
+    def notes(self, plugin: str | None = None) -> dict[str, str]:
+        """``{"kind:name": note}`` of the components registered with a note (by ``plugin`` only, if given)."""
+        return {f"{k}:{n}": v for (k, n), v in self._notes.items()
+                if plugin is None or self._owner.get((k, n)) == plugin}
 
     def get(self, kind: str, name: str) -> Any:
         items = self._items.get(kind)
@@ -269,6 +279,29 @@ class PolydiffPluginManager(pluggy.PluginManager):
         for result in self.hook.polydiff_commands():
             out.update(result or {})
         return out
+
+    def checkpoint_converters(self) -> dict[str, hookspecs.CheckpointConverter]:
+        """Every :class:`~polydiff.hookspecs.CheckpointConverter` the plugins declare, by name."""
+        out: dict[str, hookspecs.CheckpointConverter] = {}
+        for result in self.hook.polydiff_checkpoint_converters():
+            for conv in result or []:
+                if conv.name in out and out[conv.name] is not conv:
+                    raise PluginError(f"checkpoint converter {conv.name!r} is declared by two plugins")
+                out[conv.name] = conv
+        return out
+
+    def convert_checkpoint(self, raw, source: str, options=None, name: str | None = None) -> dict | None:
+        """``raw`` converted by the converter ``name`` (or the first whose ``detect`` accepts it); None if
+        no converter recognises it."""
+        convs = self.checkpoint_converters()
+        if name is not None:
+            if name not in convs:
+                raise PluginError(f"unknown checkpoint format {name!r}; installed converters: {sorted(convs) or 'none'}")
+            return convs[name].convert(raw, source, dict(options or {}))
+        for conv in convs.values():
+            if conv.detect(raw):
+                return conv.convert(raw, source, dict(options or {}))
+        return None
 
     def write_artifacts(self, domain: str, samples, out_dir, context=None) -> list[Path]:
         """Paths written by every plugin that handles ``domain`` (usually exactly one)."""

@@ -486,7 +486,7 @@ def _check_formats_and_commands(pm, fail) -> None:
     for result in _call_hook(pm, "polydiff_commands", fail):
         commands.update(result or {})
     for cname, value in commands.items():
-        if cname in ("fit", "validate", "test", "predict", "sample", "evaluate", "plugins", "datasets", "new-plugin"):
+        if cname in ("fit", "validate", "test", "predict", "sample", "evaluate", "optimize-schedule", "plugins", "datasets", "new-plugin"):
             fail("command", f"command {cname!r} shadows a built-in command")
         if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str)
                 and callable(value[1]) and callable(value[2])):

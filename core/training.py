@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from .batch import unpack
-from .checkpointing import checked_extras, install as _install_atomic_io
-from .components import instantiate, plain_value, rebuild_from_hparams
+from .checkpointing import checked_extras, install as _install_atomic_io, schedule_key
+from .components import instantiate, load_model_checkpoint, plain_value, rebuild_from_hparams
 from .discrete import D3PMLoss, DiscreteDenoiser, DiscreteProcess, LogitGuidance, MDLMLoss, unpack_tokens
 from .ema import EMA
 from .errors import ConfigError, DataError, ShapeError
@@ -190,7 +190,10 @@ class DiffusionModule(L.LightningModule):
         self._sample_shape: tuple[int, ...] | None = None
         self._size_histogram: Tensor | None = None
         self._domain: str | None = None
+        self._data_metadata: dict = {}
         self._datamodule = None
+        #: time grids optimised for this model (:meth:`optimize_schedule`), by :func:`schedule_key`; saved with it
+        self.schedules: dict[str, dict[str, Any]] = {}
 
     @staticmethod
     def _discrete_loss(loss, process: DiscreteProcess):
@@ -252,6 +255,15 @@ class DiffusionModule(L.LightningModule):
             return batch
         flat, _ = self.structure.flat_batch(batch)
         return flat
+
+    @property
+    def data_metadata(self) -> dict:
+        """What the data module records about the training data (:meth:`DiffusionDataModule.checkpoint_metadata`,
+        e.g. normalisation statistics and variable names), from the attached data module or the checkpoint;
+        {} when neither records any."""
+        dm = self.datamodule
+        meta = dm.checkpoint_metadata() if dm is not None and hasattr(dm, "checkpoint_metadata") else None
+        return dict(meta) if meta else dict(self._data_metadata)
 
     @property
     def domain(self) -> str:
@@ -431,7 +443,12 @@ class DiffusionModule(L.LightningModule):
         if self._train_gen is not None:
             extra["train_generator"] = self._train_gen.get_state()
             extra["train_generator_device"] = str(self._train_gen.device)
+        meta = self.data_metadata
+        if meta:
+            extra["data"] = meta
         extra["plugins"] = self._plugins_used(checkpoint)
+        if self.schedules:
+            extra["schedules"] = {k: dict(v) for k, v in self.schedules.items()}
         checkpoint["polydiff"] = extra
 
     def _plugins_used(self, checkpoint: dict) -> dict[str, str]:
@@ -476,6 +493,8 @@ class DiffusionModule(L.LightningModule):
             self._sample_shape = tuple(extra["sample_shape"])
         if extra.get("size_histogram") is not None:
             self._size_histogram = extra["size_histogram"].cpu()
+        self.schedules = {k: dict(v) for k, v in extra.get("schedules", {}).items()}
+        self._data_metadata = dict(extra.get("data") or {})
         rank = self.global_rank if self._trainer is not None else 0
         if rank > 0:
             # the checkpoint holds rank 0's states; other ranks re-seed from (seed, rank, step) so that their
@@ -499,20 +518,20 @@ class DiffusionModule(L.LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location="cpu",
                         checkpoint: Mapping | None = None) -> "DiffusionModule":
         """Rebuild a module (of the class that was trained) from a checkpoint alone; EMA weights, sample shape
-        and domain come back too.
+        and domain come back too, and the data module's :attr:`data_metadata` (e.g. training statistics).
 
-        The file is read as data (:func:`polydiff.checkpointing.load_checkpoint`) and every class it names
+        The file is read as data (:func:`polydiff.components.load_model_checkpoint`: a foreign format, such as a
+        paper's released weights, is converted by the plugin that declares it) and every class it names
         (the module, each component spec) is resolved through the plugin registry, never imported: a
         checkpoint naming anything else is refused with a :class:`ConfigError` naming the key and value.
         ``checkpoint``: the contents of ``path`` if the caller has already loaded them."""
-        from .checkpointing import load_checkpoint
-
         name = str(path)
-        ckpt = dict(checkpoint) if checkpoint is not None else load_checkpoint(path, map_location=map_location)
+        ckpt = dict(checkpoint) if checkpoint is not None else load_model_checkpoint(path, map_location=map_location)
         hp = ckpt.get("hyper_parameters")
         state = ckpt.get("state_dict")
         if not isinstance(hp, Mapping) or not hp:
-            raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule")
+            raise ConfigError(f"{name}: checkpoint has no hyper_parameters; it was not written by a DiffusionModule "
+                              "and no installed plugin converts its format (see `polydiff convert --list`)")
         if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
             raise DataError(f"{name}: checkpoint has no state_dict of named tensors; it was not written by polydiff fit")
         extra = checked_extras(ckpt, name)
@@ -607,6 +626,12 @@ class DiffusionModule(L.LightningModule):
         x_known = x_known.to(self.device) if x_known is not None else None
         kwargs = dict(h.sampler_kwargs or {})
         kwargs.update(kw)
+        if kwargs.get("grid", "") is None:  # grid=None: the default (the configured grid or an optimised one)
+            kwargs.pop("grid")
+        if kw.get("grid") is None and "t_start" not in kwargs and "x_start" not in kwargs and isinstance(sampler, str):
+            entry = self.schedules.get(schedule_key(sampler, steps))
+            if entry is not None:  # a grid optimised for this model, sampler and step count wins over the default
+                kwargs["grid"] = entry["grid"].to(torch.float64)
         if self.is_discrete:
             x0 = self._sample_discrete(model, shape, sampler, steps, guidance_scale, generator, cond, presence,
                                        known, x_known, kwargs)
@@ -684,6 +709,76 @@ class DiffusionModule(L.LightningModule):
         g = torch.Generator(device=self.device).manual_seed(seed)
         out = self.sample(n, generator=g, **inputs, **kw)
         return _to_cpu(out)
+
+    @torch.no_grad()
+    def optimize_schedule(self, sampler: str | None = None, steps: int | None = None, references: int = 256,
+                          seed: int | None = None, guidance_scale: float | None = None, store: bool = True,
+                          info: dict | None = None, **options) -> Tensor:
+        """Optimise the time grid of ``sampler`` with ``steps`` steps for this model
+        (:func:`polydiff.samplers.optimize_grid`: GITS dynamic programming on the model's own teacher
+        trajectories, then a compass-search refinement) and, with ``store``, keep it in :attr:`schedules`, so
+        that :meth:`sample` with that sampler and step count uses it (and the next checkpoint holds it).
+
+        The references are ``references`` prior draws (seed ``seed``) with the conditions :meth:`generate` would
+        draw, sampled with the EMA weights, the configured ``sampler_kwargs`` and classifier-free guidance as
+        :meth:`sample` applies it. ``options`` go to :func:`~polydiff.samplers.optimize_grid` (``fine_steps``,
+        ``teacher``, ``refine_sweeps``, ...). Returns the (steps + 1,) float64 grid; ``info`` receives
+        ``optimize_grid``'s report."""
+        from .samplers import optimize_grid
+
+        if self.is_discrete or (self.structure is not None and self.structure.categorical):
+            raise ConfigError("optimised schedules are for continuous (Gaussian) states; this model has "
+                              "discrete or categorical parts")
+        h = self.hparams
+        sampler = sampler or h.sampler or self.default_sampler
+        steps = int(steps or h.sample_steps)
+        seed = h.seed if seed is None else int(seed)
+        guidance_scale = h.guidance_scale if guidance_scale is None else guidance_scale
+        n = int(references)
+        if n < 1:
+            raise ConfigError(f"references must be a positive integer, got {references!r}")
+        inputs: dict = {}
+        dm = self.datamodule
+        if dm is not None and hasattr(dm, "sample_inputs"):
+            inputs = dm.sample_inputs(n, torch.Generator().manual_seed(seed)) or {}
+        elif h.num_classes:
+            inputs = {"cond": {"label": torch.arange(n) % h.num_classes}}
+        if inputs.get("known") is not None:
+            raise ConfigError("optimised schedules are fitted on free generation; this data module's samples fix "
+                              "known entries (imputation), whose replacement noise makes the run stochastic")
+        cond = {k: v.to(self.device) for k, v in dict(inputs.get("cond") or {}).items()}
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        shape = (n, *self.sample_shape)
+        presence = inputs.get("presence")
+        if presence is None and self.size_histogram is not None:
+            from .data import draw_sizes
+
+            drawn = draw_sizes(n, self.size_histogram, None, generator).to(self.device)
+            shape = (n, int(drawn.max()), *shape[2:])
+            nodes = torch.arange(shape[1], device=self.device)[None, :] < drawn[:, None]
+            presence = nodes.reshape(*nodes.shape, *([1] * (len(shape) - 2)))
+        presence = presence.to(self.device) if presence is not None else None
+        if self.structure is not None and presence is not None:
+            presence = self.structure.node_presence(presence, torch.empty(shape, device="meta"))
+        model = self.sampling_model(True)
+        if cond and guidance_scale != 1.0:
+            num_classes = h.num_classes
+            model = ClassifierFreeGuidance(model, guidance_scale, null_cond=lambda c: null_conditions(c, num_classes))
+        x_T = self.process.prior_sample(shape, generator=generator, space=self.space, presence=presence,
+                                        device=self.device, dtype=self.dtype)
+        kwargs = {k: v for k, v in dict(h.sampler_kwargs or {}).items() if k != "grid"}
+        kwargs.update(options)
+        report: dict = {}
+        grid = optimize_grid(model, sampler, steps, x_T=x_T, space=self.space, cond=cond or None, presence=presence,
+                             info=report, **kwargs)
+        if info is not None:
+            info.update(report)
+        if store:
+            self.schedules[schedule_key(sampler, steps)] = {
+                "sampler": sampler, "steps": steps, "grid": grid.cpu(), "references": n, "seed": seed,
+                "guidance_scale": float(guidance_scale), "errors": {k: float(v) for k, v in report["errors"].items()},
+            }
+        return grid
 
     # -- validation samples, artifacts and metrics --------------------------------------------------
     def artifact_dir(self) -> Path:

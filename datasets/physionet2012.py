@@ -83,18 +83,25 @@ class PhysioNetRecords:
         return ~np.isnan(self.values)
 
 
-def _fill(df, rec: np.ndarray, n: int, name: str) -> np.ndarray:
-    """Rows (Time, Parameter, Value) of records ``rec`` → (n, 48, 35); the last value of an hour wins."""
+def _fill(df, rec: np.ndarray, n: int, name: str, lines: bool = False) -> np.ndarray:
+    """Rows (Time, Parameter, Value) of records ``rec`` → (n, 48, 35); the last value of an hour wins.
+    ``lines``: ``df`` is one file read with its header, so errors name the file's line (row + 2)."""
     import pandas as pd
 
-    try:
-        hours = df["Time"].astype(str).str.split(":").str[0].astype(np.int64).to_numpy()
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{name}: column 'Time' must hold HH:MM values ({exc})") from exc
+    def at(i: int) -> str:
+        return f"{name}: line {i + 2}" if lines else name
+
+    time = df["Time"].astype(str)
+    ok = time.str.fullmatch(r"\d+:\d{2}").to_numpy()
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise DataError(f"{at(i)}: column 'Time' must hold HH:MM values, found {df['Time'].iloc[i]!r}")
+    hours = time.str.split(":").str[0].astype(np.int64).to_numpy()
     values = pd.to_numeric(df["Value"], errors="coerce").to_numpy(np.float64)
     bad = np.isnan(values) & df["Value"].notna().to_numpy()
     if bad.any():
-        raise DataError(f"{name}: column 'Value' must be numeric, found {df['Value'].to_numpy()[bad][0]!r}")
+        i = int(np.argmax(bad))
+        raise DataError(f"{at(i)}: column 'Value' must be numeric, found {df['Value'].iloc[i]!r}")
     code = df["Parameter"].map({a: k for k, a in enumerate(ATTRIBUTES)}).fillna(-1).to_numpy(np.int64)
     keep = (code >= 0) & (hours >= 0) & (hours < NUM_HOURS)
     cell = (rec[keep] * NUM_HOURS + hours[keep]) * len(ATTRIBUTES) + code[keep]
@@ -122,12 +129,15 @@ def _read(raw: bytes, name: str, header: bool):
 def parse_record(text: str | bytes, name: str = "<record>") -> np.ndarray:
     """One ``RecordID.txt`` → (48, 35) float64 array, NaN where a variable is not measured that hour."""
     raw = text.encode() if isinstance(text, str) else text
+    if not raw.strip():
+        raise DataError(f"{name}: empty file; expected a 'Time,Parameter,Value' header and rows")
     df = _read(raw, name, header=True)
-    return _fill(df, np.zeros(len(df), dtype=np.int64), 1, name)[0]
+    return _fill(df, np.zeros(len(df), dtype=np.int64), 1, name, lines=True)[0]
 
 
-def _iter_sources(source: Path):
-    """Yield (record_id, bytes) from a .tar(.gz) archive or a folder of RecordID.txt files."""
+def iter_record_files(source: str | Path):
+    """Yield (record_id, bytes) from a .tar(.gz) archive or a folder of RecordID.txt files (file order)."""
+    source = Path(source)
     if source.is_dir():
         for p in source.iterdir():
             m = _ID.search(p.name)
@@ -150,7 +160,7 @@ def _iter_sources(source: Path):
 def load_records(source: str | Path, max_records: int | None = None) -> PhysioNetRecords:
     """Parse every ``RecordID.txt`` of a set (tar.gz or folder), ordered by id like the official code."""
     source = Path(source)
-    texts = dict(_iter_sources(source))
+    texts = dict(iter_record_files(source))
     if not texts:
         raise DataError(f"{source}: contains no RecordID.txt files (expected names like 132539.txt)")
     ids = sorted(texts)[:max_records]

@@ -8,7 +8,8 @@ Every sampler also accepts ``process``, ``space``, ``cond``, ``presence``, ``kno
 and honours them in the same way through :class:`Context` (public, for samplers registered by plugins). :func:`sample` is the one-call
 entry point; :data:`SAMPLERS` maps names to functions; :func:`ddim_invert` encodes data to x_t (DDIM run
 forwards), decoded by ``sample(..., sampler="ddim", x_T=x_t, t_start=t)``. Grids and per-step coefficients
-are cached per process (:func:`cache_info`, :func:`clear_cache`).
+are cached per process (:func:`cache_info`, :func:`clear_cache`). :func:`optimize_grid` fits a sampler's time grid
+to a model from its own teacher trajectories (GITS, Chen et al. 2024).
 """
 
 from .adaptive import ode_adaptive, sde_adaptive
@@ -20,11 +21,12 @@ from .first_order import ddim, ddpm, euler, heun
 from .grids import GRIDS, check_grid, make_grid
 from .inversion import ddim_invert
 from .pndm import pndm
+from .schedule import optimize_grid
 from .sde import annealed_langevin, euler_maruyama, pc
 from .unipc import unipc
 
 __all__ = [
-    "sample", "SAMPLERS", "Context", "ddim_invert", "cache_info", "clear_cache", "DETERMINISTIC", "get_sampler", "make_grid", "check_grid", "GRIDS",
+    "sample", "SAMPLERS", "Context", "ddim_invert", "cache_info", "clear_cache", "DETERMINISTIC", "get_sampler", "make_grid", "check_grid", "GRIDS", "optimize_grid",
     "ddpm", "ddim", "pndm", "dpmpp_2m", "dpmpp_3m", "dpmpp_sde", "unipc", "euler", "heun",
     "euler_maruyama", "pc", "annealed_langevin", "ode_adaptive", "sde_adaptive",
 ]

@@ -17,6 +17,7 @@ import torch
 
 from polydiff.data import DiffusionDataModule, TensorItemDataset
 from polydiff.errors import ConfigError, DataError
+from polydiff.prompts import ClassPrompts, PromptedSet
 
 Tensor = torch.Tensor
 
@@ -230,19 +231,6 @@ HELDOUT_TEMPLATES = ("a hand-drawn {w}", "digit {d}, handwritten", "a scan of a 
                      "a small drawing of the number {w}")
 
 
-class _PromptedImages(torch.utils.data.Dataset):
-    """Images with class labels and one prompt per image: items ``{"x", "cond": {"embedding"}}``."""
-
-    def __init__(self, x: Tensor, labels: Tensor, embeddings: Tensor, prompt_of_item: Tensor):
-        self.x, self.labels, self.embeddings, self.prompt_of_item = x, labels, embeddings, prompt_of_item
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"x": self.x[i], "cond": {"embedding": self.embeddings[self.prompt_of_item[i]]}}
-
-
 class TextDigitsDataModule(DigitsDataModule):
     """scikit-learn's digits described in words ("a handwritten seven"): ``cond["embedding"]`` is the sentence
     embedding of a prompt (the text plugin's registered ``SentenceEmbedder`` conditioner, looked up by name),
@@ -271,42 +259,27 @@ class TextDigitsDataModule(DigitsDataModule):
         for name, templates in (("train_templates", train_templates), ("heldout_templates", heldout_templates)):
             if not templates or not all(isinstance(t, str) and ("{w}" in t or "{d}" in t) for t in templates):
                 raise ConfigError(f"{name} must be a non-empty list of phrasings containing {{w}} or {{d}}; got {templates!r}")
-        self.embedder_spec, self.words = embedder, list(words)
+        self.words = list(words)
         self.train_templates, self.heldout_templates = list(train_templates), list(heldout_templates)
-        self._embedder = None
+        fill = lambda templates: [[t.format(w=w, d=d) for t in templates] for d, w in enumerate(self.words)]
+        self.class_prompts = ClassPrompts(fill(self.train_templates), fill(self.heldout_templates), embedder)
 
     def prompts(self, split: str) -> list[list[str]]:
         """Per class, the phrasings of ``split`` (``train`` or ``heldout``)."""
-        templates = self.train_templates if split == "train" else self.heldout_templates
-        return [[t.format(w=w, d=d) for t in templates] for d, w in enumerate(self.words)]
+        return self.class_prompts.prompts(split)
 
     def embed(self, prompts: Sequence[str]) -> Tensor:
         """Sentence embeddings of ``prompts`` through the registered conditioner (built once)."""
-        if self._embedder is None:
-            from polydiff.components import instantiate
-
-            self._embedder = instantiate(self.embedder_spec, "conditioner")
-        return self._embedder(list(prompts))
-
-    def _prompted(self, x: Tensor, labels: Tensor, split: str, seed: int) -> _PromptedImages:
-        per_class = self.prompts(split)
-        k = len(per_class[0])
-        table = self.embed([p for ps in per_class for p in ps])  # row = label * k + phrasing
-        pick = torch.randint(0, k, (len(labels),), generator=torch.Generator().manual_seed(seed))
-        return _PromptedImages(x, labels, table, labels * k + pick)
+        return self.class_prompts.embed(prompts)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         super().setup(stage)
         tr, va = self.train_set, self.val_set
-        self.train_set = self._prompted(tr.x, tr.labels, "train", self.split_seed)
-        self.val_set = self._prompted(va.x, va.labels, "heldout", self.split_seed + 1)
+        self.train_set = PromptedSet.build(tr.x, tr.labels, self.class_prompts, "train", self.split_seed)
+        self.val_set = PromptedSet.build(va.x, va.labels, self.class_prompts, "heldout", self.split_seed + 1)
 
     def example_cond(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Held-out phrasings: sample i shows digit i mod 10, phrased with held-out template (i div 10) mod T."""
-        label = torch.arange(n, dtype=torch.long) % self.num_classes
-        per_class = self.prompts("heldout")
-        which = (torch.arange(n) // self.num_classes) % len(self.heldout_templates)
-        prompts = [per_class[int(c)][int(j)] for c, j in zip(label, which)]
-        return {"embedding": self.embed(prompts), "label": label}
+        return self.class_prompts.example_cond(n)

@@ -1,6 +1,6 @@
-"""Healthy counterfactuals by diffusion: AnoDDPM, Wolleb et al. 2022 and Sanchez et al. 2022.
+"""Healthy counterfactuals by diffusion: AnoDDPM, THOR, Wolleb et al. 2022 and Sanchez et al. 2022.
 
-All three map a scan x to x̂, "the same patient without the lesion"; the anomaly map is |x − x̂|
+All of them map a scan x to x̂, "the same patient without the lesion"; the anomaly map is |x − x̂|
 (:mod:`.postprocess`). They differ in how x̂ is produced from a model trained on (mostly) healthy data:
 
 * :class:`AnoDDPM` (Wyatt et al. 2022, Alg. 1): noise x to a fixed level t_λ (default λ = 250 of
@@ -9,6 +9,8 @@ All three map a scan x to x̂, "the same patient without the lesion"; the anomal
   paper runs all λ steps; here the chain is respaced to ``steps`` (10–25) grid points (Nichol &
   Dhariwal 2021, §4: ancestral sampling on a subsequence with β'_i = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}), which is
   DDIM with η = 1 (Song et al. 2021, DDIM, Eq. 12 and 16).
+* :class:`THOR` (Bercea et al. 2024): AnoDDPM whose intermediate states are harmonised with the re-noised
+  input wherever the step's x̂₀ looks healthy (implicit guidance through the sampler's per-step callback).
 * :class:`WollebCounterfactual` (Wolleb et al. 2022, "Diffusion models for medical anomaly detection",
   Alg. 1): deterministic DDIM *encoding* of x to level L (DDIM run forwards, Eq. 13 of Song et
   al. 2021 in reverse), then DDIM decoding with classifier guidance towards the healthy class:
@@ -130,7 +132,8 @@ def region_map(residual: Tensor, kernel: int) -> Tensor:
 
 class THOR:
     """Temporal Harmonisation for Optimal Restoration (Bercea et al. 2024, "Diffusion models with implicit
-    guidance for medical anomaly detection", MICCAI; arXiv:2403.08464, §2.2 and Fig. 2).
+    guidance for medical anomaly detection", MICCAI 2024, arXiv:2403.08464, the method section's harmonisation
+    step; defaults checked against the authors' public code, ci-ber/THOR_DDPM).
 
     AnoDDPM's partial diffusion (x_λ = α_λ x + σ_λ ε, ancestral reconstruction) with implicit guidance: after
     each reverse step that reaches a harmonisation time t, the step's x̂₀ is compared with the input x, giving a

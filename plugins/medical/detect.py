@@ -15,6 +15,7 @@ on data). ``detect`` records which settings it used, and where they came from, i
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -216,7 +217,7 @@ def evaluate_module(module, datamodule, seed: int = 0, checkpoint=None, log=None
         settings, source, _ = resolve_settings(checkpoint)
     else:
         settings, source = data_settings(ev), "the data config's eval_* settings"
-    (log or (lambda m: print(m, file=__import__("sys").stderr)))(f"medical evaluate: {settings} ({source})")
+    (log or (lambda m: print(m, file=sys.stderr)))(f"medical evaluate: {settings} ({source})")
     brain = data["brain"] if data["brain"].shape[0] == 1 else data["brain"][:n]
     test = SliceSet(data["x"][:n], data["seg"][:n], data["label"][:n] if data.get("label") is not None
                     else data["seg"][:n].flatten(1).any(1).long(), list(data["subject"])[:n], brain)
@@ -482,7 +483,7 @@ def run_select(args) -> int:
         return build_method(module, family, level, args.steps)
 
     def log(msg):
-        print(msg, file=__import__("sys").stderr, flush=True)
+        print(msg, file=sys.stderr, flush=True)
 
     bank = MapBank(make, seed=args.seed, log=log)
     cands = [st for fam in args.methods for st in settings_grid(fam, {"level": args.levels, "repeats": args.repeats},

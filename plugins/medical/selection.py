@@ -264,14 +264,20 @@ class TestScores:
     """A chosen setting's post-processed maps on the test subjects, ready for re-weighted pooled metrics:
     :meth:`auprc` and :meth:`dice` take per-item weights (bootstrap counts; ones = the plain metric)."""
 
-    def __init__(self, setting: Setting, maps: Tensor, test: SliceSet, threshold: float):
+    def __init__(self, setting: Setting, maps: Tensor, test: SliceSet, threshold):
+        """``threshold``: one float, or one per test item ((N,) tensor, e.g. a per-patient threshold)."""
         m = test.brain.expand_as(maps)
         n = len(test)
         s, y = maps[m].numpy(), test.seg[m].numpy()
         item = torch.arange(n).reshape(n, 1, 1, 1).expand_as(maps)[m].numpy()
         order = np.argsort(-s, kind="mergesort")  # sorted once; every resample only re-weights
         self._s, self._y, self._item = s[order], y[order], item[order]
-        pred = (maps > threshold) & m
+        thr = torch.as_tensor(threshold, dtype=maps.dtype)
+        if thr.ndim == 1:
+            if thr.shape[0] != n:
+                raise ShapeError(f"TestScores: {thr.shape[0]} thresholds for {n} test items")
+            thr = thr.reshape(n, *([1] * (maps.ndim - 1)))
+        pred = (maps > thr) & m
         self._tp = (pred & test.seg).flatten(1).sum(1).numpy()
         self._npred, self._ngt = pred.flatten(1).sum(1).numpy(), test.seg.flatten(1).sum(1).numpy()
         self.setting, self.threshold, self.subject = setting, threshold, test.subject
@@ -324,7 +330,8 @@ def bootstrap_scores(scores: Sequence[TestScores], n_boot: int = 1000, seed: int
     subj = scores[0].subject
     if any(list(s.subject) != list(subj) for s in scores):
         raise DataError("bootstrap_scores: every seed must be scored on the same test slices")
-    out = {"settings": [s.setting.as_dict() for s in scores], "thresholds": [s.threshold for s in scores],
+    out = {"settings": [s.setting.as_dict() for s in scores],
+           "thresholds": [s.threshold.tolist() if torch.is_tensor(s.threshold) else s.threshold for s in scores],
            "num_test_slices": len(subj), "num_test_subjects": len(set(subj)), "num_seeds": len(scores)}
     for name in ("auprc", "dice"):
         out[name] = bootstrap_ci(subj, lambda w, n=name: float(np.mean([getattr(s, n)(w) for s in scores])),

@@ -23,7 +23,8 @@ def polydiff_register(registry) -> None:
     from .luohu import PointwiseNet
     from .module import LuoHuModule
 
-    for cls in (data.ProceduralPointClouds, data.ShapeNetPC15k, data.ModelNetPointClouds, data.FixturePointClouds):
+    for cls in (data.ProceduralPointClouds, data.TextShapes, data.ShapeNetPC15k, data.ModelNetPointClouds,
+                data.FixturePointClouds):
         registry.add("datamodule", cls)
     registry.add("module", LuoHuModule)
     registry.add("backbone", PointwiseNet)

@@ -174,3 +174,100 @@ class FixturePointClouds(PointCloudDataModule):
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{p}: expected the pointcloud fixture npz with key 'real_256' ({exc})") from exc
         return {"train": x[:6], "val": x[6:7], "test": x[7:8]}[split]
+
+
+#: phrasings per category (chair, airplane) seen in training: names, parts and what the object is for, so the
+#: model must map different wordings of one category (and no category word at all) to one shape class
+SHAPE_TRAIN_PROMPTS = (
+    ("a chair", "a chair with four legs", "a seat with a backrest", "a piece of furniture to sit on",
+     "a wooden dining chair", "a 3D model of a chair", "a point cloud of a chair", "a simple kitchen chair"),
+    ("an airplane", "an aeroplane with two wings", "a jet plane", "an aircraft with a tail fin",
+     "a passenger plane", "a 3D model of an airplane", "a point cloud of an airplane", "a flying machine with wings"),
+)
+#: phrasings never seen verbatim in training (validation and sampling)
+SHAPE_HELDOUT_PROMPTS = (
+    ("a seat with legs and a back", "something you can sit on", "an office chair", "furniture: a chair"),
+    ("a plane with wings and a fuselage", "something that flies in the sky", "an airliner", "aircraft: an airplane"),
+)
+
+
+class TextShapes(ProceduralPointClouds):
+    """Procedural shapes of several categories described in words: every cloud is paired with one training
+    phrasing of its category ("a seat with a backrest", "a jet plane"), ``cond["embedding"]`` its sentence
+    embedding (the text plugin's registered ``SentenceEmbedder`` conditioner, looked up by name) for
+    text-to-shape generation with classifier-free guidance (null condition: the zero vector).
+
+    Validation clouds and ``sample_inputs`` use held-out phrasings never seen verbatim in training; sampling
+    cycles through the categories and adds ``cond["label"]`` (category index), read only by the evaluation
+    (a shape classifier's accuracy on the samples, :mod:`.classifier`). The reference set of MMD/COV/1-NNA is
+    the test split of all categories.
+
+    Args:
+        categories: procedural categories (``chair``, ``airplane``), one class each, in this order.
+        train_prompts / heldout_prompts: per category, its phrasings (the same number for every category).
+        embedder: the conditioner's registered name or ``{class_path, init_args}`` spec.
+        (other arguments as :class:`PointCloudDataModule`; ``root`` as :class:`ProceduralPointClouds`)
+    """
+
+    def __init__(self, categories: list[str] | tuple[str, ...] = ("chair", "airplane"), root: str | None = None,
+                 train_prompts=SHAPE_TRAIN_PROMPTS, heldout_prompts=SHAPE_HELDOUT_PROMPTS,
+                 embedder="SentenceEmbedder", **kw):
+        super().__init__(category=None, root=root, **kw)
+        from polydiff.prompts import ClassPrompts
+
+        self.categories = [categories] if isinstance(categories, str) else list(categories)
+        if len(self.categories) < 2:
+            raise ConfigError(f"TextShapes needs at least 2 categories to describe; got {self.categories}")
+        self.class_prompts = ClassPrompts(train_prompts, heldout_prompts, embedder)
+        if self.class_prompts.num_classes != len(self.categories):
+            raise ConfigError(f"train_prompts describe {self.class_prompts.num_classes} categories; "
+                              f"categories has {len(self.categories)}")
+        self.class_names, self.num_classes = tuple(self.categories), len(self.categories)
+
+    def labelled_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """All categories' clouds of ``split`` (n, points, 3) in data units and their category indices (n,)."""
+        from polydiff.datasets.pointcloud_procedural import load_procedural
+
+        parts = [load_procedural(c, split, self.root) for c in self.categories]
+        return np.concatenate(parts), np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+
+    def load_split(self, split):
+        return self.labelled_split(split)[0]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        super().setup(stage)
+        from polydiff.prompts import PromptedSet
+
+        for name, split, prompts, seed in (("train_set", "train", "train", self.seed),
+                                           ("val_set", "val", "heldout", self.seed + 1)):
+            labels = torch.as_tensor(self.labelled_split(split)[1])
+            setattr(self, name, PromptedSet.build(getattr(self, name).x, labels, self.class_prompts, prompts, seed))
+
+    def reference_data(self, n: int | None = None) -> dict:
+        """Test clouds of all categories interleaved (cloud i of category i mod C, as :meth:`example_cond`
+        orders samples), so the first n hold every category equally (evaluation truncates to the samples)."""
+        x = super().reference_data()["x"]
+        labels = torch.as_tensor(self.labelled_split(self.eval_split())[1])
+        rank = torch.zeros_like(labels)
+        for k in range(self.num_classes):
+            rank[labels == k] = torch.arange(int((labels == k).sum()))
+        order = torch.argsort(rank * self.num_classes + labels)
+        return {"x": x[order][:n] if n is not None else x[order]}
+
+    def example_cond(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Held-out phrasings: sample i shows category i mod C, phrased with held-out phrasing (i div C) mod T."""
+        return self.class_prompts.example_cond(n)
+
+    def shape_classifier(self):
+        """The :mod:`.classifier` trained on the real training clouds and scored on the real test clouds, both
+        at ``num_points`` points (fitted once per data module; a second or two on a CPU)."""
+        if getattr(self, "_classifier", None) is None:
+            from .classifier import fit_shape_classifier
+
+            (xtr, ytr), (xte, yte) = self.labelled_split("train"), self.labelled_split("test")
+            xtr = _subsample(xtr, self.num_points, self.seed, "TextShapes train")
+            xte = _subsample(xte, self.num_points, self.seed + 2, "TextShapes test")
+            self._classifier = fit_shape_classifier(xtr, ytr, xte, yte, seed=self.seed)
+        return self._classifier

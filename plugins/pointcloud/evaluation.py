@@ -1,12 +1,14 @@
 """The evaluation hook: MMD/COV/1-NNA (PointFlow definitions) of generated shapes against the data module's
-held-out split, both re-normalised with the data module's evaluation protocol, which every key names."""
+held-out split, both re-normalised with the data module's evaluation protocol, which every key names; for
+samples that carry a category ``cond["label"]`` (text-conditioned shapes) also the accuracy of a shape
+classifier (:mod:`.classifier`) on them."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from polydiff.errors import ConfigError
+from polydiff.errors import ConfigError, ShapeError
 
 from . import metrics as M
 
@@ -35,6 +37,28 @@ def evaluate_samples(samples, datamodule, context=None) -> dict[str, float]:
         emd, _ = M.emd_set_metrics(sub(s, si), sub(r, ri))
         out.update({f"pointcloud/{k_}{tag}": v for k_, v in emd.items()})
     out["pointcloud/num_shapes"] = float(n)
+    out.update(category_accuracy(samples, datamodule))
     print(f"pointcloud evaluation: {n} generated vs {n} reference shapes; {datamodule.protocol()}; "
           "CD squared (PointFlow), EMD exact mean Euclidean matching distance", flush=True)
+    return out
+
+
+def category_accuracy(samples, datamodule) -> dict[str, float]:
+    """``pointcloud/accuracy`` (fraction of samples the shape classifier assigns to the category their prompt
+    names), per category, and ``pointcloud/classifier_test_accuracy`` (the classifier on real test clouds);
+    empty unless the samples carry ``cond["label"]`` and the data module has a ``shape_classifier``."""
+    labels = (samples.get("cond") or {}).get("label")
+    if labels is None or not hasattr(datamodule, "shape_classifier"):
+        return {}
+    labels = torch.as_tensor(labels).reshape(-1).long().cpu().numpy()
+    x = samples["x"].detach().cpu()
+    if len(labels) != len(x):
+        raise ShapeError(f"{len(labels)} category labels for {len(x)} samples")
+    clf = datamodule.shape_classifier()
+    pred = clf.predict(x)
+    out = {"pointcloud/accuracy": float((pred == labels).mean()),
+           "pointcloud/classifier_test_accuracy": clf.test_accuracy}
+    for k, name in enumerate(getattr(datamodule, "class_names", ())):
+        if (labels == k).any():
+            out[f"pointcloud/accuracy_{name}"] = float((pred[labels == k] == k).mean())
     return out

@@ -146,6 +146,7 @@ class ProteinAngles(DiffusionDataModule):
         self.val_chains: list[Chain] = []
         self.angle_mean: np.ndarray | None = None
         self._phi_psi: np.ndarray | None = None
+        self._chain_length_counts: torch.Tensor | None = None
 
     def _load(self) -> tuple[list[Chain], list[str]]:
         return load_chains(self.roots, self.min_length, self.chain)
@@ -190,7 +191,7 @@ class ProteinAngles(DiffusionDataModule):
                 raise DataError(f"{type(self).__name__} state: {key} must be a finite tensor of shape {shape}, "
                                 f"got {got}")
         self.angle_mean = state["angle_mean"].double().numpy().copy()
-        self._size_histogram = state["size_histogram"].long().clone()
+        self._chain_length_counts = state["size_histogram"].long().clone()
         self._phi_psi = state["phi_psi_histogram"].long().numpy().copy()
         for ds in (self.train_set, self.val_set):
             if ds is not None:
@@ -213,11 +214,11 @@ class ProteinAngles(DiffusionDataModule):
     def size_histogram(self) -> torch.Tensor:
         """Counts of training chain lengths after cropping to ``max_length`` (index = length), so that the
         model's sample shape is ``(max_length, 6)``; from the training chains or a restored checkpoint state."""
-        if self._size_histogram is None:
+        if self._chain_length_counts is None:
             self.require_set("train_set")
             lengths = [min(len(c), self.max_length) for c in self.train_chains]
-            self._size_histogram = torch.from_numpy(np.bincount(lengths, minlength=self.max_length + 1)).long()
-        return self._size_histogram
+            self._chain_length_counts = torch.from_numpy(np.bincount(lengths, minlength=self.max_length + 1)).long()
+        return self._chain_length_counts
 
     def phi_psi_histogram(self) -> np.ndarray:
         """The training set's Ramachandran counts (:func:`.evaluation.phi_psi_histogram`)."""

@@ -5,7 +5,7 @@ metrics (BLEU, ROUGE-L, distinct-n, self-BLEU, entropy, generative perplexity un
 Components (``polydiff_register``): conditioner ``SentenceEmbedder`` (frozen all-MiniLM-L6-v2, offline; gives
 ``cond["embedding"]`` to any plugin, which looks it up by name); data module ``TextDataModule`` (plain text,
 E2E, DiffuSeq JSONL; word-level or ``tokenizers`` vocabularies); metric ``text_metrics``; tasks
-``text/mdlm_e2e`` and ``text/mdlm_e2e_tiny``. Samples are written as text files, one sample a line. Found through
+``text/mdlm_e2e`` (unconditional E2E) and ``text/mdlm_qqp`` (QQP paraphrases, the source kept clean). Samples are written as text files, one sample a line. Found through
 the ``polydiff`` entry-point group; ``transformers``, ``tokenizers``, ``sacrebleu`` and ``rouge-score`` load
 only inside the functions that use them.
 """

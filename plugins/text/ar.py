@@ -134,3 +134,27 @@ def ar_model_for(datamodule, config: ARConfig = ARConfig(), cache_dir: str | Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(model.state_dict(), path)
     return model
+
+
+@torch.no_grad()
+def sample_ar(model: CausalTransformer, n: int, bos_id: int, eos_id: int, generator: torch.Generator | None = None,
+              prefix: Tensor | None = None, prefix_len: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Ancestral sampling of ``n`` rows up to ``[EOS]`` or the row width, drawn in float64
+    (:func:`polydiff.discrete.sample_categorical`: float32 Gumbel draws lower the entropy of the samples).
+    Returns (x (n, L) ids, presence (n, L)) in the data module's row format (text ids then ``[EOS]``)."""
+    from polydiff.discrete import sample_categorical
+
+    L = model.seq_len
+    x = torch.zeros(n, L, dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    presence = torch.zeros(n, L, dtype=torch.bool)
+    for i in range(L):
+        inputs = torch.cat([torch.full((n, 1), bos_id, dtype=torch.long), x[:, :i]], 1)
+        probs = torch.softmax(model(inputs)[:, -1].double(), -1)
+        tok = sample_categorical(probs, generator)
+        x[:, i] = torch.where(done, torch.zeros_like(tok), tok)
+        presence[:, i] = ~done
+        done = done | (tok == eos_id)
+        if bool(done.all()):
+            break
+    return x, presence

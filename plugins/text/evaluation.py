@@ -85,12 +85,7 @@ def evaluate_samples(samples: Mapping[str, Any], datamodule, context: Mapping[st
     if datamodule.source and known is not None:
         # sample i was generated for validation row i mod N (TextDataModule.sample_inputs): its references are
         # all validation texts with that row's source (E2E has several per meaning representation)
-        by_source = defaultdict(list)
-        for r in datamodule.val_records:
-            by_source[r.source].append(r.text)
-        nval = len(datamodule.val_records)
-        refs = [by_source[datamodule.val_records[i % nval].source] for i in range(n)]
-        refs = [[datamodule.decode_rows(*_encode_one(datamodule, t))[0] for t in rs] for rs in refs]
+        refs = references_by_source(datamodule, [i % len(datamodule.val_records) for i in range(n)])
         out["text/bleu"] = M.bleu(texts, refs)
         out["text/rouge_l"] = M.rouge_l(texts, refs)
     return {k: float(v) for k, v in out.items()}
@@ -101,3 +96,31 @@ def _encode_one(datamodule, text: str):
     ids = datamodule.tokenizer.encode(text)[: datamodule.seq_len - 1] + [datamodule.tokenizer.eos_id]
     x = torch.tensor([ids])
     return x, torch.ones_like(x, dtype=torch.bool)
+
+
+def references_by_source(datamodule, rows: list[int]) -> list[list[str]]:
+    """For validation rows ``rows``, all validation texts with the same source, rendered by the tokenizer."""
+    by_source = defaultdict(list)
+    for r in datamodule.val_records:
+        by_source[r.source].append(r.text)
+    recs = datamodule.val_records
+    return [[datamodule.decode_rows(*_encode_one(datamodule, t))[0] for t in by_source[recs[i].source]] for i in rows]
+
+
+@torch.no_grad()
+def mbr_generate(module, datamodule, num_sources: int, candidates: int = 10, seed: int = 0,
+                 **sample_kw) -> tuple[list[str], list[list[str]]]:
+    """Sequence-to-sequence generation with MBR (:func:`~polydiff.plugins.text.metrics.mbr_select`): for each of
+    the first ``num_sources`` validation sources, ``candidates`` samples with the source kept clean (known), the
+    consensus one chosen. Returns (chosen texts, their references)."""
+    if not datamodule.source:
+        raise DataError("MBR decoding needs a data module with sources (source: true)")
+    val = datamodule.require_set("val_set").fields
+    rows = list(range(min(num_sources, val["x"].shape[0])))
+    idx = torch.tensor(rows).repeat_interleave(candidates)
+    g = torch.Generator(device=module.device).manual_seed(seed)
+    out = module.sample(len(idx), generator=g, presence=val["presence"][idx], known=val["known"][idx],
+                        x_known=val["x"][idx], **sample_kw)
+    texts = datamodule.decode_rows(out["x"].cpu(), out["presence"].cpu(), out["known"].cpu())
+    groups = [texts[i * candidates:(i + 1) * candidates] for i in range(len(rows))]
+    return M.mbr_select(groups), references_by_source(datamodule, rows)

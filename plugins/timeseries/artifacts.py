@@ -27,23 +27,33 @@ def parse_quantiles(text: str | list[float]) -> list[float]:
 def write_imputed_csv(path, time_column: str, times, columns: list[str], values: np.ndarray,
                       samples: np.ndarray, quantiles: list[float]) -> Path:
     """``values`` (T, K) with NaN where missing; ``samples`` (n, T, K) imputations in data units.
-    Columns: time, each feature (observed value, else the sample median), then ``<feature>_q<100q>`` bands
-    (the observed value where observed)."""
+    Columns: time, each feature (observed value, else the point estimate: the lower median of the samples,
+    CSDI's ``samples.median(dim=1)``), then ``<feature>_q<100q>`` bands (the observed value where observed). Bands
+    are order statistics (``np.quantile(method="lower")``), so ``_q50`` equals the point estimate."""
     import pandas as pd
 
     observed = ~np.isnan(values)
-    median = np.median(samples, axis=0)
+    median = np.quantile(samples, 0.5, axis=0, method="lower")
     out = {time_column: times}
     for k, c in enumerate(columns):
         out[c] = np.where(observed[:, k], values[:, k], median[:, k])
     for q in quantiles:
-        band = np.quantile(samples, q, axis=0)
+        band = np.quantile(samples, q, axis=0, method="lower")
         for k, c in enumerate(columns):
             out[f"{c}_q{round(100 * q):02d}" if 100 * q == round(100 * q) else f"{c}_q{q}"] = \
                 np.where(observed[:, k], values[:, k], band[:, k])
     df = pd.DataFrame(out)
     with atomic_write(path, "w") as f:
         df.to_csv(f, index=False)
+    return Path(path)
+
+
+def write_summary(path, rows: list[dict]) -> Path:
+    """``summary.csv`` of a batch imputation: one row per record (status, counts, variables never observed)."""
+    import pandas as pd
+
+    with atomic_write(path, "w") as f:
+        pd.DataFrame(rows).to_csv(f, index=False)
     return Path(path)
 
 

@@ -33,6 +33,31 @@ from . import masks
 Tensor = torch.Tensor
 DOMAIN = "timeseries"
 
+#: Units of CSDI's 35 PhysioNet 2012 variables (the challenge's variable list, physionet.org/content/challenge-2012).
+PHYSIONET_UNITS = {
+    "DiasABP": "mmHg", "HR": "bpm", "Na": "mEq/L", "Lactate": "mmol/L", "NIDiasABP": "mmHg", "PaO2": "mmHg",
+    "WBC": "cells/nL", "pH": "", "Albumin": "g/dL", "ALT": "IU/L", "Glucose": "mg/dL", "SaO2": "%", "Temp": "°C",
+    "AST": "IU/L", "Bilirubin": "mg/dL", "HCO3": "mmol/L", "BUN": "mg/dL", "RespRate": "bpm", "Mg": "mmol/L",
+    "HCT": "%", "SysABP": "mmHg", "FiO2": "fraction (0-1)", "K": "mEq/L", "GCS": "points (3-15)",
+    "Cholesterol": "mg/dL", "NISysABP": "mmHg", "TroponinT": "µg/L", "MAP": "mmHg", "TroponinI": "µg/L",
+    "PaCO2": "mmHg", "Platelets": "cells/nL", "Urine": "mL", "NIMAP": "mmHg", "Creatinine": "mg/dL", "ALP": "IU/L",
+}
+
+
+def series_metadata(names, mean, std, units, interval_seconds: float | None, interval: str,
+                    statistics: str) -> dict[str, Any]:
+    """The training facts a time-series checkpoint keeps (``checkpoint["polydiff"]["data"]``): variable names,
+    per-variable mean/std of the standardisation, units, the sampling interval and how the statistics were
+    computed. ``polydiff impute`` standardises new data with them by default."""
+    names = [str(n) for n in names]
+    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    if not (len(names) == mean.size == std.size == len(units)):
+        raise DataError(f"series metadata: {len(names)} names, {mean.size} means, {std.size} stds and {len(units)} "
+                        "units; expected one of each per variable")
+    return {"feature_names": names, "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "units": [str(u) for u in units], "interval_seconds": None if interval_seconds is None else float(interval_seconds),
+            "interval": interval, "statistics": statistics}
+
 
 class WindowDataset(Dataset):
     """Windows (N, K, L): values (NaN-free), observed mask, optional fixed known mask and pattern mask."""
@@ -139,6 +164,21 @@ class TimeSeriesDataModule(DiffusionDataModule):
         batch = _strip([ds[i % len(ds)] for i in range(n)])
         return {"known": batch["known"], "x_known": batch["x"]}
 
+    #: one line on how ``mean``/``std`` were computed (stored in checkpoints)
+    statistics_note = "per-variable mean and std of the observed training values"
+    interval_seconds: float | None = None
+    interval = "one row"
+
+    def units(self) -> list[str]:
+        return [""] * len(self.feature_names)
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """Names, statistics, units and sampling interval (:func:`series_metadata`); {} before :meth:`build`."""
+        if self.mean is None:
+            return {}
+        return series_metadata(self.feature_names, self.mean, self.std, self.units(), self.interval_seconds,
+                               self.interval, self.statistics_note)
+
     def decode(self, x: Tensor) -> Tensor:
         if self.mean is None:
             return x
@@ -169,6 +209,11 @@ class PhysioNetDataModule(TimeSeriesDataModule):
         self.root, self.missing_ratio, self.split_seed, self.nfold = root, missing_ratio, split_seed, nfold
         self.stats, self.max_records = stats, max_records
 
+    interval_seconds, interval = 3600.0, "1 h"
+
+    def units(self) -> list[str]:
+        return [PHYSIONET_UNITS.get(n, "") for n in self.feature_names]
+
     def build(self) -> None:
         from polydiff.datasets import physionet2012 as physio
 
@@ -177,6 +222,9 @@ class PhysioNetDataModule(TimeSeriesDataModule):
         self.prepared = d
         self.mean, self.std = d.mean, d.std
         self.feature_names = list(physio.ATTRIBUTES)
+        self.statistics_note = ("mean and population std of observed values over " +
+                                ("all patients of set-a (official CSDI)" if self.stats == "all" else
+                                 f"the training patients of set-a (split_seed {self.split_seed}, nfold {self.nfold})"))
         data, obs, gt = _kl(d.data), _kl(d.observed_mask), _kl(d.gt_mask)
         self.train_set = WindowDataset(data[d.train], obs[d.train])
         self.val_set = WindowDataset(data[d.valid], obs[d.valid], known=gt[d.valid])
@@ -194,6 +242,12 @@ class AQI36DataModule(TimeSeriesDataModule):
     def __init__(self, root: str | None = None, valid_index: int = 0, mask_strategy: str = "mix", **kw):
         super().__init__(mask_strategy=mask_strategy, **kw)
         self.root, self.valid_index = root, valid_index
+
+    interval_seconds, interval = 3600.0, "1 h"
+    statistics_note = "mean and sample std (ddof 1) per station over the non-test months (official pm25_meanstd)"
+
+    def units(self) -> list[str]:
+        return ["µg/m³"] * len(self.feature_names)
 
     def build(self) -> None:
         from polydiff.datasets import aqi36
@@ -237,6 +291,9 @@ class ETTDataModule(TimeSeriesDataModule):
 
         s = ett.splits(self.name, self.root, history=0)
         self.mean, self.std, self.feature_names = s.mean, s.std, list(s.columns)
+        self.interval_seconds = 900.0 if self.name.startswith("ETTm") else 3600.0
+        self.interval = "15 min" if self.name.startswith("ETTm") else "1 h"
+        self.statistics_note = "mean and std of the training months (Informer's 12/4/4-month split)"
         tr = _windows(s.train, self.window, self.stride, "window")
         va = _windows(s.valid, self.window, self.window, "window")
         te = _windows(s.test, self.window, self.window, "window")
@@ -278,6 +335,8 @@ class CSVDataModule(TimeSeriesDataModule):
         train, val = table.values[: T - n_val], table.values[T - n_val:]
         _, mean, std = csv_series.standardise(train)
         self.mean, self.std, self.feature_names = mean, std, table.columns
+        self.interval_seconds, self.interval = csv_series.time_step(table.times)
+        self.statistics_note = f"mean and population std of the observed values of the first {T - n_val} rows"
         zt, zv = (train - mean) / std, (val - mean) / std
         tr = _windows(zt, self.window, self.stride or max(self.window // 2, 1), "window")
         va = _windows(zv, self.window, self.window, "window")

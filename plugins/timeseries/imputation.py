@@ -12,7 +12,7 @@ the batch (row = series · n + sample) and drawn in one pass. Any other polydiff
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -93,6 +93,31 @@ def impute(denoiser: Denoiser, observed: Tensor, known: Tensor, n_samples: int =
                             x_known=obs_rep[rows], known_mode="condition"))
     x = torch.cat(parts)
     return x.reshape(B, n, *shape[1:])
+
+
+def series_seed(seed: int, name: str, start: int = 0) -> int:
+    """The seed of one series (a record's window starting at row ``start``): its name's CRC-32 mixed with the run's
+    ``seed``, so that a record's imputation does not depend on the other records imputed beside it."""
+    import zlib
+
+    return (zlib.crc32(str(name).encode()) * 1_000_003 + int(start) * 7919 + int(seed) * 2_147_483_647) % 2**62
+
+
+def series_noise(seeds: Sequence[int], n_samples: int) -> NoiseFn:
+    """A ``noise_fn`` for :func:`impute` in which series b (rows b·n … b·n + n − 1) draws its k-th Gaussian from its
+    own generator seeded by (``seeds[b]``, k): the samples of a series are the same whatever batch, chunking or
+    order it is imputed in (the record-level CLI and a Python loop over records agree exactly)."""
+    seeds = [int(s) for s in seeds]
+    n = int(n_samples)
+
+    def noise(k: int, shape) -> Tensor:
+        if shape[0] != len(seeds) * n:
+            raise ShapeError(f"series_noise was made for {len(seeds)} series x {n} samples = {len(seeds) * n} rows, "
+                             f"asked for {shape[0]}")
+        return torch.cat([torch.randn((n, *shape[1:]), generator=torch.Generator().manual_seed((s + 104_729 * k) % 2**62))
+                          for s in seeds])
+
+    return noise
 
 
 def check_impute_inputs(denoiser: Denoiser, observed, known, cond=None):

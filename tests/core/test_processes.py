@@ -150,3 +150,21 @@ def test_bad_input_errors():
     with pytest.raises(ConfigError, match="sigma_min"):
         VE(sigma_min=1.0, sigma_max=0.5)
     assert get_schedule("cosine").s == 0.008
+
+
+@pytest.mark.parametrize("proc", [VP("linear", num_steps=1000), VP("cosine", num_steps=1000),
+                                  VP("linear", num_steps=1000, zero_terminal_snr=True), VP("linear", num_steps=50)],
+                         ids=repr)
+def test_discrete_chain_log_snr_inverse_is_exact(proc):
+    """The discrete chain inverts its piecewise-linear log ᾱ directly; it agrees with bisection of t and is a
+    true inverse of log_snr on the chain's range."""
+    from polydiff.processes import _bisect_decreasing
+
+    t = torch.rand(500, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * (1 - 1e-3)
+    lam = proc.log_snr(t)
+    back = proc.t_from_log_snr(lam)
+    torch.testing.assert_close(back, t, rtol=0, atol=1e-10)
+    target = -torch.nn.functional.softplus(-lam)
+    torch.testing.assert_close(back, _bisect_decreasing(proc.log_alpha_bar, target, 0.0, 1.0), rtol=0, atol=1e-10)
+    ends = proc.t_from_log_snr(torch.tensor([math.inf, 50.0, -math.inf], dtype=torch.float64))
+    assert ends[0] == 0.0 and 0 <= ends[1] < 1e-6 and ends[2] == 1.0

@@ -124,14 +124,20 @@ def test_cli_fit_on_fixtures(fitted):
     assert list(out.rglob("*.png"))  # artifact hook wrote a plot
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["polydiff"]["sample_shape"] == [35, 48] and state["polydiff"]["domain"] == "timeseries"
+    meta = state["polydiff"]["data"]  # the training statistics travel with the model
+    from polydiff.datasets.physionet2012 import ATTRIBUTES
+    assert meta["feature_names"] == list(ATTRIBUTES) and len(meta["mean"]) == len(meta["std"]) == 35
+    assert meta["units"][ATTRIBUTES.index("HR")] == "bpm" and meta["interval_seconds"] == 3600.0
 
 
-def _series(path, k=35, rows=60, seed=0):
+def _series(path, k=35, rows=60, seed=0, names=None):
+    from polydiff.datasets.physionet2012 import ATTRIBUTES
+
     rng = np.random.default_rng(seed)
     v = rng.normal(size=(rows, k)).cumsum(0)
     v[rng.random(v.shape) < 0.3] = np.nan
     v[0] = rng.normal(size=k)
-    df = pd.DataFrame(v, columns=[f"f{i}" for i in range(k)])
+    df = pd.DataFrame(v, columns=names or list(ATTRIBUTES[:k]))
     df.insert(0, "time", pd.date_range("2024-01-01", periods=rows, freq="h"))
     df.to_csv(path, index=False)
     return df
@@ -141,29 +147,28 @@ def test_impute_command_writes_csv_with_bands_and_png(fitted, tmp_path):
     ckpt, _, _ = fitted
     df = _series(tmp_path / "in.csv")
     code = main(["impute", "--ckpt", str(ckpt), "--csv", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out.csv"),
-                 "--samples", "3", "--quantiles", "0.05,0.5,0.95", "--plot-feature", "f2"])
+                 "--samples", "3", "--quantiles", "0.05,0.5,0.95", "--plot-feature", "Na"])
     assert code == 0
     out = pd.read_csv(tmp_path / "out.csv")
-    assert len(out) == 60 and {"f0", "f0_q05", "f0_q50", "f0_q95"} <= set(out.columns)
-    obs = df["f1"].notna()
-    np.testing.assert_allclose(out.loc[obs, "f1"], df.loc[obs, "f1"], rtol=1e-12)  # observed values kept
-    assert out["f1"].notna().all()                                                # every gap filled
+    assert len(out) == 60 and {"HR", "HR_q05", "HR_q50", "HR_q95"} <= set(out.columns)
+    obs = df["HR"].notna()
+    np.testing.assert_allclose(out.loc[obs, "HR"], df.loc[obs, "HR"], rtol=1e-12)  # observed values kept
+    assert out["HR"].notna().all()                                                # every gap filled
     miss = ~obs
-    assert (out.loc[miss, "f1_q05"] <= out.loc[miss, "f1_q95"]).all()
+    assert (out.loc[miss, "HR_q05"] <= out.loc[miss, "HR_q95"]).all()
+    np.testing.assert_array_equal(out["HR_q50"], out["HR"])  # q50 is the point estimate (lower median)
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_impute_command_bad_inputs(fitted, tmp_path, capsys):
     ckpt, _, _ = fitted
     cases = []
-    _series(tmp_path / "k7.csv", k=7)
-    cases.append(("k7.csv", "trained on 35 features, but --csv"))
-    _series(tmp_path / "short.csv", rows=20)
-    cases.append(("short.csv", "window is 48 steps but"))
+    _series(tmp_path / "k7.csv", k=7, names=[f"f{i}" for i in range(7)])
+    cases.append(("k7.csv", "k7.csv: column(s) ['f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6'] are not variables of the model"))
     df = _series(tmp_path / "text.csv")
-    df["f3"] = "high"
+    df["Lactate"] = "high"
     df.to_csv(tmp_path / "text.csv", index=False)
-    cases.append(("text.csv", "'f3' is not numeric"))
+    cases.append(("text.csv", "'Lactate' is not numeric (e.g. 'high' at line 2)"))
     df = _series(tmp_path / "dup.csv")
     df.loc[5, "time"] = df.loc[4, "time"]
     df.to_csv(tmp_path / "dup.csv", index=False)

@@ -282,7 +282,7 @@ def test_impute_reports_every_bad_series_file_in_one_line(tmp_path, monkeypatch,
         "unsorted.csv": "t,a\n1,1\n0,2\n",
         "empty.csv": "",
         "one_column.csv": "t\n0\n1\n",
-        "all_nan.csv": "t,a,b\n0,1,\n1,2,\n",
+        "all_nan.csv": "t,a,b\n0,,\n1,,nan\n",  # a single empty column is imputed; no value at all is an error
         "inf.csv": "t,a\n0,inf\n1,2\n",
         "binary.csv": "\x00\x01\x02garbage\xff",
         "bad.parquet": "PAR1 not really",

@@ -118,3 +118,23 @@ def test_cross_validate_picks_the_threshold_percentile_on_held_out_subjects():
     best, table = rows
     assert best == Setting("toy", (("polarity", "bright"),), 1, 0.001)  # a 20 % FPR floods the Dice
     assert table[0]["cv_dice"] > table[1]["cv_dice"]
+
+
+def test_bootstrap_scores_average_seeds_under_one_subject_draw_and_accept_per_item_thresholds():
+    from polydiff.plugins.medical.selection import TestScores, bootstrap_scores
+
+    test = _toy_set(12, "t", 1.0, 4)
+    st = Setting("toy", (), 1, 0.02)
+    good = TestScores(st, test.x.clamp_min(0), test, 0.5)  # finds every lesion
+    flat = TestScores(st, torch.rand(test.x.shape, generator=torch.Generator().manual_seed(0)), test, 0.5)
+    one = bootstrap_scores([good], n_boot=200)
+    two = bootstrap_scores([good, flat], n_boot=200)
+    assert one["dice"][0] == pytest.approx(1.0) and one["auprc"][0] == pytest.approx(1.0)
+    assert two["auprc"][0] == pytest.approx((good.auprc(np.ones(12)) + flat.auprc(np.ones(12))) / 2)
+    assert two["auprc_per_seed"][0] == pytest.approx(1.0) and two["num_seeds"] == 2
+    assert two["auprc"][1] <= two["auprc"][0] <= two["auprc"][2]
+    # a per-item threshold: above every map value on the first half, so only the second half predicts
+    thr = torch.cat([torch.full((6,), 10.0), torch.full((6,), 0.5)])
+    half = TestScores(st, test.x.clamp_min(0), test, thr)
+    tp = (test.seg[6:]).sum().item()
+    assert half.dice(np.ones(12)) == pytest.approx(2 * tp / (tp + test.seg.sum().item()))

@@ -88,3 +88,22 @@ def test_user_folder_with_a_bad_file(tmp_path):
         ProteinAngles(roots=[str(tmp_path)], min_length=50).setup("fit")
     with pytest.raises(DataError, match="holds no PDB/mmCIF files"):
         load_chains([tmp_path / "nothing"]) if (tmp_path / "nothing").mkdir() is None else None
+
+
+def test_sampling_state_round_trip_without_data(dm, tmp_path):
+    """state_dict holds what sampling needs; a fresh module restored from it decodes, encodes and sizes like the
+    one that read the data, with no data at all; a malformed state is a DataError naming the entry."""
+    state = dm.state_dict()
+    fresh = ProteinAngles(roots=[str(tmp_path / "nothing_here")], max_length=dm.max_length)
+    fresh.load_state_dict(state)
+    x = torch.rand(2, 7, 6) * 6 - 3
+    assert torch.equal(fresh.decode(x), dm.decode(x))
+    raw = dm.train_chains[0].angles[:50]
+    assert torch.equal(torch.nan_to_num(fresh.encode(raw)["x"]), torch.nan_to_num(dm.encode(raw)["x"]))
+    assert torch.equal(fresh.size_histogram(), dm.size_histogram())
+    assert fresh.sample_shape == (dm.max_length, 6)
+    assert np.array_equal(fresh.phi_psi_histogram(), dm.phi_psi_histogram())
+    with pytest.raises(DataError, match="angle_mean must be a finite tensor of shape \\(6,\\)"):
+        fresh.load_state_dict({**state, "angle_mean": torch.zeros(5)})
+    with pytest.raises(DataError, match="size_histogram"):
+        fresh.load_state_dict({**state, "size_histogram": torch.full((dm.max_length + 1,), float("nan"))})

@@ -24,7 +24,7 @@ def test_text_digits_data_and_task(tmp_path):
     k = len(dm.train_templates)
     # the training item's embedding is one of its own class's training phrasings
     assert any(torch.equal(item["cond"]["embedding"], e) for e in dm.embed(train[label]))
-    assert int(dm.train_set.prompt_of_item[0]) // k == label
+    assert int(dm.train_set.row[0]) // k == label
     cond = dm.example_cond(12)
     assert cond["label"].tolist() == list(range(10)) + [0, 1]
     assert torch.equal(cond["embedding"][10], dm.embed(["digit 0, handwritten"])[0])  # 2nd held-out phrasing

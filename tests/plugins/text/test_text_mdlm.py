@@ -93,3 +93,30 @@ def test_mdlm_task_fits_samples_text_and_evaluates(tmp_path):
         assert math.isfinite(m[key]), key
     assert m["text/num_samples"] == 6
     assert m["text/nelbo_ppl"] > 1 and m["text/ar_val_ppl"] > 1
+
+
+def test_seq2seq_keeps_the_source_and_mbr_returns_one_text_per_source():
+    """DiffuSeq's setting on the masked process: source ids stay exactly as given; MBR picks among candidates."""
+    from polydiff.plugins.text.data import TextDataModule
+    from polydiff.plugins.text.evaluation import evaluate_samples, mbr_generate
+    from polydiff.plugins.text.ar import ARConfig
+    from polydiff.training import DiffusionModule
+
+    dm = TextDataModule(str(require_shared("text", "diffuseq_cc", "train.jsonl")),
+                        val_path=str(require_shared("text", "diffuseq_cc", "valid.jsonl")),
+                        tokenizer="word", vocab_size=1024, seq_len=96, source=True, judge_steps=2)
+    dm.setup()
+    K = dm.vocab_size
+    net = TokenTransformer(K, 96, dim=16, depth=1, heads=2, time_conditioning=False)
+    module = DiffusionModule(net, DiscreteProcess(K, "absorbing", num_steps=None), loss=MDLMLoss(), sample_steps=8,
+                             ema_decay=0)
+    module.attach_datamodule(dm)
+    inputs = dm.sample_inputs(4)
+    out = module.sample(4, generator=torch.Generator().manual_seed(0), **inputs)
+    kn = inputs["known"]
+    assert kn.any() and torch.equal(out["x"][kn], inputs["x_known"][kn])  # the source is untouched
+    assert not (out["x"][inputs["presence"] & ~kn] == module.process.mask_id).any()
+    texts, refs = mbr_generate(module, dm, num_sources=3, candidates=3, steps=8)
+    assert len(texts) == 3 and len(refs) == 3 and all(len(r) == 1 for r in refs)  # one reference each in CC
+    m = evaluate_samples(out, dm, {}, ar_config=ARConfig(dim=16, depth=1, heads=2, steps=2))
+    assert 0 <= m["text/bleu"] <= 100 and 0 <= m["text/rouge_l"] <= 1

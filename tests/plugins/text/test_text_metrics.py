@@ -40,3 +40,13 @@ def test_rouge_l_distinct_entropy_self_bleu():
     assert same == pytest.approx(100.0) and varied < 20
     with pytest.raises(DataError, match="at least two"):
         M.self_bleu(["one"])
+
+
+def test_mbr_picks_the_consensus_candidate():
+    pytest.importorskip("sacrebleu")
+    cands = [["how do i learn to cook well", "how can i learn to cook well", "purple monkey dishwasher",
+              "how can i learn cooking well"]]
+    assert M.mbr_select(cands) == ["how can i learn to cook well"]
+    assert M.mbr_select([["only one"]]) == ["only one"]
+    with pytest.raises(DataError, match="candidates\\[0\\] is empty"):
+        M.mbr_select([[]])
