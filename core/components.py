@@ -101,6 +101,10 @@ def instantiate(spec: Any, kind: str, where: str | None = None) -> Any:
     if not isinstance(raw_args, Mapping):
         raise ConfigError(f"{where}.init_args: expected a mapping of argument names to values, got {raw_args!r}")
     raw_args = {**raw_args, **dict(spec.get("dict_kwargs") or {})}
+    bad_keys = [k for k in raw_args if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"{where}.init_args: argument names must be strings, got {bad_keys!r} "
+                          "(a stray comma or colon in a YAML flow mapping makes a key of a value)")
     init_args = {k: build_value(v, str(k), f"{where}.init_args.{k}") for k, v in raw_args.items()}
     try:
         obj = cls(**init_args)

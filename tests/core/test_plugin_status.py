@@ -98,13 +98,13 @@ def test_unknown_component_names_the_plugins_that_might_provide_it(tmp_path, mon
     importlib.invalidate_caches()
     reg = get_plugin_manager(reload=True).registry
     with pytest.raises(ConfigError) as err:
-        reg.get("backbone", "EGNN")
+        reg.get("backbone", "QuantumGNN")
     msg = str(err.value)
-    assert msg.startswith("unknown backbone 'EGNN'; registered backbones: [")
+    assert msg.startswith("unknown backbone 'QuantumGNN'; registered backbones: [")
     assert "plugins that are broken or miss their extra and may provide it: plugin 'chemistry'" in msg
     assert "chemistry plugin failed" in msg
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("model:\n  class_path: DiffusionModule\n  init_args:\n    backbone: {class_path: EGNN}\n")
+    cfg.write_text("model:\n  class_path: DiffusionModule\n  init_args:\n    backbone: {class_path: QuantumGNN}\n")
     assert cli.main(["fit", "--config", str(cfg)]) == 2
 
 

@@ -210,7 +210,7 @@ def test_plugin_registered_sampler_is_usable_by_name():
         a = module.sample(4, generator=torch.Generator().manual_seed(0), sampler="counting_ddim", steps=3, shape=(2,))
         b = module.sample(4, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=3, shape=(2,))
         assert torch.equal(a["x"], b["x"]) and calls == [(4,)]
-        with pytest.raises(ConfigError, match="unknown sampler 'nope'.*registered by plugins: \\['counting_ddim'\\]"):
+        with pytest.raises(ConfigError, match="unknown sampler 'nope'.*registered by plugins: \\[[^]]*'counting_ddim'"):
             module.sample(4, sampler="nope", shape=(2,))
     finally:
         get_plugin_manager(reload=True)
