@@ -437,9 +437,9 @@ def _grid_used(module, args) -> str:
     if args.grid is not None:
         return args.grid
     h = module.hparams
-    sampler = args.sampler or h.sampler or module.default_sampler
-    steps = int(args.steps or h.sample_steps)
-    if schedule_key(sampler, steps) in module.schedules:
+    sampler = args.sampler or h.get("sampler") or module.default_sampler
+    steps = args.steps or h.get("sample_steps")  # None: the module steps its own chain (e.g. Luo & Hu's T steps)
+    if steps is not None and schedule_key(sampler, int(steps)) in module.schedules:
         return "optimized"
     return str(dict(h.sampler_kwargs or {}).get("grid", "uniform"))
 
