@@ -9,6 +9,7 @@ Both share one small interface, :class:`Tokenizer`: ``encode(text) -> list[int]`
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,7 +19,7 @@ from polydiff.errors import ConfigError, DataError
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
 
-class Tokenizer:
+class Tokenizer(ABC):
     """Interface shared by :class:`WordVocab` and :class:`WordPiece`."""
 
     kind = ""
@@ -28,17 +29,21 @@ class Tokenizer:
     eos_id: int | None
 
     @property
+    @abstractmethod
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def state(self) -> dict:
-        raise NotImplementedError
+        ...
 
 
 class WordVocab(Tokenizer):
