@@ -2,9 +2,12 @@
 RDKit file formats, ETKDG-embedded SMILES datasets, and the field's checks (stability, validity, uniqueness,
 novelty, PoseBusters).
 
-Components (``polydiff_register``): data modules ``SmilesConformers``, ``QM9Smiles``, ``MoleculeFiles``;
-backbones ``EGNN`` (torch-geometric) and ``EDMBackbone`` (EGNN behind :class:`polydiff.graphs.PyGBackbone`);
-tasks ``molecule/edm_qm9`` and ``molecule/tiny``. Files: SDF/MOL2/XYZ/SMILES readers, SDF/XYZ writers. Dataset:
+Also conformer generation by torsional diffusion (Jing et al. 2022) over the rotatable-bond torsions.
+
+Components (``polydiff_register``): data modules ``SmilesConformers``, ``QM9Smiles``, ``MoleculeFiles``,
+``ConformerEnsembles``; backbones ``EGNN`` (torch-geometric), ``EDMBackbone`` (EGNN behind
+:class:`polydiff.graphs.PyGBackbone`) and ``TorsionScoreNet``; tasks ``molecule/edm_qm9``, ``molecule/tiny``,
+``molecule/torsional_qm9`` and ``molecule/torsional_tiny``. Command: ``polydiff conformers``. Files: SDF/MOL2/XYZ/SMILES readers, SDF/XYZ writers. Dataset:
 ``qm9_smiles`` (pooch + sha256). RDKit, torch-geometric and PoseBusters load only inside the functions that use
 them.
 """
@@ -17,18 +20,20 @@ from polydiff.plugins_manager import register_task_configs
 DOMAIN = "molecule"
 
 __all__ = ["DOMAIN", "polydiff_register", "polydiff_file_formats", "polydiff_write_artifacts",
-           "polydiff_evaluate", "polydiff_datasets"]
+           "polydiff_evaluate", "polydiff_datasets", "polydiff_commands"]
 
 
 @hookimpl
 def polydiff_register(registry) -> None:
+    from .conformers import ConformerEnsembles
     from .data import MoleculeFiles, QM9Smiles, SmilesConformers
     from .model import EDMBackbone, EGNN
+    from .torsion_net import TorsionScoreNet
 
-    for cls in (SmilesConformers, QM9Smiles, MoleculeFiles):
+    for cls in (SmilesConformers, QM9Smiles, MoleculeFiles, ConformerEnsembles):
         registry.add("datamodule", cls)
-    registry.add("backbone", EGNN)
-    registry.add("backbone", EDMBackbone)
+    for cls in (EGNN, EDMBackbone, TorsionScoreNet):
+        registry.add("backbone", cls)
     register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 
 
@@ -93,16 +98,37 @@ def polydiff_write_artifacts(domain, samples, out_dir, context):
     from .artifacts import write_artifacts
 
     prefix = context.get("prefix") or (context.get("stage") or "samples")
+    if _is_conformer_data(context.get("datamodule")):
+        from .conformer_sampling import write_conformers
+
+        return [write_conformers(samples, context["datamodule"], out_dir, prefix)]
     return write_artifacts(samples, out_dir, prefix=prefix, datamodule=context.get("datamodule"))
+
+
+def _is_conformer_data(datamodule) -> bool:
+    from .conformers import ConformerEnsembles
+
+    return isinstance(datamodule, ConformerEnsembles)
 
 
 @hookimpl
 def polydiff_evaluate(domain, samples, datamodule, context):
     if domain != DOMAIN:
         return None
+    if _is_conformer_data(datamodule):
+        from .conformer_sampling import evaluate_conformers
+
+        return evaluate_conformers(samples, datamodule, context)
     from .evaluation import evaluate_samples
 
     return evaluate_samples(samples, datamodule, context)
+
+
+@hookimpl
+def polydiff_commands():
+    from .conformer_sampling import add_arguments, run
+
+    return {"conformers": ("SMILES -> K conformers each by torsional diffusion (SDF)", add_arguments, run)}
 
 
 @hookimpl
