@@ -38,16 +38,23 @@ def with_torsions(mols: Sequence, torsions: torch.Tensor) -> list:
 
 
 @torch.no_grad()
+def denoise_torsions(module, starts: Sequence, seed: int = 0, **sample_kw) -> list:
+    """One generated conformer per starting structure in ``starts`` (RDKit, one conformer each, the same molecule or
+    not): the module samples torsions for their local structures, which are then set on copies of them."""
+    batch = collate_conformers([item_of(m) for m in starts])
+    g = torch.Generator(device=module.device).manual_seed(seed)
+    out = module.sample(len(starts), generator=g, cond=batch["cond"], presence=batch["presence"],
+                        shape=tuple(batch["x"].shape[1:]), **sample_kw)
+    return with_torsions(starts, out["x"].detach().cpu())
+
+
 def generate_conformers(module, mol, num: int, seed: int = 0, **sample_kw) -> list:
-    """``num`` conformers of ``mol`` (RDKit, hydrogens explicit) as RDKit molecules with one conformer each."""
+    """``num`` conformers of ``mol`` (RDKit, hydrogens explicit) as RDKit molecules with one conformer each:
+    ``num`` ETKDG local structures (seeds ``seed + 1000 k``) through :func:`denoise_torsions`."""
     starts = [local_structure(mol, seed + 1000 * k) for k in range(num)]
     if not rotatable_bonds(starts[0]):
         return starts
-    batch = collate_conformers([item_of(m) for m in starts])
-    g = torch.Generator(device=module.device).manual_seed(seed)
-    out = module.sample(num, generator=g, cond=batch["cond"], presence=batch["presence"],
-                        shape=tuple(batch["x"].shape[1:]), **sample_kw)
-    return with_torsions(starts, out["x"].detach().cpu())
+    return denoise_torsions(module, starts, seed, **sample_kw)
 
 
 def sample_conformers(samples: Mapping[str, Any], datamodule) -> dict[int, tuple[list, list]]:
