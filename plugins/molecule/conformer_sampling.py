@@ -137,10 +137,14 @@ def run(args) -> int:
     from polydiff.training import DiffusionModule
 
     from .io import quiet_rdkit, write_sdf
+    from .torsion_net import TorsionScoreNet
 
     if args.num < 1:
         raise ConfigError(f"--num must be >= 1; got {args.num}")
     module = DiffusionModule.from_checkpoint(args.ckpt)
+    if not any(isinstance(m, TorsionScoreNet) for m in module.modules()):
+        raise ConfigError(f"{args.ckpt} is not a torsional-diffusion checkpoint (no TorsionScoreNet backbone; "
+                          f"train one with molecule/torsional_qm9)")
     kw = {"progress": False} if args.steps is None else {"progress": False, "steps": args.steps}
     mols, names, failed = [], [], 0
     for label, smi in track(read_inputs(args.smiles, args.column), description="conformers"):

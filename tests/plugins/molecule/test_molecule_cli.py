@@ -54,6 +54,8 @@ def test_fit_sample_evaluate(tmp_path, monkeypatch):
     # a size above the largest training molecule (propane, 11 atoms) is one clear error line, exit code 2
     assert main(["sample", "--ckpt", str(ckpt), "--num", "1", "--sizes", "12", "--steps", "2",
                  "--out", str(tmp_path / "big")]) == 2
+    # an EDM checkpoint is not a conformer model: `polydiff conformers` refuses it (exit code 2)
+    assert main(["conformers", "--ckpt", str(ckpt), "--smiles", "CCO", "--out", str(tmp_path / "c.sdf")]) == 2
     metrics_path = tmp_path / "metrics.json"
     assert main(["evaluate", "--ckpt", str(ckpt), "--num", "4", "--steps", "10", "--out", str(metrics_path)]) == 0
     metrics = json.loads(metrics_path.read_text())["metrics"]

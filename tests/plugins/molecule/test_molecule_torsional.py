@@ -148,6 +148,7 @@ def test_fit_conformers_evaluate_through_the_cli(tmp_path, monkeypatch):
     confs = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
     assert [m.GetProp("_Name") for m in confs] == ["CCCO_0", "CCCO_1", "CCCO_2"]
     assert all(m.GetNumAtoms() == 12 and m.GetConformer().Is3D() for m in confs)
+    assert main(["conformers", "--ckpt", str(ckpt), "--smiles", "not_a_smiles", "--out", str(out)]) == 2
     metrics_path = tmp_path / "metrics.json"
     assert main(["evaluate", "--ckpt", str(ckpt), "--num", "4", "--out", str(metrics_path)]) == 0
     metrics = json.loads(metrics_path.read_text())
