@@ -34,7 +34,8 @@ from polydiff import VE, Torus
 from polydiff.io import atomic_write_text
 from polydiff.plugins.molecule.conformer_metrics import coverage_matching, ensemble_table, rmsd_matrix
 from polydiff.plugins.molecule.conformer_sampling import denoise_torsions, with_torsions
-from polydiff.plugins.molecule.conformers import ConformerEnsembles, embed_ensemble, local_structure
+from polydiff.plugins.molecule.conformers import ConformerEnsembles, local_structure
+from polydiff.plugins.molecule.data import embed_ensemble
 from polydiff.plugins.molecule.torsion_net import TorsionScoreNet
 from polydiff.plugins.molecule.torsions import rotatable_bonds
 from polydiff.training import DiffusionModule

@@ -22,8 +22,6 @@ and precision against it (``docs/molecule.md``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -34,8 +32,8 @@ from torch.utils.data import Dataset
 
 from polydiff.data import DiffusionDataModule, pad_collate
 from polydiff.errors import ConfigError, DataError
-from polydiff.io import atomic_write
 
+from .data import embed_smiles, embedding_cache
 from .io import RecordError, read_smiles_list
 from .torsions import get_torsions, moving_sides, rotatable_bonds
 
@@ -117,19 +115,6 @@ def collate_conformers(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "atom_mask": torch.stack([pad(torch.ones(c["pos"].shape[0], dtype=torch.bool), (n,)) for c in conds]),
     }
     return out
-
-
-def embed_ensemble(mol, num: int, seed: int, mmff: bool) -> list[int]:
-    """Up to ``num`` conformer ids of ``mol`` (hydrogens explicit) from ETKDG v3 (``EmbedMultipleConfs``, seeded),
-    each relaxed with MMFF94 when ``mmff`` and MMFF has parameters for the molecule."""
-    from rdkit.Chem import AllChem
-
-    params = AllChem.ETKDGv3()
-    params.randomSeed = int(seed)
-    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=int(num), params=params))
-    if ids and mmff and AllChem.MMFFHasAllMoleculeParams(mol):
-        AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000)
-    return ids
 
 
 class ConformerSet(Dataset):
@@ -218,53 +203,16 @@ class ConformerEnsembles(DiffusionDataModule):
         stop = None if self.limit is None else self.offset + self.limit
         return entries[self.offset:stop]
 
-    def _cache_file(self, entries) -> Path | None:
-        if self.cache_dir == "":
-            return None
-        from rdkit import rdBase
-
-        from polydiff.datasets import cache_dir
-
-        key = hashlib.sha256(json.dumps({"smiles": [s for _, s in entries], "mmff": self.mmff, "k": self.conformers,
-                                         "seed": self.embed_seed, "rdkit": rdBase.rdkitVersion}).encode()).hexdigest()
-        folder = Path(self.cache_dir) if self.cache_dir else cache_dir() / "molecule"
-        return folder / f"ensembles-{key[:20]}.pt"
-
-    def _ensembles(self, entries) -> list[dict]:
-        """Per molecule: ``{"line", "smiles", "molblocks"}`` or ``{"line", "error"}``, cached."""
-        from rdkit import Chem
-
-        from .io import quiet_rdkit
-
-        cache = self._cache_file(entries)
-        if cache is not None and cache.is_file():
-            return torch.load(cache, weights_only=True)
-        blocks = []
-        with quiet_rdkit():
-            for k, (line, smi) in enumerate(entries):
-                mol = Chem.MolFromSmiles(smi)
-                if mol is None:
-                    blocks.append({"line": line, "error": f"unparsable SMILES {smi!r}"})
-                    continue
-                mol = Chem.AddHs(mol)
-                ids = embed_ensemble(mol, self.conformers, self.embed_seed + 1000 * k, self.mmff)
-                if not ids:
-                    blocks.append({"line": line, "error": f"{smi}: ETKDG embedding failed"})
-                    continue
-                blocks.append({"line": line, "smiles": smi,
-                               "molblocks": [Chem.MolToMolBlock(mol, confId=c) for c in ids]})
-        if cache is not None:
-            with atomic_write(cache) as f:
-                torch.save(blocks, f)
-        return blocks
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         from rdkit import Chem
 
         molecules = []
-        for k, b in enumerate(self._ensembles(self._entries())):
+        entries = self._entries()
+        cache = embedding_cache(self.cache_dir, "ensembles", entries, mmff=self.mmff, seed=self.embed_seed,
+                                k=self.conformers)
+        for k, b in enumerate(embed_smiles(entries, self.conformers, self.embed_seed, self.mmff, cache)):
             if "error" in b:
                 self.errors.append(RecordError(k + 1, int(b["line"]), b["error"]))
                 continue
@@ -336,4 +284,4 @@ def item_of(mol) -> dict:
 
 __all__ = ["ConformerEnsembles", "ConformerSet", "molecule_graph", "collate_conformers", "local_structure", "item_of",
            "atom_features",
-           "bond_matrix_of", "embed_ensemble", "NUM_ATOM_FEATURES", "NUM_BOND_TYPES"]
+           "bond_matrix_of", "NUM_ATOM_FEATURES", "NUM_BOND_TYPES"]

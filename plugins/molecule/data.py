@@ -71,6 +71,69 @@ def embed(mol, seed: int = 0, mmff: bool = True, max_attempts: int = 10, mmff_it
     return mol
 
 
+def embed_ensemble(mol, num: int, seed: int, mmff: bool) -> list[int]:
+    """Up to ``num`` conformer ids of ``mol`` (hydrogens explicit) from ETKDG v3 (``EmbedMultipleConfs``, seeded),
+    each relaxed with MMFF94 when ``mmff`` and MMFF has parameters for the molecule."""
+    from rdkit.Chem import AllChem
+
+    params = AllChem.ETKDGv3()
+    params.randomSeed = int(seed)
+    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=int(num), params=params))
+    if ids and mmff and AllChem.MMFFHasAllMoleculeParams(mol):
+        AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000)
+    return ids
+
+
+def embedding_cache(folder: str | None, kind: str, entries, **settings) -> Path | None:
+    """The cache file of ``entries`` (line, SMILES) embedded with ``settings`` (and this RDKit version) under
+    ``folder`` (default ``$POLYDIFF_DATA``/platform cache ``/molecule``); None when ``folder`` is ``""``."""
+    if folder == "":
+        return None
+    from rdkit import rdBase
+
+    from polydiff.datasets import cache_dir
+
+    key = hashlib.sha256(json.dumps({"smiles": [s for _, s in entries], **settings,
+                                     "rdkit": rdBase.rdkitVersion}).encode()).hexdigest()
+    return (Path(folder) if folder else cache_dir() / "molecule") / f"{kind}-{key[:20]}.pt"
+
+
+def embed_smiles(entries, conformers: int, seed: int, mmff: bool, cache: Path | None) -> list[dict]:
+    """Per (line, SMILES) entry: ``{"line", "smiles", "molblocks"}`` — one ETKDG v3 (+ MMFF94) conformer
+    (:func:`embed`) or up to ``conformers`` of them (:func:`embed_ensemble`), molecule k seeded with
+    ``seed + 1000 k`` — or ``{"line", "error"}``; read from / written to ``cache`` (atomic) when given."""
+    from rdkit import Chem
+
+    from .io import quiet_rdkit
+
+    if cache is not None and cache.is_file():
+        return torch.load(cache, weights_only=True)
+    blocks = []
+    with quiet_rdkit():
+        for k, (line, smi) in enumerate(entries):
+            mol = Chem.MolFromSmiles(smi)
+            if mol is None:
+                blocks.append({"line": line, "error": f"unparsable SMILES {smi!r}"})
+                continue
+            mol = Chem.AddHs(mol)
+            if conformers == 1:
+                try:
+                    ids = [embed(mol, seed=seed + 1000 * k, mmff=mmff).GetConformer().GetId()]
+                except DataError as exc:
+                    blocks.append({"line": line, "error": f"{smi}: {exc}"})
+                    continue
+            else:
+                ids = embed_ensemble(mol, conformers, seed + 1000 * k, mmff)
+                if not ids:
+                    blocks.append({"line": line, "error": f"{smi}: ETKDG embedding failed"})
+                    continue
+            blocks.append({"line": line, "smiles": smi, "molblocks": [Chem.MolToMolBlock(mol, confId=c) for c in ids]})
+    if cache is not None:
+        with atomic_write(cache) as f:
+            torch.save(blocks, f)
+    return blocks
+
+
 class MoleculeDataModule(DiffusionDataModule):
     """Base of the molecule data modules: subclasses implement :meth:`load` → (molecules as RDKit ``Mol`` with a
     3D conformer, their property values or None, the read errors).
@@ -261,45 +324,12 @@ class SmilesConformers(MoleculeDataModule):
         props = props[self.offset:stop] if props is not None else None
         return entries, props, errors
 
-    def _cache_file(self, entries) -> Path | None:
-        if self.cache_dir == "":
-            return None
-        from rdkit import rdBase
-
-        from polydiff.datasets import cache_dir
-
-        key = hashlib.sha256(json.dumps({"smiles": [s for _, s in entries], "mmff": self.mmff,
-                                         "seed": self.embed_seed, "rdkit": rdBase.rdkitVersion}).encode()).hexdigest()
-        folder = Path(self.cache_dir) if self.cache_dir else cache_dir() / "molecule"
-        return folder / f"conformers-{key[:20]}.pt"
-
     def load(self):
         from rdkit import Chem
 
-        from .io import quiet_rdkit
-
         entries, props, errors = self._entries()
-        cache = self._cache_file(entries)
-        if cache is not None and cache.is_file():
-            blocks = torch.load(cache, weights_only=True)
-        else:
-            blocks = []
-            with quiet_rdkit():
-                for k, (line, smi) in enumerate(entries):
-                    mol = Chem.MolFromSmiles(smi)
-                    if mol is None:
-                        blocks.append({"line": line, "error": f"unparsable SMILES {smi!r}"})
-                        continue
-                    mol = Chem.AddHs(mol)
-                    try:
-                        embed(mol, seed=self.embed_seed + 1000 * k, mmff=self.mmff)
-                    except DataError as exc:
-                        blocks.append({"line": line, "error": f"{smi}: {exc}"})
-                        continue
-                    blocks.append({"line": line, "molblock": Chem.MolToMolBlock(mol)})
-            if cache is not None:
-                with atomic_write(cache) as f:
-                    torch.save(blocks, f)
+        cache = embedding_cache(self.cache_dir, "conformers", entries, mmff=self.mmff, seed=self.embed_seed)
+        blocks = embed_smiles(entries, 1, self.embed_seed, self.mmff, cache)
         mols, values = [], []
         self.embedding_failures = 0
         for k, b in enumerate(blocks):
@@ -307,7 +337,7 @@ class SmilesConformers(MoleculeDataModule):
                 self.embedding_failures += 1
                 errors.append(RecordError(k + 1, int(b["line"]), b["error"]))
                 continue
-            mol = Chem.MolFromMolBlock(b["molblock"], removeHs=False)
+            mol = Chem.MolFromMolBlock(b["molblocks"][0], removeHs=False)
             mol.SetIntProp("_record", k + 1)
             mol.SetIntProp("_line", int(b["line"]))
             mols.append(mol)
