@@ -157,7 +157,8 @@ class ConformerEnsembles(DiffusionDataModule):
     def __init__(self, path: str | None = None, column: str = "smiles", limit: int | None = None, offset: int = 0,
                  conformers: int = 10, mmff: bool = True, max_atoms: int | None = None, exclude: str | None = None,
                  exclude_column: str = "smiles", embed_seed: int = 0, threshold: float = 0.5,
-                 cache_dir: str | None = None, val_fraction: float = 0.05, batch_size: int = 32, num_workers: int = 0, seed: int = 0):
+                 cache_dir: str | None = None, val_fraction: float = 0.05, batch_size: int = 32,
+                 num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if conformers < 1:
             raise ConfigError(f"conformers must be >= 1; got {conformers}")
@@ -233,7 +234,8 @@ class ConformerEnsembles(DiffusionDataModule):
             print(f"polydiff molecule: {type(self).__name__}: {len(molecules)} molecules kept, {len(self.errors)} "
                   f"skipped (first: {self.errors[0]})", file=sys.stderr)
         if len(molecules) < 2:
-            raise DataError(f"{self.source_path()}: {len(molecules)} usable molecule(s) with rotatable bonds; need at least 2")
+            raise DataError(f"{self.source_path()}: {len(molecules)} usable molecule(s) with rotatable bonds; "
+                            f"need at least 2")
         order = torch.randperm(len(molecules), generator=torch.Generator().manual_seed(self.seed)).tolist()
         n_val = max(1, int(round(self.val_fraction * len(molecules)))) if self.val_fraction > 0 else 1
         val = [molecules[i] for i in order[:n_val]]
