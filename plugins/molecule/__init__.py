@@ -7,8 +7,8 @@ Also conformer generation by torsional diffusion (Jing et al. 2022) over the rot
 Components (``polydiff_register``): data modules ``SmilesConformers``, ``QM9Smiles``, ``MoleculeFiles``,
 ``ConformerEnsembles``; backbones ``EGNN`` (torch-geometric), ``EDMBackbone`` (EGNN behind
 :class:`polydiff.graphs.PyGBackbone`) and ``TorsionScoreNet``; tasks ``molecule/edm_qm9``, ``molecule/tiny``,
-``molecule/torsional_qm9`` and ``molecule/torsional_tiny``. Command: ``polydiff conformers``. Files: SDF/MOL2/XYZ/SMILES readers, SDF/XYZ writers. Dataset:
-``qm9_smiles`` (pooch + sha256). RDKit, torch-geometric and PoseBusters load only inside the functions that use
+``molecule/torsional_qm9`` and ``molecule/torsional_tiny``. Command: ``polydiff conformers``. Files:
+SDF/MOL2/XYZ/SMILES readers, SDF/XYZ writers. Dataset: ``qm9_smiles`` (pooch + sha256). RDKit, torch-geometric and PoseBusters load only inside the functions that use
 them.
 """
 
