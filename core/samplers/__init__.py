@@ -4,8 +4,8 @@
 a ``process`` attribute, e.g. :class:`polydiff.testing.ExactDenoiser` or a guidance wrapper). ``grid`` is a
 decreasing float64 time grid, (N+1,) or (batch, N+1) for per-sample start times (see :mod:`.grids`).
 Every sampler also accepts ``process``, ``space``, ``cond``, ``presence``, ``known``, ``x_known``,
-``known_mode``, ``info``, ``clip_x0``, ``dynamic_threshold``, ``threshold_max``, ``callback`` and ``progress``
-and honours them in the same way through :class:`Context` (public, for samplers registered by plugins). :func:`sample` is the one-call
+``known_mode``, ``info``, ``clip_x0``, ``dynamic_threshold``, ``threshold_max``, ``x0_fn``, ``callback`` and
+``progress`` and honours them in the same way through :class:`Context` (public, for samplers registered by plugins). :func:`sample` is the one-call
 entry point; :data:`SAMPLERS` maps names to functions; :func:`ddim_invert` encodes data to x_t (DDIM run
 forwards), decoded by ``sample(..., sampler="ddim", x_T=x_t, t_start=t)``. Grids and per-step coefficients
 are cached per process (:func:`cache_info`, :func:`clear_cache`). :func:`optimize_grid` fits a sampler's time grid

@@ -85,6 +85,7 @@ def sample(
     clip_x0: float | None = None,
     dynamic_threshold: float | None = None,
     threshold_max: float | None = None,
+    x0_fn: Callable[[Tensor], Tensor] | None = None,
     callback: Callable[[dict], Tensor | None] | None = None,
     progress: bool | None = None,
     **sampler_kwargs,
@@ -120,6 +121,8 @@ def sample(
             ``clip_denoised``, diffusers' ``clip_sample``).
         dynamic_threshold, threshold_max: dynamic thresholding of x̂₀ with percentile p (Saharia et al. 2022,
             Imagen, §2.3: p = 0.995), the threshold s capped at ``threshold_max`` (diffusers' ``sample_max_value``).
+        x0_fn: ``x0_fn(x̂₀) -> x̂₀'`` applied at every model call after clipping (ε̂ recomputed from it), e.g.
+            the clamping trick of Diffusion-LM (Li et al. 2022, §4.2: x̂₀ mapped to its nearest word embedding).
         callback: ``callback(info) -> Tensor | None`` after every step with the keys ``x`` (the state after the
             step, after replacement and projection), ``i`` (step index from 0), ``t``, ``alpha``, ``sigma``
             ((batch,) float64 time and α, σ of x), ``denoised`` (the x̂₀ the step used) and ``steps`` (N). A
@@ -188,7 +191,8 @@ def sample(
         )
     # Hooks are passed on only when used, so a registered sampler without them keeps working.
     hooks = {k: v for k, v in (("clip_x0", clip_x0), ("dynamic_threshold", dynamic_threshold),
-                               ("threshold_max", threshold_max), ("callback", callback), ("progress", progress))
+                               ("threshold_max", threshold_max), ("x0_fn", x0_fn), ("callback", callback),
+                               ("progress", progress))
              if v is not None}
     if known_mode != "replace":
         hooks["known_mode"] = known_mode

@@ -67,6 +67,7 @@ class Context:
         clip_x0: float | None = None,
         dynamic_threshold: float | None = None,
         threshold_max: float | None = None,
+        x0_fn: Callable[[Tensor], Tensor] | None = None,
         callback: Callable[[dict], Tensor | None] | None = None,
         progress: bool | None = None,
     ):
@@ -118,6 +119,10 @@ class Context:
         # Condition-only: known entries reach the model through cond["known"/"observed"] but x is never replaced.
         self.replace = self.known is not None and known_mode == "replace"
         self._set_clipping(clip_x0, dynamic_threshold, threshold_max)
+        if x0_fn is not None and not callable(x0_fn):
+            raise ConfigError(f"x0_fn must be callable as x0_fn(x0) -> Tensor shaped like x0; "
+                              f"got {type(x0_fn).__name__}")
+        self.x0_fn = x0_fn
         if callback is not None and not callable(callback):
             raise ConfigError(f"callback must be callable as callback(dict) -> Tensor | None; got {type(callback).__name__}")
         self.callback = callback
@@ -194,7 +199,7 @@ class Context:
             raise ConfigError(f"model(x, t, cond) must return a polydiff Prediction; got {type(pred).__name__}")
         if self.lifted:  # x̂_0 back into the chart of the (unwrapped) state
             pred = dataclasses.replace(pred, x0=pred.x0 + (x - x_in))
-        if self._clips:
+        if self._clips or self.x0_fn is not None:
             pred = self.clip_prediction(pred, x, t)
         self.last = pred
         return pred
@@ -203,7 +208,9 @@ class Context:
         """Clip x̂₀ and recompute ε̂ = (x − α x̂₀)/σ from it, so that x = α x̂₀ + σ ε̂ still holds (as diffusers'
         ``clip_sample``/``thresholding``). Dynamic thresholding (Saharia et al. 2022, Imagen, §2.3 and App. E):
         s = clamp(percentile_p(|x̂₀|), 1, threshold_max) per sample, x̂₀ ← clip(x̂₀, −s, s)/s; static
-        clipping: x̂₀ ← clip(x̂₀, −c, c), applied after thresholding when both are given. ε̂ is kept where σ = 0."""
+        clipping: x̂₀ ← clip(x̂₀, −c, c), applied after thresholding when both are given; then ``x0_fn`` (any map
+        of x̂₀ onto the data, e.g. Diffusion-LM's clamping to the nearest word embedding, Li et al. 2022 §4.2).
+        ε̂ is kept where σ = 0."""
         x0 = pred.x0
         if self.dynamic_threshold is not None:
             flat = x0.reshape(x0.shape[0], -1).abs()
@@ -213,6 +220,12 @@ class Context:
             x0 = torch.maximum(torch.minimum(x0, s), -s) / s
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+        if self.x0_fn is not None:
+            mapped = self.x0_fn(x0)
+            if not torch.is_tensor(mapped) or mapped.shape != x0.shape:
+                raise ShapeError(f"x0_fn returned {getattr(mapped, 'shape', type(mapped))}; expected a tensor of "
+                                 f"shape {tuple(x0.shape)} like x̂₀")
+            x0 = mapped.to(x0.dtype)
         a, s = self.process.alpha_sigma(torch.as_tensor(t, dtype=F64, device=self.device).expand(x.shape[0]))
         shape = (-1,) + (1,) * (x.ndim - 1)
         pos = (s > 0).reshape(shape)

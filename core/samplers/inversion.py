@@ -40,6 +40,7 @@ def ddim_invert(
     clip_x0: float | None = None,
     dynamic_threshold: float | None = None,
     threshold_max: float | None = None,
+    x0_fn: Callable[[Tensor], Tensor] | None = None,
     callback: Callable[[dict], Tensor | None] | None = None,
     progress: bool | None = None,
 ) -> Tensor:
@@ -70,7 +71,8 @@ def ddim_invert(
     if presence_m is not None:
         model_cond = backbone_cond(model_cond, x0, presence_m, None)
     hooks = {k: v for k, v in (("clip_x0", clip_x0), ("dynamic_threshold", dynamic_threshold),
-                               ("threshold_max", threshold_max), ("callback", callback), ("progress", progress))
+                               ("threshold_max", threshold_max), ("x0_fn", x0_fn), ("callback", callback),
+                               ("progress", progress))
              if v is not None}
     ctx = Context(model, x0, times, None, process=proc, space=space, cond=model_cond, presence=presence, info=info,
                   **hooks)

@@ -24,10 +24,13 @@ __all__ = ["DOMAIN", "polydiff_register", "polydiff_write_artifacts", "polydiff_
 def polydiff_register(registry) -> None:
     from .conditioner import SentenceEmbedder
     from .data import TextDataModule
+    from .diffusion_lm import DiffusionLM, EmbeddingTransformer
     from .evaluation import evaluate_samples
 
     registry.add("conditioner", SentenceEmbedder)
     registry.add("datamodule", TextDataModule)
+    registry.add("module", DiffusionLM)
+    registry.add("backbone", EmbeddingTransformer)
     registry.add("metric", evaluate_samples, name="text_metrics")
     register_task_configs(registry, __name__, "configs", prefix=DOMAIN)
 
