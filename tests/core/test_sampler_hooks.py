@@ -189,6 +189,34 @@ def test_clip_keeps_every_sampler_in_range(name):
     assert torch.isfinite(out).all() and out.abs().max() <= 1.0 + 1e-5
 
 
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("euler_maruyama", "pc", "pndm")])
+def test_x0_fn_maps_every_prediction(name):
+    """x0_fn (e.g. Diffusion-LM's clamping onto word vectors) reaches every sampler: with x̂₀ snapped to the
+    nearest of two points, a sampler whose last step lands on α x̂₀ ends exactly on those points (not the SDE
+    discretisations, nor PLMS, whose last step mixes the ε̂ of four steps)."""
+    points = torch.tensor([-2.0, 3.0])
+
+    def snap(x0):
+        return points[(x0[..., None] - points).abs().argmin(-1)]
+
+    out = run(name, Far(VP()), shape=(8, 2), x0_fn=snap)
+    assert torch.isin(out, points).all()
+
+
+def test_x0_fn_keeps_the_prediction_consistent_and_checks_its_output():
+    proc = VP()
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    ctx = Context(Far(proc), x, make_grid(proc, 4), x0_fn=torch.round)
+    pred = ctx.at(x, 1)
+    a, s = proc.alpha_sigma(ctx.t_cols[1])
+    torch.testing.assert_close(a[:, None].float() * pred.x0 + s[:, None].float() * pred.eps, x, atol=1e-5, rtol=0)
+    assert torch.equal(pred.x0, torch.round(pred.x0))
+    with pytest.raises(ShapeError, match="x0_fn returned"):
+        Context(Far(proc), x, make_grid(proc, 4), x0_fn=lambda x0: x0[:, :1]).at(x, 1)
+    with pytest.raises(ConfigError, match="x0_fn must be callable"):
+        Context(Far(proc), x, make_grid(proc, 4), x0_fn=3.0)
+
+
 # -- condition-only known entries ----------------------------------------------------------------------
 
 
