@@ -1,13 +1,16 @@
 """polydiff text plugin: sentence embeddings as conditioning for every domain, text corpora and tokenisers,
-masked discrete diffusion of text (MDLM, Sahoo et al. 2024) on the engine's discrete process, and the field's
-metrics (BLEU, ROUGE-L, distinct-n, self-BLEU, entropy, generative perplexity under an autoregressive judge).
+masked discrete diffusion of text (MDLM, Sahoo et al. 2024) on the engine's discrete process, continuous diffusion
+of learned word vectors (Diffusion-LM, Li et al. 2022; DiffuSeq, Gong et al. 2023) on its Gaussian process, and the
+field's metrics (BLEU, ROUGE-L, distinct-n, self-BLEU, entropy, generative perplexity under an autoregressive
+judge).
 
 Components (``polydiff_register``): conditioner ``SentenceEmbedder`` (frozen all-MiniLM-L6-v2, offline; gives
 ``cond["embedding"]`` to any plugin, which looks it up by name); data module ``TextDataModule`` (plain text,
-E2E, DiffuSeq JSONL; word-level or ``tokenizers`` vocabularies); metric ``text_metrics``; tasks
-``text/mdlm_e2e`` (unconditional E2E) and ``text/mdlm_qqp`` (QQP paraphrases, the source kept clean). Samples are written as text files, one sample a line. Found through
-the ``polydiff`` entry-point group; ``transformers``, ``tokenizers``, ``sacrebleu`` and ``rouge-score`` load
-only inside the functions that use them.
+E2E, DiffuSeq JSONL; word-level or ``tokenizers`` vocabularies); module ``DiffusionLM`` and its backbone
+``EmbeddingTransformer``; metric ``text_metrics``; tasks ``text/mdlm_e2e`` and ``text/diffusion_lm_e2e``
+(unconditional E2E), ``text/mdlm_qqp`` and ``text/diffuseq_qqp`` (QQP paraphrases, the source kept clean). Samples
+are written as text files, one sample a line. Found through the ``polydiff`` entry-point group; ``transformers``,
+``tokenizers``, ``sacrebleu`` and ``rouge-score`` load only inside the functions that use them.
 """
 
 from __future__ import annotations
