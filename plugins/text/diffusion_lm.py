@@ -93,8 +93,18 @@ class EmbeddingTransformer(nn.Module):
     def nearest(self, x: Tensor) -> Tensor:
         """Ids of the nearest word embeddings (Euclidean), (batch, L, d) -> (batch, L): the clamping trick."""
         w = self.word_embedding.weight.to(x.dtype)
-        dist = (x * x).sum(-1, keepdim=True) - 2 * x @ w.T + (w * w).sum(-1)
-        return dist.argmin(-1)
+        w2 = (w * w).sum(-1)
+        return self.chunked(x, lambda v: (w2 - 2 * v @ w.T).argmin(-1))  # ‖v‖² is the same for every word
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Ids argmax softmax(x · EMBᵀ), (batch, L, d) -> (batch, L): Li et al.'s final rounding."""
+        return self.chunked(x, lambda v: self.logits(v).argmax(-1))
+
+    @staticmethod
+    def chunked(x: Tensor, fn, rows: int = 4096) -> Tensor:
+        """``fn`` over the vectors of x in chunks, so that (vectors, vocabulary) tables stay small (30k words)."""
+        flat = x.reshape(-1, x.shape[-1])
+        return torch.cat([fn(flat[i:i + rows]) for i in range(0, flat.shape[0], rows)]).reshape(x.shape[:-1])
 
     def clamp(self, x: Tensor) -> Tensor:
         """x̂₀ → EMB(nearest word) (Li et al. §4.2), the map given to the sampler as ``x0_fn``."""
@@ -199,8 +209,8 @@ class DiffusionLM(DiffusionModule):
         x0 = embedded["x"]
         _, sigma0 = self.process.alpha_sigma(torch.tensor([self.process.t_min], dtype=torch.float64))
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        logits = find_embedder(model).logits(x0 + float(sigma0) * noise)
-        nll = nn.functional.cross_entropy(logits[scored], ids[scored]) if scored.any() else logits.sum() * 0
+        logits = find_embedder(model).logits((x0 + float(sigma0) * noise)[scored])  # (scored tokens, vocabulary)
+        nll = nn.functional.cross_entropy(logits, ids[scored]) if scored.any() else x0.sum() * 0
         terms["rounding"] = nll.detach()
         return {"loss": loss + self.hparams.rounding_weight * nll, **terms}
 
@@ -222,7 +232,7 @@ class DiffusionLM(DiffusionModule):
         vectors = None if x_known is None else e.embed(x_known.to(self.device).long())
         out = super().sample(n, generator=generator, cond=cond, presence=masks["presence"], known=masks["known"],
                              x_known=vectors, use_ema=use_ema, shape=(e.seq_len, e.embed_dim), **kw)
-        ids = e.logits(out["x"]).argmax(-1)
+        ids = e.decode(out["x"])
         if x_known is not None:
             ids = torch.where(masks["known"][..., 0], x_known.to(ids), ids)
         out["x"] = ids
