@@ -20,7 +20,7 @@ from polydiff.plugins_manager import register_task_configs
 
 DOMAIN = "text"
 
-__all__ = ["DOMAIN", "polydiff_register", "polydiff_write_artifacts", "polydiff_evaluate"]
+__all__ = ["DOMAIN", "polydiff_register", "polydiff_write_artifacts", "polydiff_evaluate", "polydiff_commands"]
 
 
 @hookimpl
@@ -55,3 +55,11 @@ def polydiff_evaluate(domain, samples, datamodule, context):
     from .evaluation import evaluate_samples
 
     return evaluate_samples(samples, datamodule, context)
+
+
+@hookimpl
+def polydiff_commands():
+    from .control import add_arguments, run
+
+    return {"control": ("Diffusion-LM classifier-guided control on E2E targets (Li et al. 2022, semantic content)",
+                        add_arguments, run)}
