@@ -8,8 +8,9 @@ depth and heads) for the same number of steps on the same rows, and prints one t
 * likelihood: the AR model's validation perplexity and exp of MDLM's bound per token on the same validation rows
   (issue 20's target: MDLM within 1.5× of AR at equal parameters and steps);
 * for MDLM samples (ancestral with caching, --sample-steps, float64 draws), AR samples (float64 ancestral) and
-  as many real validation texts: generative perplexity under the AR model, per-sample unigram entropy,
-  distinct-2 and self-BLEU — all by the same code (polydiff.plugins.text.evaluation / .metrics).
+  as many real validation texts: generative perplexity under the AR model and under SmolLM2-135M (the offline
+  general judge, polydiff.plugins.text.judge; --lm-judge), per-sample unigram entropy, distinct-2 and
+  self-BLEU — all by the same code (polydiff.plugins.text.evaluation / .metrics).
 
 With ``--qqp-minutes M`` it also trains the ``text/mdlm_qqp`` recipe (source question kept clean, BERT WordPiece)
 on 95 % of the shared QQP validation pairs for M minutes and reports BLEU and ROUGE-L of paraphrases of the held-out
@@ -39,6 +40,7 @@ from polydiff.plugins.text import metrics as M
 from polydiff.plugins.text.ar import ARConfig, perplexity, sample_ar, train_ar
 from polydiff.plugins.text.data import TextDataModule, decode_rows
 from polydiff.plugins.text.evaluation import masked_nelbo_per_token
+from polydiff.plugins.text.judge import judge_from_setting
 from polydiff.training import DiffusionModule
 
 SHARED = Path(os.environ.get("POLYDIFF_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -49,8 +51,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def text_row(name: str, texts: list[str], gen_ppl: float) -> dict:
-    return {"rows": name, "gen_ppl_ar": gen_ppl, "entropy": M.unigram_entropy(texts),
+def text_row(name: str, texts: list[str], gen_ppl: float, lm=None) -> dict:
+    """One table row; ``lm`` is the general judge (:class:`~polydiff.plugins.text.judge.GGUFJudge`) or None."""
+    scores = lm.score(texts) if lm is not None else None
+    lm_ppl = scores.perplexity if scores is not None and sum(scores.num_tokens) else float("nan")
+    return {"rows": name, "gen_ppl_ar": gen_ppl, "gen_ppl_lm": lm_ppl, "entropy": M.unigram_entropy(texts),
             "distinct_2": M.distinct_n(texts, 2), "self_bleu": M.self_bleu(texts)}
 
 
@@ -69,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the table as JSON here")
+    p.add_argument("--lm-judge", default="smollm2",
+                   help="general judge: smollm2, a .gguf file, or none (polydiff.plugins.text.judge)")
     p.add_argument("--qqp-minutes", type=float, default=0.0, help="QQP paraphrase training wall time (0: skip)")
     p.add_argument("--qqp-steps", type=int, default=None, help="QQP training steps instead of --qqp-minutes")
     p.add_argument("--qqp-sources", type=int, default=102, help="held-out questions to paraphrase")
@@ -123,21 +130,25 @@ def main(argv=None) -> int:
     ar_texts = decode_rows(dm.tokenizer, ax, ap)
     n_real = min(args.num, val["x"].shape[0])
     real_texts = dm.reference_texts("val")[:n_real]
+    lm = judge_from_setting(None if args.lm_judge == "none" else args.lm_judge)
     rows = [
-        text_row("MDLM samples", mdlm_texts, perplexity(ar, out["x"].clamp_min(0), out["presence"], bos)),
-        text_row("AR samples", ar_texts, perplexity(ar, ax, ap, bos)),
-        text_row("real (validation)", real_texts, perplexity(ar, val["x"][:n_real], val["presence"][:n_real], bos)),
+        text_row("MDLM samples", mdlm_texts, perplexity(ar, out["x"].clamp_min(0), out["presence"], bos), lm),
+        text_row("AR samples", ar_texts, perplexity(ar, ax, ap, bos), lm),
+        text_row("real (validation)", real_texts, perplexity(ar, val["x"][:n_real], val["presence"][:n_real], bos),
+                 lm),
     ]
     print()
     print(f"E2E, {steps} steps each (MDLM {mdlm_minutes:.1f} min), parameters MDLM {params['mdlm']:,} / "
           f"AR {params['ar']:,}; validation perplexity AR {ar_ppl:.2f}, MDLM bound {mdlm_ppl:.2f} "
           f"(ratio {mdlm_ppl / ar_ppl:.3f})")
     print()
-    print("| rows | gen. perplexity (AR judge) | unigram entropy (nats) | distinct-2 | self-BLEU |")
-    print("|---|---|---|---|---|")
+    lm_name = "SmolLM2-135M" if args.lm_judge == "smollm2" else Path(args.lm_judge).name
+    print(f"| rows | gen. perplexity (AR judge) | gen. perplexity ({lm_name}) | unigram entropy (nats) | distinct-2 "
+          f"| self-BLEU |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['rows']} | {r['gen_ppl_ar']:.2f} | {r['entropy']:.3f} | {r['distinct_2']:.3f} | "
-              f"{r['self_bleu']:.1f} |")
+        print(f"| {r['rows']} | {r['gen_ppl_ar']:.2f} | {r['gen_ppl_lm']:.2f} | {r['entropy']:.3f} | "
+              f"{r['distinct_2']:.3f} | {r['self_bleu']:.1f} |")
     print()
     print("MDLM samples:", *mdlm_texts[:3], sep="\n  ")
     print("AR samples:", *ar_texts[:3], sep="\n  ")

