@@ -345,19 +345,21 @@ def contains_value(text: str, value: str) -> bool:
 
 def evaluate_control(module, classifier: AttributeClassifier, datamodule, targets: Sequence[tuple[str, str]],
                      per_target: int = 16, seed: int = 0, steps: int | None = None, grad_steps: int = 3,
-                     step_size: float = 0.1, lam: float = 0.01, ar_config=None, cache_dir: str | Path | None = None
-                     ) -> dict:
+                     step_size: float = 0.1, lam: float = 0.01, ar_config=None, cache_dir: str | Path | None = None,
+                     judge=None) -> dict:
     """For each target (field, value): ``per_target`` controlled samples and as many unguided ones on the same
     noise and lengths (seed ``seed + k`` for target k); success = :func:`contains_value`, fluency = perplexity of
-    the sampled ids under the plugin's AR judge (:func:`~polydiff.plugins.text.ar.ar_model_for`). Returns
-    ``{"targets": [per-target dicts with texts], "summary": {...}}``."""
+    the sampled ids under ``judge`` (a trained AR model; default the plugin's judge,
+    :func:`~polydiff.plugins.text.ar.ar_model_for`). Returns ``{"targets": [per-target dicts with texts],
+    "summary": {...}}``."""
     from .ar import ARConfig, ar_model_for, perplexity
 
     if per_target < 1 or not targets:
         raise ConfigError(f"evaluate_control needs per_target >= 1 and at least one target; got {per_target}, "
                           f"{len(targets)} target(s)")
     ids = [classifier.labels.index(f, v) for f, v in targets]  # unknown targets fail before any sampling
-    judge = ar_model_for(datamodule, ar_config or ARConfig(steps=datamodule.judge_steps), cache_dir)
+    if judge is None:
+        judge = ar_model_for(datamodule, ar_config or ARConfig(steps=datamodule.judge_steps), cache_dir)
     bos = datamodule.tokenizer.bos_id
     results, rows = [], {"guided": [], "unguided": [], "presence": []}
     for k, ((field, value), c) in enumerate(zip(targets, ids)):

@@ -113,8 +113,8 @@ def test_diffuseq_reads_the_clean_source_and_returns_it_unchanged():
 
 
 def test_diffusion_lm_task_fits_samples_text_and_evaluates(tmp_path):
-    """`polydiff fit/sample/evaluate` on text/diffusion_lm_e2e (3 steps of a 1-layer model); the checkpoint
-    rebuilds the module, whose samples are the same ids when drawn again with the same seed."""
+    """`polydiff fit/sample/evaluate/control` on text/diffusion_lm_e2e (3 steps of a 1-layer model); the
+    checkpoint rebuilds the module, whose samples are the same ids when drawn again with the same seed."""
     path = require_shared("text", "e2e", "src1_valid.txt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
@@ -147,3 +147,14 @@ def test_diffusion_lm_task_fits_samples_text_and_evaluates(tmp_path):
     for key in ("text/distinct_2", "text/entropy", "text/gen_ppl_ar", "text/ar_val_ppl", "text/entropy_real"):
         assert math.isfinite(m[key]), key
     assert m["text/num_samples"] == 6
+    control = tmp_path / "control"
+    targets = require_shared("text", "e2e", "control_target_attribute.json")
+    out = subprocess.run([sys.executable, "-m", "polydiff.cli", "control", "--ckpt", str(ckpt), "--targets",
+                          str(targets), "--num-targets", "2", "--per-target", "2", "--steps", "5",
+                          "--classifier-steps", "5", "--out", str(control)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((control / "metrics.json").read_text())["summary"]
+    assert summary["targets"] == 2 and 0 <= summary["guided_success"] <= 1
+    assert len((control / "texts_guided.txt").read_text().splitlines()) == 4
+    assert any(run.rglob("last.ckpt.control_classifier.pt"))  # cached beside the checkpoint
