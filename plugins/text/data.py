@@ -198,7 +198,9 @@ class TextDataModule(DiffusionDataModule):
     """A text corpus as rows of token ids for discrete (masked) diffusion; domain ``"text"``.
 
     Args:
-        path: the training file (plain text, E2E ``MR || text`` or DiffuSeq JSONL).
+        path: the training file (plain text, E2E ``MR || text`` or DiffuSeq JSONL), or a registered corpus name
+            (``"e2e:valid"``, ``"tinyshakespeare"``: :data:`polydiff.datasets.text_corpora.CORPORA`), fetched
+            and sha256-checked on first use; an existing file of that name takes precedence.
         val_path: the validation file; default: ``val_fraction`` of ``path`` (a seeded split).
         format: ``auto`` (:func:`detect_format`), ``plain``, ``e2e`` or ``jsonl``.
         tokenizer: ``word`` (a word-level vocabulary of the training texts, Diffusion-LM's E2E setting) or a
@@ -270,9 +272,11 @@ class TextDataModule(DiffusionDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        records = load_records(self.path, self.format)
+        from polydiff.datasets.text_corpora import corpus_path
+
+        records = load_records(corpus_path(self.path), self.format)
         if self.val_path is not None:
-            train, val = records, load_records(self.val_path, self.format)
+            train, val = records, load_records(corpus_path(self.val_path), self.format)
         else:
             perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(self.seed)).tolist()
             n_val = max(1, int(round(len(records) * self.val_fraction)))
