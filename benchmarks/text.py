@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, default=5, help="samples per question for MBR")
     p.add_argument("--diffuseq-minutes", type=float, default=0.0, help="DiffuSeq QQP training wall time (0: skip)")
     p.add_argument("--diffuseq-steps", type=int, default=None)
+    p.add_argument("--qqp-vocab", default="bert", help="bert (WordPiece, 30,522 ids, as DiffuSeq) or N: a word "
+                   "vocabulary of the N − 4 most frequent QQP words (a CPU-sized softmax)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -236,8 +238,10 @@ def qqp(args) -> dict:
     by the denoiser): BLEU/ROUGE-L with one sample and with MBR."""
     from polydiff.plugins.text.evaluation import mbr_generate
 
-    dm = TextDataModule(str(SHARED / "text" / "qqp" / "valid.jsonl"), format="jsonl", vocab_size=30522, seq_len=64,
-                        tokenizer=str(SHARED / "text" / "tokenizer_bert_uncased"), source=True,
+    bert = args.qqp_vocab == "bert"
+    dm = TextDataModule(str(SHARED / "text" / "qqp" / "valid.jsonl"), format="jsonl", seq_len=64, source=True,
+                        vocab_size=30522 if bert else int(args.qqp_vocab),
+                        tokenizer=str(SHARED / "text" / "tokenizer_bert_uncased") if bert else "word",
                         batch_size=args.batch, seed=args.seed)
     dm.setup("fit")
     K = dm.vocab_size
@@ -268,7 +272,8 @@ def qqp(args) -> dict:
         results[name] = {"steps": done, "bleu_single": M.bleu(single, refs), "rouge_l_single": M.rouge_l(single, refs),
                          "bleu_mbr": M.bleu(mbr, refs), "rouge_l_mbr": M.rouge_l(mbr, refs), "examples": mbr[:3]}
     print()
-    print(f"QQP paraphrases of {n} held-out questions ({len(dm.train_set)} training pairs):")
+    print(f"QQP paraphrases of {n} held-out questions ({len(dm.train_set)} training pairs, "
+          f"{'WordPiece' if bert else 'word'} vocabulary of {dm.vocab_size}):")
     print(f"| model | steps | BLEU, one sample | ROUGE-L, one sample | BLEU, MBR over {args.candidates} | "
           f"ROUGE-L, MBR |")
     print("|---|---|---|---|---|---|")
