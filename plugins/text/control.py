@@ -240,10 +240,10 @@ def classifier_for(module, datamodule, path: str | Path, **settings) -> Attribut
     if Path(path).is_file():
         try:
             model, stored = AttributeClassifier.load(path)
-            if stored == key:
-                return model
-        except DataError:
-            pass  # a damaged cache is retrained and replaced
+        except DataError:  # a damaged cache is retrained and replaced
+            stored = None
+        if stored == key:
+            return model
     model = train_classifier(module, datamodule, **settings)
     model.save(path, key)
     return model

@@ -15,6 +15,7 @@ from polydiff.plugins.text.control import (AttributeClassifier, AttributeLabels,
 from polydiff.plugins.text.data import TextDataModule, load_e2e
 from polydiff.plugins.text.diffusion_lm import DiffusionLM, find_embedder
 from tests.conftest import require_shared
+from tests.plugins.text.dlm_train import train_steps
 
 
 def test_parse_mr_on_real_lines_gives_exact_pairs():
@@ -149,22 +150,6 @@ def test_control_step_raises_log_p_and_keeps_padding(synthetic):
         ControlCallback(clf, module.process, {"cuisine": target["food"]}, presence)
 
 
-def _train(module, dm, steps, lr=3e-3):
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(module.parameters(), lr)
-    g = torch.Generator().manual_seed(0)
-    batches = iter(())
-    for _ in range(steps):
-        batch = next(batches, None)
-        if batch is None:
-            batches = iter(dm.train_dataloader())
-            batch = next(batches)
-        loss = module.compute_loss(batch, g)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-
 def test_guided_sampling_raises_success_over_unguided_on_e2e(tmp_path):
     """End to end on 600 real E2E lines (a seeded random subset, so that both areas occur): a briefly trained
     Diffusion-LM, its noisy attribute classifier, and 50-step ancestral sampling with 3 Adagrad steps per step:
@@ -182,7 +167,7 @@ def test_guided_sampling_raises_success_over_unguided_on_e2e(tmp_path):
     module = DiffusionLM(vocab_size=dm.vocab_size, seq_len=dm.seq_len, embed_dim=8, dim=32, depth=1, heads=2,
                          dropout=0.0, ema_decay=0)
     module.attach_datamodule(dm)
-    _train(module, dm, 400)
+    train_steps(module, dm, 400)
     clf = train_classifier(module, dm, steps=1000, batch_size=32, dim=32, depth=1, heads=2)
     n, value = 48, "riverside"
     presence = dm.sample_inputs(n, torch.Generator().manual_seed(0))["presence"]

@@ -14,6 +14,7 @@ import torch
 from polydiff.plugins.text.data import TextDataModule
 from polydiff.plugins.text.diffusion_lm import DiffusionLM
 from tests.conftest import require_shared
+from tests.plugins.text.dlm_train import train_steps
 
 
 def _e2e(max_items: int = 128) -> TextDataModule:
@@ -21,25 +22,6 @@ def _e2e(max_items: int = 128) -> TextDataModule:
                         seq_len=32, max_items=max_items, batch_size=32, judge_steps=2)
     dm.setup()
     return dm
-
-
-def _train(module: DiffusionLM, dm: TextDataModule, steps: int, lr: float = 3e-3) -> list[dict]:
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(module.parameters(), lr)
-    g = torch.Generator().manual_seed(0)
-    history = []
-    batches = iter(())
-    for _ in range(steps):
-        batch = next(batches, None)
-        if batch is None:
-            batches = iter(dm.train_dataloader())
-            batch = next(batches)
-        terms = module.compute_loss(batch, g)
-        opt.zero_grad()
-        terms["loss"].backward()
-        opt.step()
-        history.append({k: float(v.detach()) for k, v in terms.items()})
-    return history
 
 
 def test_rounding_recovers_every_training_word_from_its_clean_embedding():
@@ -54,7 +36,7 @@ def test_rounding_recovers_every_training_word_from_its_clean_embedding():
     words = rows["x"][rows["presence"]].unique()
     with torch.no_grad():
         before = (e.logits(e.embed(words)).argmax(-1) == words).float().mean()
-    history = _train(module, dm, 150)
+    history = train_steps(module, dm, 150)
     with torch.no_grad():
         after = e.logits(e.embed(words)).argmax(-1)
         assert torch.equal(e.nearest(e.embed(words)[None])[0], words)
