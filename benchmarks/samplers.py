@@ -22,7 +22,9 @@ k-diffusion Heun, LMS and DPM++(2M) on Karras and exponential sigmas (k-diffusio
 ``pip install -c constraints.txt --no-deps k-diffusion torchsde torchdiffeq trampoline``). polydiff: DDIM, PLMS,
 DPM-Solver++(2M/3M), UniPC-2/3 and Heun on the trailing, Karras and log-SNR grids and on a grid optimised for
 the sampler and NFE (:func:`polydiff.samplers.optimize_grid`, ``--refs`` reference trajectories from *other*
-starting points, seed 1; the optimiser sees the oracle only as a model to call). Heun gets N = (NFE + 1)/2 steps.
+starting points, seed 1; the optimiser sees the oracle only as a model to call). The optimised grids are fitted
+for the multistep samplers :data:`OPTIMISED` at the ``--opt-nfe`` budgets only: each fit costs minutes on one
+core. Heun gets N = (NFE + 1)/2 steps.
 
 Overhead: seconds per step with a zero-cost model, grid construction counted on every side: diffusers
 ``set_timesteps`` + the loop; k-diffusion ``get_sigmas_karras`` + the sampler; polydiff ``sample()`` cold
@@ -34,7 +36,8 @@ given), its sampler fitted with ``polydiff optimize-schedule --steps 10``, and `
 classifier accuracy, Fréchet distance) at 10 steps on the optimised grid against the default grid at 10, 25 and
 50 steps. ``--quick`` trains 30 steps and evaluates 64 samples: a check that it runs, not a result.
 
-Usage: python benchmarks/samplers.py [--n 20000] [--nfe 10 20 50] [--refs 256]    (docs/benchmarks.md tables)
+Usage: python benchmarks/samplers.py [--n 20000] [--nfe 10 20 50] [--refs 2048] [--opt-nfe 10]
+           [--targets grid9 ring8] [--parts accuracy overhead]                   (docs/benchmarks.md tables)
        python benchmarks/samplers.py --quick                                      (a check, ~1-2 minutes)
        python benchmarks/samplers.py --digits [--ckpt last.ckpt] [--num 1000] [--quick]
        python benchmarks/samplers.py --manifold --n 1000 --nfe 10 20 50            (the manifold table)
@@ -222,6 +225,9 @@ def kdiff_run(kd, name: str, grid: str, steps: int, x_T: torch.Tensor, oracle=No
 POLY = [("ddim", {}), ("pndm", {"warmup": "plms"}), ("dpmpp_2m", {}), ("dpmpp_3m", {}), ("unipc", {}),
         ("unipc", {"order": 3}), ("heun", {})]
 POLY_GRIDS = ("trailing", "karras", "log_snr", "optimized")
+#: Samplers that get an optimised grid (the multistep solvers, which beat the one-step ones at 10 NFE on every
+#: standard grid); the fits are the benchmark's main cost.
+OPTIMISED = ("pndm", "dpmpp_2m", "dpmpp_3m", "unipc")
 
 
 def label(name, kw):
@@ -256,7 +262,7 @@ class Scorer:
         return rmse, self.sw2(x)
 
 
-def accuracy(target: str, n: int, nfes, refs: int, quick: bool, log):
+def accuracy(target: str, n: int, nfes, refs: int, quick: bool, log, opt_nfes=(10,)):
     mix = TARGETS[target]
     oracle = ExactDenoiser(mix, PROC)
     x_T = PROC.prior_sample((n, 2), torch.Generator().manual_seed(0)).to(F64)
@@ -264,13 +270,19 @@ def accuracy(target: str, n: int, nfes, refs: int, quick: bool, log):
     log(f"{target}: reference solved in {score.ref_seconds:.1f}s; data std {score.std:.3f}; SW2 floor "
         f"{score.floor:.4f}")
     rows = []  # (tool, method, grid, [(rmse, sw2, nfe_used) per NFE])
-    opt_kw = dict(references=refs, fine_steps=30 if quick else 80, refine_sweeps=3 if quick else 12)
+    opt_kw = dict(references=refs, fine_steps=30 if quick else 80, refine_sweeps=3 if quick else 20,
+                  restarts=2 if quick else 4)
     fit_seconds = []
     for name, kw in POLY:
         for grid_kind in POLY_GRIDS:
+            if grid_kind == "optimized" and name not in OPTIMISED:
+                continue
             cells = []
             for nfe in nfes:
                 steps = steps_for(name, nfe)
+                if grid_kind == "optimized" and nfe not in opt_nfes:
+                    cells.append((math.nan, math.nan, nfe))
+                    continue
                 if grid_kind == "optimized":
                     t0 = time.time()
                     grid = optimize_grid(oracle, name, steps, shape=(refs, 2), generator=torch.Generator().manual_seed(1),
@@ -321,7 +333,7 @@ def print_accuracy(target, score, rows, nfes, fit_seconds):
     print("|---|---|---|" + "---|" * len(nfes))
     for tool, method, grid_kind, cells in rows:
         print(f"| {tool} | {method} | {grid_kind} | "
-              + " | ".join(f"{r:.4f} · {s:.4f} ({u})" for r, s, u in cells) + " |")
+              + " | ".join("-" if math.isnan(r) else f"{r:.4f} · {s:.4f} ({u})" for r, s, u in cells) + " |")
     if fit_seconds:
         print(f"\nOptimised grids: {len(fit_seconds)} fits, {statistics.median(fit_seconds):.1f} s median each "
               "(not counted in the timings below: a one-off per model, sampler and NFE).")
@@ -332,7 +344,8 @@ def print_accuracy(target, score, rows, nfes, fit_seconds):
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for j, nfe in enumerate(nfes):
         anchors = [r for r in rows if r[0] != "polydiff" and r[3][j][2] <= nfe]
-        opt = [r for r in rows if r[0] == "polydiff" and r[2] == "optimized" and r[3][j][2] <= nfe]
+        opt = [r for r in rows if r[0] == "polydiff" and r[2] == "optimized" and r[3][j][2] <= nfe
+               and not math.isnan(r[3][j][0])]
         std = [r for r in rows if r[0] == "polydiff" and r[2] != "optimized" and r[3][j][2] <= nfe]
         if not (anchors and opt and std):
             continue
@@ -456,7 +469,7 @@ def digits(args, log):
         results.append((what, steps, rec["grid_used"], rec["metrics"]))
     keys = sorted({k for *_, m in results for k in m if "accuracy_class" not in k and not k.endswith("num_samples")})
     cmd = "python benchmarks/samplers.py --digits" + (f" --ckpt {args.ckpt}" if args.ckpt else "") + \
-        (" --quick" if args.quick else f" --num {args.num} --refs {args.refs}")
+        (" --quick" if args.quick else f" --num {args.num} --refs {args.refs}") + f" --threads {args.threads}"
     print(f"Command: `{cmd}` (torch {torch.__version__}; checkpoint {ckpt}; sampler {sampler}; schedule fitted "
           f"in {fit_s:.0f} s)\n")
     print("| grid | steps | " + " | ".join(keys) + " |")
@@ -536,7 +549,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000, help="shared starting points (trajectories) per target")
     ap.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50])
-    ap.add_argument("--refs", type=int, default=256, help="reference trajectories for each optimised grid")
+    ap.add_argument("--refs", type=int, default=2048, help="reference trajectories for each optimised grid")
+    ap.add_argument("--opt-nfe", type=int, nargs="+", default=[10], help="NFE budgets that get an optimised grid")
+    ap.add_argument("--parts", nargs="+", default=["accuracy", "overhead"], choices=["accuracy", "overhead"],
+                    help="run the accuracy tables, the overhead table, or both (run the overhead alone)")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     ap.add_argument("--overhead-steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=21)
@@ -546,7 +562,9 @@ def main():
     ap.add_argument("--ckpt", default=None, help="--digits: a trained quickstart checkpoint (default: train one)")
     ap.add_argument("--num", type=int, default=1000, help="--digits: samples per evaluation")
     ap.add_argument("--digits-sampler", default="ddim", help="--digits: the sampler to fit and evaluate")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the tables above use 1)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -556,22 +574,24 @@ def main():
     if args.digits:
         return digits(args, log)
     if args.quick:
-        args.n, args.nfe, args.refs, args.repeats = 500, [10], 64, 3
+        args.n, args.nfe, args.opt_nfe, args.refs, args.repeats = 500, [10], [10], 64, 3
     import diffusers
 
     kd_ok = True
     results = []
-    for target in args.targets:
-        score, rows, fit_seconds, kd_ok = accuracy(target, args.n, args.nfe, args.refs, args.quick, log)
+    for target in args.targets if "accuracy" in args.parts else ():
+        score, rows, fit_seconds, kd_ok = accuracy(target, args.n, args.nfe, args.refs, args.quick, log, args.opt_nfe)
         results.append((target, score, rows, fit_seconds))
     cmd = ("python benchmarks/samplers.py --quick" if args.quick else
-           f"python benchmarks/samplers.py --n {args.n} --nfe {' '.join(map(str, args.nfe))} --refs {args.refs}")
+           f"python benchmarks/samplers.py --n {args.n} --nfe {' '.join(map(str, args.nfe))} --refs {args.refs} "
+           f"--opt-nfe {' '.join(map(str, args.opt_nfe))} --targets {' '.join(args.targets)} --parts {' '.join(args.parts)}")
     print(f"Command: `{cmd}` (torch {torch.__version__}, diffusers {diffusers.__version__}, k-diffusion "
           f"{'sampling.py loaded' if kd_ok else 'not installed'}, 1 CPU thread)")
     for target, score, rows, fit_seconds in results:
         print_accuracy(target, score, rows, args.nfe, fit_seconds)
-    over = overhead(args.overhead_steps, args.repeats)
-    print_overhead(over, args.overhead_steps, args.repeats)
+    if "overhead" in args.parts:
+        over = overhead(args.overhead_steps, args.repeats)
+        print_overhead(over, args.overhead_steps, args.repeats)
 
 
 if __name__ == "__main__":

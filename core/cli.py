@@ -451,7 +451,8 @@ def cmd_optimize_schedule(args) -> int:
     module, _ = load_for_sampling(args.ckpt, args.config)
     if module.is_discrete:
         raise CLIError("optimize-schedule needs a continuous (Gaussian) model; this checkpoint's process is discrete")
-    opts = {"fine_steps": args.fine_steps, "refine_sweeps": args.refine_sweeps}
+    opts = {"fine_steps": args.fine_steps, "refine_sweeps": args.refine_sweeps, "restarts": args.restarts,
+            "candidates": args.candidates}
     info: dict = {}
     h = module.hparams
     sampler = args.sampler or h.sampler or module.default_sampler
@@ -629,7 +630,9 @@ def build_parser(plugin_commands: dict) -> argparse.ArgumentParser:
     p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance scale w")
     p.add_argument("--references", type=int, default=256, help="number of reference trajectories")
     p.add_argument("--fine_steps", type=int, default=80, help="intervals of the fine grid searched by the DP")
-    p.add_argument("--refine_sweeps", type=int, default=12, help="compass-search sweeps after the DP (0: none)")
+    p.add_argument("--refine_sweeps", type=int, default=12, help="coordinate-search sweeps after the DP (0: none)")
+    p.add_argument("--restarts", type=int, default=2, help="best start grids refined (the best result is kept)")
+    p.add_argument("--candidates", type=int, default=8, help="points tried per grid time in each sweep")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference starting points")
     p.add_argument("--out", default=None, help="write the checkpoint here instead of over --ckpt")
     p.set_defaults(func=cmd_optimize_schedule)

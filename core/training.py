@@ -716,7 +716,7 @@ class DiffusionModule(L.LightningModule):
                           info: dict | None = None, **options) -> Tensor:
         """Optimise the time grid of ``sampler`` with ``steps`` steps for this model
         (:func:`polydiff.samplers.optimize_grid`: GITS dynamic programming on the model's own teacher
-        trajectories, then a compass-search refinement) and, with ``store``, keep it in :attr:`schedules`, so
+        trajectories, then a coordinate-search refinement) and, with ``store``, keep it in :attr:`schedules`, so
         that :meth:`sample` with that sampler and step count uses it (and the next checkpoint holds it).
 
         The references are ``references`` prior draws (seed ``seed``) with the conditions :meth:`generate` would

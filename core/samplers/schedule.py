@@ -19,11 +19,15 @@ space):
    the costs of all pairs (i, j) come from a few batched calls.
 2. **Refinement on the whole run** (ours, not in GITS): multistep solvers (DPM-Solver++, UniPC, PLMS) reuse
    earlier model outputs, which the one-step cost of stage 1 cannot see. Starting from each of the
-   ``restarts`` best of the DP grid and the standard grids (uniform, log-SNR, Karras), a compass search (Kolda,
-   Lewis & Torczon 2003, SIAM Rev. 45(3), §3, "coordinate search" with step halving) moves one grid time at a
-   time, in the fine grid's fractional index, by ±δ of the gap to its neighbour, and keeps a move when it
-   lowers the root-mean-square distance E[‖sampler(x_T; grid) − x̄_M‖²]^½ between the sampler's end points
-   and the teacher's; δ halves after a sweep without a move. Neighbouring times keep at least :data:`MIN_GAP` fine intervals apart.
+   ``restarts`` best of the DP grid and the standard grids (uniform, log-SNR, Karras), a cyclic coordinate
+   search (Wright 2015, "Coordinate descent algorithms", Math. Program. 151, §1, with a sampled line search in
+   place of an exact one) tries each grid time at ``candidates`` points spread across the room to its
+   neighbours, in the fine grid's fractional index, and keeps the best when it lowers the root-mean-square
+   distance E[‖sampler(x_T; grid) − x̄_M‖²]^½ between the sampler's end points and the teacher's; the searched
+   window halves after a sweep without a move. Neighbouring times keep at least :data:`MIN_GAP` fine intervals
+   apart. The error surface has many local minima (it is dominated by a few trajectories near the boundaries
+   between modes), which is why each line search spans the whole window rather than a small step, and why
+   more references generalise better (``benchmarks/samplers.py`` uses 2,048).
 
 The result therefore never does worse on the references than the best standard grid it started from; that it
 generalises is checked on held-out starting points (``tests/core/test_schedule.py``, ``benchmarks/samplers.py``).
@@ -244,6 +248,7 @@ def optimize_grid(
     coeff: float = 1.0,
     refine_sweeps: int = 12,
     restarts: int = 2,
+    candidates: int = 8,
     chunk: int = 65536,
     device=None,
     dtype: torch.dtype | None = None,
@@ -251,7 +256,7 @@ def optimize_grid(
     **sampler_kwargs,
 ) -> Tensor:
     """The ``steps``-step time grid on which ``sampler`` best follows ``model``'s own probability-flow
-    trajectories (GITS dynamic programming, then a compass-search refinement; see the module docstring).
+    trajectories (GITS dynamic programming, then a coordinate-search refinement; see the module docstring).
 
     Args:
         model: a Denoiser-like ``model(x, t, cond) -> Prediction`` with a ``process`` (or pass ``process``).
@@ -266,8 +271,10 @@ def optimize_grid(
         teacher, teacher_kwargs, teacher_substeps: the solver of the reference trajectories and its steps per
             fine interval (default: UniPC order 3, 4 substeps: 4M model calls per reference).
         coeff: GITS's discount of later step costs in the DP (1 = plain sum).
-        refine_sweeps: compass-search sweeps over the interior times in stage 2 (0 = the best start grid as it is).
+        refine_sweeps: coordinate-search sweeps over the interior times in stage 2 (0 = the best start grid as it
+            is).
         restarts: how many of the best start grids are refined (the best result is kept).
+        candidates: points tried per grid time and sweep (one batched sampler run each).
         chunk: the most trajectories run in one batched sampler call (memory bound).
         info: receives ``errors`` (RMSE to the teacher's end points on the references for the DP grid, every
             start grid and the result), ``fine`` (the fine grid), ``nfe`` (model evaluations per reference
@@ -286,6 +293,8 @@ def optimize_grid(
         raise ConfigError(f"fine_steps must be an integer > steps={steps}, got {fine_steps!r}")
     if not isinstance(restarts, int) or restarts < 1:
         raise ConfigError(f"restarts must be a positive integer, got {restarts!r}")
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 2:
+        raise ConfigError(f"candidates must be an integer ≥ 2, got {candidates!r}")
     if not isinstance(refine_sweeps, int) or refine_sweeps < 0:
         raise ConfigError(f"refine_sweeps must be a non-negative integer, got {refine_sweeps!r}")
     fn = get_sampler(sampler)
@@ -325,8 +334,14 @@ def optimize_grid(
         dp_grid = fine[path].clone()
 
         def rmse(grids: Tensor) -> Tensor:
-            """(C, N+1) grids -> (C,) RMSE of the sampler's end points against the teacher's."""
-            out = run(x_T, grids, grids.shape[0]).reshape(grids.shape[0], n, *x_T.shape[1:])
+            """(C, N+1) grids -> (C,) RMSE of the sampler's end points against the teacher's; a grid the sampler
+            refuses (e.g. two times at one log-SNR where a schedule saturates) scores inf."""
+            try:
+                out = run(x_T, grids, grids.shape[0]).reshape(grids.shape[0], n, *x_T.shape[1:])
+            except ConfigError:
+                if grids.shape[0] == 1:
+                    return torch.full((1,), math.inf, dtype=F64)
+                return torch.cat([rmse(g[None]) for g in grids])
             d = torch.stack([_distance(space, out[c], target) for c in range(grids.shape[0])])
             e = d.pow(2).mean(1).sqrt()
             return torch.where(torch.isfinite(e), e, torch.full_like(e, math.inf))
@@ -344,16 +359,19 @@ def optimize_grid(
         hi = float(last_interior)
 
         def refine(u: Tensor, best_err: float) -> tuple[Tensor, float]:
-            """Stage 2: compass search on the interior times, in fractional fine index (Gauss–Seidel: an
-            accepted move is kept for the next coordinate; δ halves after a sweep without a move)."""
-            delta = 0.5
+            """Stage 2: cyclic coordinate search on the interior times, in fractional fine index. Each time is
+            tried at ``candidates`` points spread over its window (a fraction ``width`` of the room to its
+            neighbours, on each side) in one batched run; the best is kept if it lowers the error
+            (Gauss–Seidel: the next coordinate sees it). The window halves after a sweep without a move."""
+            width = 1.0
             for _ in range(refine_sweeps):
                 moved = False
                 for k in range(1, steps):
                     left = float(u[k - 1]) + MIN_GAP
                     right = (float(u[k + 1]) - MIN_GAP) if k + 1 < steps else hi
                     cur = float(u[k])
-                    cands = [c for c in (cur - delta * (cur - left), cur + delta * (right - cur))
+                    lo_, hi_ = cur - width * max(cur - left, 0.0), cur + width * max(right - cur, 0.0)
+                    cands = [c for c in torch.linspace(lo_, hi_, candidates, dtype=F64).tolist()
                              if left <= c <= right and abs(c - cur) > 1e-9]
                     if not cands:
                         continue
@@ -364,8 +382,8 @@ def optimize_grid(
                     if float(ce[j]) < best_err:
                         u, best_err, moved = vs[j].clone(), float(ce[j]), True
                 if not moved:
-                    delta *= 0.5
-                    if delta < 1e-3:
+                    width *= 0.5
+                    if width < 1e-3:
                         break
             return u, best_err
 

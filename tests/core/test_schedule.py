@@ -93,6 +93,8 @@ def test_bad_arguments_are_typed_errors():
         optimize_grid(model, "ddim", 10, shape=(4, 2), fine_steps=10)
     with pytest.raises(ConfigError, match="steps"):
         optimize_grid(model, "ddim", 0, shape=(4, 2))
+    with pytest.raises(ConfigError, match="candidates"):
+        optimize_grid(model, "ddim", 5, shape=(4, 2), candidates=1)
 
 
 # -- stored with the checkpoint, used by sample/evaluate ----------------------------------------------------
@@ -145,7 +147,8 @@ def test_schedule_round_trips_through_the_checkpoint_and_the_cli(swissroll, tmp_
     ckpt = tmp_path / "runs" / "polydiff" / "version_0" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
     assert cli.main(["optimize-schedule", "--ckpt", str(ckpt), "--sampler", "dpmpp_2m", "--steps", "4",
-                     "--references", "16", "--fine_steps", "12", "--refine_sweeps", "2"]) == 0
+                     "--references", "16", "--fine_steps", "12", "--refine_sweeps", "2", "--restarts", "1",
+                     "--candidates", "3"]) == 0
     out = capsys.readouterr().out
     assert "schedule 'dpmpp_2m@4' written to" in out
     raw = load_checkpoint(ckpt)
