@@ -39,7 +39,7 @@ classifier accuracy, Fréchet distance) at 10 steps on the optimised grid agains
 Usage: python benchmarks/samplers.py [--n 20000] [--nfe 10 20 50] [--refs 2048] [--opt-nfe 10]
            [--targets grid9 ring8] [--parts accuracy overhead]                   (docs/benchmarks.md tables)
        python benchmarks/samplers.py --quick                                      (a check, ~1-2 minutes)
-       python benchmarks/samplers.py --digits [--ckpt last.ckpt] [--num 1000] [--quick]
+       python benchmarks/samplers.py --digits [--ckpt last.ckpt] [--num 1000] [--refs 64] [--quick]
        python benchmarks/samplers.py --manifold --n 1000 --nfe 10 20 50            (the manifold table)
 """
 
