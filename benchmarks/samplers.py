@@ -469,7 +469,8 @@ def digits(args, log):
         results.append((what, steps, rec["grid_used"], rec["metrics"]))
     keys = sorted({k for *_, m in results for k in m if "accuracy_class" not in k and not k.endswith("num_samples")})
     cmd = "python benchmarks/samplers.py --digits" + (f" --ckpt {args.ckpt}" if args.ckpt else "") + \
-        (" --quick" if args.quick else f" --num {args.num} --refs {args.refs}") + f" --threads {args.threads}"
+        (" --quick" if args.quick else f" --num {args.num} --refs {args.refs}") + \
+        f" --digits-sampler {sampler} --threads {args.threads}"
     print(f"Command: `{cmd}` (torch {torch.__version__}; checkpoint {ckpt}; sampler {sampler}; schedule fitted "
           f"in {fit_s:.0f} s)\n")
     print("| grid | steps | " + " | ".join(keys) + " |")
@@ -536,7 +537,7 @@ def manifold_accuracy(n, nfes):
 def manifold_main(args):
     rows = manifold_accuracy(args.n, args.nfe)
     print(f"Command: `python benchmarks/samplers.py --manifold --n {args.n} --nfe {' '.join(map(str, args.nfe))}` "
-          f"(torch {torch.__version__}, 1 CPU thread)\n")
+          f"(torch {torch.__version__}, {args.threads} CPU thread(s))\n")
     print("Trajectory RMSE against the exact probability-flow ODE solution on manifolds (cell: RMSE (NFE used)); "
           f"{args.n} trajectories from the same x_T, exact oracles of `polydiff.testing`.\n")
     print("| space | sampler | grid | " + " | ".join(f"{n} NFE" for n in args.nfe) + " |")
@@ -549,7 +550,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000, help="shared starting points (trajectories) per target")
     ap.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50])
-    ap.add_argument("--refs", type=int, default=2048, help="reference trajectories for each optimised grid")
+    ap.add_argument("--refs", type=int, default=None,
+                    help="reference trajectories for each optimised grid (default 2048; --digits: 64)")
     ap.add_argument("--opt-nfe", type=int, nargs="+", default=[10], help="NFE budgets that get an optimised grid")
     ap.add_argument("--parts", nargs="+", default=["accuracy", "overhead"], choices=["accuracy", "overhead"],
                     help="run the accuracy tables, the overhead table, or both (run the overhead alone)")
@@ -565,6 +567,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the tables above use 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.refs is None:
+        args.refs = 64 if args.digits else 2048
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -586,7 +590,7 @@ def main():
            f"python benchmarks/samplers.py --n {args.n} --nfe {' '.join(map(str, args.nfe))} --refs {args.refs} "
            f"--opt-nfe {' '.join(map(str, args.opt_nfe))} --targets {' '.join(args.targets)} --parts {' '.join(args.parts)}")
     print(f"Command: `{cmd}` (torch {torch.__version__}, diffusers {diffusers.__version__}, k-diffusion "
-          f"{'sampling.py loaded' if kd_ok else 'not installed'}, 1 CPU thread)")
+          f"{'sampling.py loaded' if kd_ok else 'not installed'}, {args.threads} CPU thread(s))")
     for target, score, rows, fit_seconds in results:
         print_accuracy(target, score, rows, args.nfe, fit_seconds)
     if "overhead" in args.parts:
