@@ -160,6 +160,8 @@ class VP(GaussianProcess):
                 sab = self._rescale_zero_snr(torch.exp(0.5 * log_ab[1:]), first=torch.exp(0.5 * log_ab[1]))
                 log_ab = torch.cat([torch.zeros(1, dtype=F64), 2 * torch.log(sab)])
             self._grid_log_ab = log_ab
+            # A plain chain (log ᾱ finite and strictly decreasing) takes the short paths of the two maps below.
+            self._grid_plain = bool(torch.isfinite(log_ab).all() and (log_ab[1:] < log_ab[:-1]).all())
             self.betas = betas if not zero_terminal_snr else 1 - torch.exp(log_ab[1:] - log_ab[:-1])
             self.t_min = 1.0 / self.num_steps if t_min is None else t_min
         else:
@@ -183,8 +185,10 @@ class VP(GaussianProcess):
             pos = torch.clamp(t, 0.0, 1.0) * self.num_steps
             lo = torch.clamp(torch.floor(pos).long(), max=self.num_steps - 1)
             frac = pos - lo
-            g = self._grid_log_ab.to(t.device)
+            g = self._grid_log_ab if self._grid_log_ab.device == t.device else self._grid_log_ab.to(t.device)
             a, b = g[lo], g[lo + 1]
+            if self._grid_plain:
+                return a + frac * (b - a)
             # Under zero terminal SNR log ᾱ(1) = −inf: interpolate only towards finite grid values.
             b_finite = torch.isfinite(b)
             lin = a + frac * (torch.where(b_finite, b, a) - a)
@@ -200,6 +204,10 @@ class VP(GaussianProcess):
 
     def sigma(self, t):
         return torch.sqrt(self.sigma_sq(t))
+
+    def alpha_sigma(self, t):
+        lab = self.log_alpha_bar(t)  # once for both (a sampler's set-up calls this on every grid it builds)
+        return torch.exp(0.5 * lab), torch.sqrt(-torch.expm1(lab))
 
     def sigma_sq(self, t):
         return -torch.expm1(self.log_alpha_bar(t))
@@ -228,6 +236,8 @@ class VP(GaussianProcess):
         T = self.num_steps
         k = torch.searchsorted(-g, -target.clamp(max=0.0)).clamp(1, T)  # g[k−1] ≥ target ≥ g[k]
         a, b = g[k - 1], g[k]
+        if self._grid_plain:  # a > b everywhere; target = 0 (λ = +inf) gives k = 1, frac = 0: t = 0
+            return (k - 1 + ((a - target) / (a - b)).clamp(0.0, 1.0)) / T
         finite = torch.isfinite(b) & (a > b)
         frac = torch.where(finite, (a - target) / torch.where(finite, a - b, torch.ones_like(a)), torch.ones_like(a))
         t = (k - 1 + frac.clamp(0.0, 1.0)) / T

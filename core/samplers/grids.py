@@ -33,25 +33,33 @@ from .cache import cached
 Tensor = torch.Tensor
 F64 = torch.float64
 GRIDS = ("uniform", "leading", "trailing", "linspace", "karras", "log_snr")
+#: σ̃_min of Karras et al. 2022 (Table 1), the floor of a grid whose process has σ = 0 at t_min.
+KARRAS_SIGMA_MIN = 0.002
 
 
-def _positive_floor_time(process: GaussianProcess) -> float:
-    """The smallest time with σ > 0 that a grid should reach before a final step to σ = 0."""
+def _positive_floor_time(process: GaussianProcess, lam_t_min: float | None = None) -> float:
+    """The smallest time with σ > 0 that a grid should reach before a final step to σ = 0: ``process.t_min``,
+    or σ̃ = 0.002 of EDM where σ(t_min) = 0. ``lam_t_min``: the log-SNR at t_min when the caller has it."""
     t_min = float(process.t_min)
-    if t_min > 0 and float(process.sigma(torch.tensor([t_min], dtype=F64))[0]) > 0:
+    if lam_t_min is None:
+        lam_t_min = float(process.log_snr(torch.tensor([t_min], dtype=F64))[0])
+    if t_min > 0 and lam_t_min < math.inf:
         return t_min
-    return float(process.t_from_sigma_ratio(torch.tensor([0.002], dtype=F64))[0])
+    return float(process.t_from_sigma_ratio(torch.tensor([KARRAS_SIGMA_MIN], dtype=F64))[0])
 
 
-def _as_start(t_start, batch) -> tuple[Tensor, bool]:
+def _as_start(t_start, batch) -> tuple[list[float], bool]:
+    """The start time(s) as Python floats (a scalar is checked without tensor work) and whether per sample."""
+    if isinstance(t_start, (int, float)) and not isinstance(t_start, bool):
+        return [float(t_start)], False
     t = torch.as_tensor(t_start, dtype=F64)
-    if t.ndim == 0:
-        return t.reshape(1), False
-    if t.ndim != 1:
+    if t.ndim > 1:
         raise ShapeError(f"t_start has shape {tuple(t.shape)}; expected a float or a (batch,) tensor")
-    if batch is not None and t.shape[0] != batch:
+    if t.numel() == 0:
+        raise ShapeError("t_start is empty; expected a float or a (batch,) tensor")
+    if t.ndim == 1 and batch is not None and t.shape[0] != batch:
         raise ShapeError(f"t_start has shape {tuple(t.shape)}; expected ({batch},)")
-    return t, True
+    return t.reshape(-1).tolist(), t.ndim == 1
 
 
 def _discrete_timesteps(kind: str, steps: int, last: int, offset: int) -> Tensor:
@@ -99,14 +107,14 @@ def make_grid(
     if kind not in GRIDS:
         raise ConfigError(f"unknown grid {kind!r}; expected one of {list(GRIDS)}")
     starts, per_sample = _as_start(t_start, batch)
-    if not torch.isfinite(starts).all() or starts.min() < 0 or starts.max() > 1:
-        raise ShapeError(f"t_start must lie in [0, 1]; got values in [{starts.min():.4g}, {starts.max():.4g}]")
+    if not all(0.0 <= s <= 1.0 for s in starts):  # also false for NaN
+        raise ShapeError(f"t_start must lie in [0, 1]; got values in [{min(starts):.4g}, {max(starts):.4g}]")
     t_end = float(t_end)
-    if not 0.0 <= t_end < float(starts.min()):
-        raise ShapeError(f"t_end={t_end} must lie in [0, t_start) with t_start={float(starts.min()):.4g}")
+    if not 0.0 <= t_end < min(starts):
+        raise ShapeError(f"t_end={t_end} must lie in [0, t_start) with t_start={min(starts):.4g}")
     if per_sample:
-        return torch.stack([_row(process, steps, kind, float(s), t_end, rho, offset, sigma_min) for s in starts])
-    t0 = float(starts[0])
+        return torch.stack([_row(process, steps, kind, s, t_end, rho, offset, sigma_min) for s in starts])
+    t0 = starts[0]
     key = (kind, steps, t0, t_end, float(rho), int(offset), None if sigma_min is None else float(sigma_min))
     # A second call with the same arguments builds nothing (see .cache); a copy keeps the cached grid intact.
     return cached(process, "grid", key, lambda: _row(process, steps, kind, t0, t_end, rho, offset, sigma_min)).clone()
@@ -125,35 +133,35 @@ def _row(process, steps, kind, t0, t_end, rho, offset, sigma_min=None) -> Tensor
         if not (row[:-1] > row[1:]).all():
             raise ConfigError(f"steps={steps} is too many for a {kind!r} grid over {last} training steps")
         return row
-    # karras / log_snr: spacing in a noise coordinate, mapped back through the process.
-    ends = torch.tensor([t0, t_end], dtype=F64)
-    a, s = process.alpha_sigma(ends)
-    tail = bool(s[1] == 0)
+    # karras / log_snr: spacing in a noise coordinate, mapped back through the process. One log-SNR evaluation
+    # gives the ends and the floor: σ = 0 ⇔ λ = +inf, σ̃ = σ/α = exp(−λ/2).
+    lam = process.log_snr(torch.tensor([t0, t_end, float(process.t_min)], dtype=F64)).tolist()
+    tail = lam[1] == math.inf
     if tail and sigma_min is not None:
         if not sigma_min > 0:
             raise ConfigError(f"sigma_min must be > 0, got {sigma_min}")
         t_lo = float(process.t_from_sigma_ratio(torch.tensor([float(sigma_min)], dtype=F64))[0])
+        lam_lo = -2 * math.log(sigma_min)
+    elif tail:
+        t_lo = _positive_floor_time(process, lam[2])
+        lam_lo = lam[2] if t_lo == float(process.t_min) else -2 * math.log(KARRAS_SIGMA_MIN)
     else:
-        t_lo = _positive_floor_time(process) if tail else t_end
+        t_lo, lam_lo = t_end, lam[1]
     if tail and not t_lo < t0:
         raise ConfigError(f"t_start={t0} lies below the smallest positive noise level t={t_lo:.4g}")
     n = steps if tail else steps + 1
     if n < 2:
         raise ConfigError(f"grid {kind!r} ending at σ=0 needs steps ≥ 2, got {steps}")
-    lo_hi = torch.tensor([t0, t_lo], dtype=F64)
+    if not (math.isfinite(lam[0]) and math.isfinite(lam_lo)):
+        what = "σ/α" if kind == "karras" else "log-SNR"
+        why = " (α = 0 there: zero terminal SNR)" if lam[0] == -math.inf else ""
+        raise ConfigError(f"grid {kind!r} needs a finite {what} at t_start={t0} and t={t_lo:.4g}{why}")
     if kind == "karras":
-        sig = process.sigma(lo_hi) / process.alpha(lo_hi)
-        if not torch.isfinite(sig).all():
-            raise ConfigError(f"grid 'karras' needs a finite σ/α at t_start={t0} (α = 0 there: zero terminal SNR)")
-        r = torch.linspace(0, 1, n, dtype=F64)
-        hi_r, lo_r = sig[0] ** (1 / rho), sig[1] ** (1 / rho)
-        sigmas = (hi_r + r * (lo_r - hi_r)) ** rho
+        hi_r, lo_r = math.exp(-lam[0] / (2 * rho)), math.exp(-lam_lo / (2 * rho))
+        sigmas = (hi_r + torch.linspace(0, 1, n, dtype=F64) * (lo_r - hi_r)) ** rho
         inner = process.t_from_sigma_ratio(sigmas)
     else:
-        lam = process.log_snr(lo_hi)
-        if not torch.isfinite(lam).all():
-            raise ConfigError(f"grid 'log_snr' needs a finite log-SNR at t_start={t0} and t={t_lo}")
-        inner = process.t_from_log_snr(torch.linspace(float(lam[0]), float(lam[1]), n, dtype=F64))
+        inner = process.t_from_log_snr(torch.linspace(lam[0], lam_lo, n, dtype=F64))
     inner = inner.clamp(0.0, 1.0)
     inner[0], inner[-1] = t0, t_lo  # exact end points (no round-off from the inverse map)
     row = torch.cat([inner, torch.tensor([t_end], dtype=F64)]) if tail else inner
