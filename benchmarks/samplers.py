@@ -415,14 +415,15 @@ def print_overhead(rows, steps, repeats):
     print(f"\nPer-step overhead with a zero-cost model, grid construction counted ({steps} steps, median of "
           f"{repeats} calls; µs per step):\n")
     print("| batch | polydiff sampler (grid) | polydiff cold | polydiff warm | diffusers (grid) | µs | "
-          "k-diffusion (grid) | µs | warm/diffusers | warm/k-diffusion |")
+          "k-diffusion (grid) | µs | cold / warm ÷ diffusers | cold / warm ÷ k-diffusion |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for batch, name, g, c, w, dif, d, kdp, k in rows:
         dn = f"{dif[0]} ({dif[1]})" if dif else "-"
         kn = f"{kdp[0]} ({kdp[1]})" if kdp else "-"
         print(f"| {batch} | {name} ({g}) | {c * 1e6:.0f} | {w * 1e6:.0f} | {dn} | "
               f"{'-' if d is None else f'{d * 1e6:.0f}'} | {kn} | {'-' if k is None else f'{k * 1e6:.0f}'} | "
-              f"{'-' if d is None else f'{w / d:.2f}'} | {'-' if k is None else f'{w / k:.2f}'} |")
+              f"{'-' if d is None else f'{c / d:.2f} / {w / d:.2f}'} | "
+              f"{'-' if k is None else f'{c / k:.2f} / {w / k:.2f}'} |")
 
 
 # ---- digits -------------------------------------------------------------------------------------------------

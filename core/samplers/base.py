@@ -150,7 +150,7 @@ class Context:
     # -- coefficients -------------------------------------------------------------------------
     def _alpha_sigma(self):
         alpha, sigma = self.process.alpha_sigma(self.grid)
-        if not (torch.isfinite(alpha).all() and torch.isfinite(sigma).all()):
+        if not torch.isfinite(alpha + sigma).all():  # a sum is finite only where both terms are
             raise ConfigError("the process gives non-finite α or σ on this grid")
         return alpha, sigma
 

@@ -78,7 +78,7 @@ def multistep_weights(ctx: Context, ords: Tensor, stochastic: bool = False, d2_f
         w1 = torch.where(three, -c1 * (u + k * (u + v)) - c2 * q * (u + v), w1)
         w2 = torch.where(three, c1 * k * v + c2 * q * v, w2)
     W = torch.stack([w0, w1, w2], -1)
-    if not torch.isfinite(W).all() or not torch.isfinite(A).all():
+    if not torch.isfinite(W.sum(-1) + A).all():  # a sum is finite only where every term is
         raise ConfigError("DPM-Solver++ coefficients are not finite on this grid (repeated or degenerate times?)")
     return A, W, std
 
@@ -90,8 +90,8 @@ def _multistep(model, x_T, grid, generator, order, lower_order_final, stochastic
         ords = step_orders(ctx, order, lower_order_final)
         A, W, std = multistep_weights(ctx, ords, stochastic, d2_factor)
         noisy = ctx.any_per_step(std > 0) if stochastic else [False] * ctx.steps
-        return (ctx.col(A), [ctx.col(W[..., k]) for k in range(3)], ctx.col(std), ords.max(0).values.tolist(),
-                noisy, ctx.col(ctx.alpha), ctx.col(ctx.sigma))
+        return (ctx.col(A), [ctx.col(W[..., k]) for k in range(order)], ctx.col(std) if stochastic else None,
+                ords.max(0).values.tolist(), noisy, ctx.col(ctx.alpha), ctx.col(ctx.sigma))
 
     options = (order, bool(lower_order_final), bool(stochastic), float(d2_factor))
     c_A, c_W, c_std, used, noisy, a_col, s_col = ctx.cached("dpm_solver", options, build)

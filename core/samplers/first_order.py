@@ -119,11 +119,11 @@ def _churn(ctx: Context, s_churn, s_tmin, s_tmax, s_noise):
         g = min(s_churn / ctx.steps, math.sqrt(2) - 1)
         gamma = torch.where(torch.isfinite(sig) & (sig >= s_tmin) & (sig <= s_tmax), torch.full_like(sig, g), gamma)
     churned = gamma > 0
-    t_hat = ctx.grid[:, :-1].clone()
-    if churned.any():
-        target = sig * (1 + gamma)
-        t_new = ctx.process.t_from_sigma_ratio(torch.where(churned, target, sig)).clamp(0.0, 1.0)
-        t_hat = torch.where(churned, t_new, t_hat)
+    if not churned.any():  # the deterministic sampler (Alg. 1): σ̂ = σ̃ on every step
+        return churned, ctx.grid[:, :-1], a0, s0, sig, torch.ones_like(sig), torch.zeros_like(sig)
+    target = sig * (1 + gamma)
+    t_new = ctx.process.t_from_sigma_ratio(torch.where(churned, target, sig)).clamp(0.0, 1.0)
+    t_hat = torch.where(churned, t_new, ctx.grid[:, :-1])
     a_hat, s_hat = ctx.process.alpha_sigma(t_hat)
     a_hat = torch.where(churned, a_hat, a0)
     s_hat = torch.where(churned, s_hat, s0)
@@ -139,7 +139,7 @@ def _karras_coefficients(ctx: Context, second_order, s_churn, s_tmin, s_tmax, s_
     a1, s1 = a[:, 1:], s[:, 1:]
     churned, t_hat, a_hat, s_hat, sig_hat, scale, add = _churn(ctx, s_churn, s_tmin, s_tmax, s_noise)
     use_churn = ctx.any_per_step(churned)
-    c_scale, c_add = ctx.col(scale), ctx.col(add)
+    c_scale, c_add = (ctx.col(scale), ctx.col(add)) if any(use_churn) else (None, None)
     c_x0, c_eps = ctx.col(a1), ctx.col(s1)
     # Heun correction (Alg. 2 lines 9-11) wherever σ_{i+1} > 0 and σ̂ is finite (α̂ > 0).
     finite = torch.isfinite(sig_hat) & (s1 > 0)
