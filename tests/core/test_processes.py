@@ -168,3 +168,23 @@ def test_discrete_chain_log_snr_inverse_is_exact(proc):
     torch.testing.assert_close(back, _bisect_decreasing(proc.log_alpha_bar, target, 0.0, 1.0), rtol=0, atol=1e-10)
     ends = proc.t_from_log_snr(torch.tensor([math.inf, 50.0, -math.inf], dtype=torch.float64))
     assert ends[0] == 0.0 and 0 <= ends[1] < 1e-6 and ends[2] == 1.0
+
+
+@pytest.mark.parametrize("process", ALL, ids=repr)
+def test_alpha_sigma_equals_alpha_and_sigma(process):
+    t = torch.cat([T, torch.tensor([0.0, 1.0], dtype=F64)])
+    a, s = process.alpha_sigma(t)
+    assert torch.equal(a, process.alpha(t)) and torch.equal(s, process.sigma(t))
+
+
+def test_plain_chain_short_paths_equal_the_general_ones():
+    """A finite, strictly decreasing chain skips the −inf handling of log ᾱ(t) and of its inverse; both short
+    paths give the general paths' values bit for bit, ends included."""
+    plain, general = VP("linear", num_steps=1000), VP("linear", num_steps=1000)
+    general._grid_plain = False
+    assert plain._grid_plain and not VP("linear", num_steps=1000, zero_terminal_snr=True)._grid_plain
+    t = torch.cat([torch.rand(300, generator=torch.Generator().manual_seed(1), dtype=F64),
+                   torch.tensor([0.0, 1e-3, 0.5, 1.0], dtype=F64)])
+    assert torch.equal(plain.log_alpha_bar(t), general.log_alpha_bar(t))
+    lam = torch.cat([plain.log_snr(t), torch.tensor([math.inf, -math.inf, 40.0, -40.0], dtype=F64)])
+    assert torch.equal(plain.t_from_log_snr(lam), general.t_from_log_snr(lam))
