@@ -185,7 +185,7 @@ class VP(GaussianProcess):
             pos = torch.clamp(t, 0.0, 1.0) * self.num_steps
             lo = torch.clamp(torch.floor(pos).long(), max=self.num_steps - 1)
             frac = pos - lo
-            g = self._grid_log_ab if self._grid_log_ab.device == t.device else self._grid_log_ab.to(t.device)
+            g = self._grid_log_ab.to(t.device)
             a, b = g[lo], g[lo + 1]
             if self._grid_plain:
                 return a + frac * (b - a)

@@ -37,15 +37,17 @@ GRIDS = ("uniform", "leading", "trailing", "linspace", "karras", "log_snr")
 KARRAS_SIGMA_MIN = 0.002
 
 
-def _positive_floor_time(process: GaussianProcess, lam_t_min: float | None = None) -> float:
-    """The smallest time with σ > 0 that a grid should reach before a final step to σ = 0: ``process.t_min``,
-    or σ̃ = 0.002 of EDM where σ(t_min) = 0. ``lam_t_min``: the log-SNR at t_min when the caller has it."""
+def _positive_floor(process: GaussianProcess, lam_t_min: float | None = None) -> tuple[float, float]:
+    """(time, log-SNR) of the smallest positive noise level a grid should reach before a final step to σ = 0:
+    ``process.t_min``, or σ̃ = 0.002 of EDM where σ(t_min) = 0. ``lam_t_min``: the log-SNR at t_min when the caller
+    has it."""
     t_min = float(process.t_min)
     if lam_t_min is None:
         lam_t_min = float(process.log_snr(torch.tensor([t_min], dtype=F64))[0])
     if t_min > 0 and lam_t_min < math.inf:
-        return t_min
-    return float(process.t_from_sigma_ratio(torch.tensor([KARRAS_SIGMA_MIN], dtype=F64))[0])
+        return t_min, lam_t_min
+    t = float(process.t_from_sigma_ratio(torch.tensor([KARRAS_SIGMA_MIN], dtype=F64))[0])
+    return t, -2 * math.log(KARRAS_SIGMA_MIN)
 
 
 def _as_start(t_start, batch) -> tuple[list[float], bool]:
@@ -143,8 +145,7 @@ def _row(process, steps, kind, t0, t_end, rho, offset, sigma_min=None) -> Tensor
         t_lo = float(process.t_from_sigma_ratio(torch.tensor([float(sigma_min)], dtype=F64))[0])
         lam_lo = -2 * math.log(sigma_min)
     elif tail:
-        t_lo = _positive_floor_time(process, lam[2])
-        lam_lo = lam[2] if t_lo == float(process.t_min) else -2 * math.log(KARRAS_SIGMA_MIN)
+        t_lo, lam_lo = _positive_floor(process, lam[2])
     else:
         t_lo, lam_lo = t_end, lam[1]
     if tail and not t_lo < t0:
@@ -197,7 +198,7 @@ def check_grid(grid, batch: int | None = None, name: str = "grid") -> Tensor:
 
 def sigma_floor_time(process: GaussianProcess) -> float:
     """Public alias of the smallest positive-noise time used by grids and adaptive solvers."""
-    return _positive_floor_time(process)
+    return _positive_floor(process)[0]
 
 
 __all__ = ["GRIDS", "make_grid", "check_grid", "sigma_floor_time"]
