@@ -177,7 +177,35 @@ def evaluate(data, args, log):
             per_family[name].append(score_on_test(best, maps, sel, test))
     results = {name: {**bootstrap_scores(s, n_boot=args.n_boot, seed=args.boot_seed), "cv": cv_rows[name]}
                for name, s in per_family.items() if s}
-    return results, trained
+    return results, paired_differences(per_family, args), trained
+
+
+def paired_differences(per_family, args):
+    """Each diffusion family minus each baseline, AUPRC and Dice, with a 95 % *paired* subject bootstrap (both
+    scored on the same resampled subjects): the interval of the difference, which is narrower than comparing
+    two separate intervals."""
+    from polydiff.plugins.medical.selection import bootstrap_ci
+
+    def mean(scores, metric, w):
+        return float(np.mean([getattr(s, metric)(w) for s in scores]))
+
+    rows = {}
+    diffusion = [n for n, s in per_family.items() if s and s[0].setting.family in ("thor", "anoddpm")]
+    baselines = [n for n, s in per_family.items() if s and s[0].setting.family in ("zscore", "pca")]
+    for a in diffusion:
+        for b in baselines:
+            sa, sb = per_family[a], per_family[b]
+            rows[f"{a} − {b}"] = {m: bootstrap_ci(sa[0].subject, lambda w, m=m: mean(sa, m, w) - mean(sb, m, w),
+                                                  args.n_boot, seed=args.boot_seed) for m in ("auprc", "dice")}
+    return rows
+
+
+def difference_table(diffs):
+    lines = ["| difference (paired subject bootstrap) | ΔAUPRC [95 % CI] | ΔDice [95 % CI] |", "|---|---|---|"]
+    for name, r in diffs.items():
+        a, d = r["auprc"], r["dice"]
+        lines.append(f"| {name} | {a[0]:+.3f} [{a[1]:+.3f}, {a[2]:+.3f}] | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] |")
+    return "\n".join(lines)
 
 
 def table(results, trained):
@@ -204,12 +232,12 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-level", type=int, default=250, help="train on t ≤ this level (the largest λ queried)")
     ap.add_argument("--recon-steps", type=int, default=10)
-    ap.add_argument("--levels", type=int, nargs="+", default=[100, 250], help="candidate λ (paper: 250)")
-    ap.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4], help="candidate K")
-    ap.add_argument("--medians", type=int, nargs="+", default=[3, 5])
-    ap.add_argument("--fprs", type=float, nargs="+", default=[0.01, 0.02, 0.05], help="candidate healthy FPRs")
-    ap.add_argument("--blurs", type=float, nargs="+", default=[0.0, 1.0], help="baselines' map smoothing σ (px)")
-    ap.add_argument("--pca-k", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--levels", type=int, nargs="+", default=[50, 100, 250], help="candidate λ (paper: 250)")
+    ap.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4, 8], help="candidate K")
+    ap.add_argument("--medians", type=int, nargs="+", default=[3, 5, 7])
+    ap.add_argument("--fprs", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.05], help="candidate healthy FPRs")
+    ap.add_argument("--blurs", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="baselines' map smoothing σ (px)")
+    ap.add_argument("--pca-k", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--criterion", default="mean", choices=["mean", "dice", "auprc"])
     ap.add_argument("--cv-seed", type=int, default=0)
@@ -231,12 +259,15 @@ def main(argv=None):
         train(data, args.seeds, args.train_steps, args.batch_size, args.max_level, args.budget_min, log)
     if args.stage == "train":
         return
-    results, trained = evaluate(data, args, log)
+    results, diffs, trained = evaluate(data, args, log)
     from polydiff.plugins.medical.selection import write_json
 
     out = args.out or CACHE / "results.json"
-    write_json({"command": " ".join(sys.argv), "trained_steps": trained, "results": results}, out)
+    write_json({"command": " ".join(sys.argv), "trained_steps": trained, "results": results, "differences": diffs},
+               out)
     print(table(results, trained))
+    print()
+    print(difference_table(diffs))
     print(f"\n`python benchmarks/medical.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
           f"({args.folds}-fold subject CV on {len(data['selection'])} validation subjects, {args.n_boot} subject "
           f"bootstrap resamples of {len(data['test'])} test subjects, {args.recon_steps} reconstruction steps; "

@@ -270,7 +270,8 @@ def optimize_grid(
         fine_steps: M, intervals of the fine grid the DP chooses from (GITS searches ~100 teacher steps).
         teacher, teacher_kwargs, teacher_substeps: the solver of the reference trajectories and its steps per
             fine interval (default: UniPC order 3, 4 substeps: 4M model calls per reference).
-        coeff: GITS's discount of later step costs in the DP (1 = plain sum).
+        coeff: the DP weighs the n-th step's cost by coeff^(n−1) (1 = plain sum; the GITS authors' scripts use
+            1.15, which made DDIM's samples worse on the digits model, see docs/benchmarks.md).
         refine_sweeps: coordinate-search sweeps over the interior times in stage 2 (0 = the best start grid as it
             is).
         restarts: how many of the best start grids are refined (the best result is kept).
