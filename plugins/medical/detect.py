@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -433,8 +434,6 @@ class MapBank:
         if len(have) < k:
             method = self._methods.get((family, level)) or self._methods.setdefault((family, level),
                                                                                      self.make(family, level))
-            import time
-
             t0 = time.time()
             for r in range(len(have), k):
                 have.append(counterfactual_maps(method, x, batch=self.batch, seed=self.seed + 1000 * r + level)[1])
