@@ -181,23 +181,13 @@ def evaluate(data, args, log):
 
 
 def paired_differences(per_family, args):
-    """Each diffusion family minus each baseline, AUPRC and Dice, with a 95 % *paired* subject bootstrap (both
-    scored on the same resampled subjects): the interval of the difference, which is narrower than comparing
-    two separate intervals."""
-    from polydiff.plugins.medical.selection import bootstrap_ci
+    """Each diffusion family minus each baseline (:func:`~polydiff.plugins.medical.selection.bootstrap_difference`)."""
+    from polydiff.plugins.medical.selection import bootstrap_difference
 
-    def mean(scores, metric, w):
-        return float(np.mean([getattr(s, metric)(w) for s in scores]))
-
-    rows = {}
     diffusion = [n for n, s in per_family.items() if s and s[0].setting.family in ("thor", "anoddpm")]
     baselines = [n for n, s in per_family.items() if s and s[0].setting.family in ("zscore", "pca")]
-    for a in diffusion:
-        for b in baselines:
-            sa, sb = per_family[a], per_family[b]
-            rows[f"{a} − {b}"] = {m: bootstrap_ci(sa[0].subject, lambda w, m=m: mean(sa, m, w) - mean(sb, m, w),
-                                                  args.n_boot, seed=args.boot_seed) for m in ("auprc", "dice")}
-    return rows
+    return {f"{a} − {b}": bootstrap_difference(per_family[a], per_family[b], args.n_boot, args.boot_seed)
+            for a in diffusion for b in baselines}
 
 
 def difference_table(diffs):
@@ -223,6 +213,8 @@ def table(results, trained):
 
 
 def main(argv=None):
+    from polydiff.plugins.medical import selection as S
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=["train", "eval", "all"], default="all")
     ap.add_argument("--data", type=Path, default=DATA)
@@ -232,10 +224,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-level", type=int, default=250, help="train on t ≤ this level (the largest λ queried)")
     ap.add_argument("--recon-steps", type=int, default=10)
-    ap.add_argument("--levels", type=int, nargs="+", default=[50, 100, 250], help="candidate λ (paper: 250)")
-    ap.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4, 8], help="candidate K")
-    ap.add_argument("--medians", type=int, nargs="+", default=[3, 5, 7])
-    ap.add_argument("--fprs", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.05], help="candidate healthy FPRs")
+    ap.add_argument("--levels", type=int, nargs="+", default=list(S.LEVELS), help="candidate λ (paper: 250)")
+    ap.add_argument("--repeats", type=int, nargs="+", default=list(S.REPEATS), help="candidate K")
+    ap.add_argument("--medians", type=int, nargs="+", default=list(S.MEDIANS))
+    ap.add_argument("--fprs", type=float, nargs="+", default=list(S.FPRS), help="candidate healthy FPRs")
     ap.add_argument("--blurs", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="baselines' map smoothing σ (px)")
     ap.add_argument("--pca-k", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--folds", type=int, default=5)

@@ -24,6 +24,8 @@ import torch
 from polydiff import ConfigError, DataError
 from polydiff.io import atomic_write
 
+from .selection import FPRS, LEVELS, MEDIANS, REPEATS
+
 Tensor = torch.Tensor
 
 
@@ -448,11 +450,11 @@ def add_select_arguments(p):
                    "subjects (default: the checkpoint's data config)")
     p.add_argument("--out", default=None, help="settings file (default: <ckpt>.selection.json)")
     p.add_argument("--methods", nargs="+", default=["thor", "anoddpm"], choices=["thor", "anoddpm"])
-    p.add_argument("--levels", type=int, nargs="+", default=[50, 100, 250], help="candidate noise levels λ")
-    p.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4, 8], help="candidate numbers of averaged "
+    p.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="candidate noise levels λ")
+    p.add_argument("--repeats", type=int, nargs="+", default=list(REPEATS), help="candidate numbers of averaged "
                    "reconstructions K")
-    p.add_argument("--medians", type=int, nargs="+", default=[3, 5, 7], help="candidate median-filter sizes")
-    p.add_argument("--fprs", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.05],
+    p.add_argument("--medians", type=int, nargs="+", default=list(MEDIANS), help="candidate median-filter sizes")
+    p.add_argument("--fprs", type=float, nargs="+", default=list(FPRS),
                    help="candidate healthy false-positive rates (threshold percentiles)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--criterion", default="mean", choices=["mean", "dice", "auprc"],

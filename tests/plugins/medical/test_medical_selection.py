@@ -120,6 +120,23 @@ def test_cross_validate_picks_the_threshold_percentile_on_held_out_subjects():
     assert table[0]["cv_dice"] > table[1]["cv_dice"]
 
 
+def test_bootstrap_difference_is_paired():
+    from polydiff.plugins.medical.selection import TestScores, bootstrap_difference
+
+    test = _toy_set(12, "t", 1.0, 4)
+    st = Setting("toy", (), 1, 0.02)
+    good = TestScores(st, test.x.clamp_min(0), test, 0.5)
+    flat = TestScores(st, torch.rand(test.x.shape, generator=torch.Generator().manual_seed(0)), test, 0.5)
+    same = bootstrap_difference([good], [good], n_boot=200)
+    assert same["auprc"] == (0.0, 0.0, 0.0) and same["dice"] == (0.0, 0.0, 0.0)  # paired: no spread at all
+    diff = bootstrap_difference([good], [flat], n_boot=200)
+    ones = np.ones(12)
+    assert diff["dice"][0] == pytest.approx(good.dice(ones) - flat.dice(ones))
+    assert 0 < diff["dice"][1] <= diff["dice"][0] <= diff["dice"][2]
+    with pytest.raises(DataError):
+        bootstrap_difference([good], [TestScores(st, test.x[:6], test.take(list(range(6))), 0.5)])
+
+
 def test_bootstrap_scores_average_seeds_under_one_subject_draw_and_accept_per_item_thresholds():
     from polydiff.plugins.medical.selection import TestScores, bootstrap_scores
 
