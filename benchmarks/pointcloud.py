@@ -52,7 +52,7 @@ ROOT = Path(os.environ.get("POLYDIFF_POINTCLOUD_PROCEDURAL", Path(__file__).reso
 OUT = Path(os.environ.get("POLYDIFF_BENCH_OUT", "/tmp/polydiff_pointcloud_bench"))
 EVAL_NORM = Normalizer("shape_bbox")
 CMD = "nice -n 10 .venv/bin/python benchmarks/pointcloud.py"
-STEPS = 28_000  # per seed: 45 min in bf16, ~1 h in fp32, one thread of the 2-core EPYC VM (docs/benchmarks.md)
+STEPS = 40_000  # per seed: ~67 min in bf16 on one thread of the 2-core EPYC VM, ~46 min on both (docs/benchmarks.md)
 
 
 def log(msg: str) -> None:
