@@ -8,8 +8,10 @@ Phases (run in this order; each prints a markdown table and the command that mad
   train       trains Luo & Hu (gen mode: encoder + flow prior + diffusion decoder) for exactly --steps
               optimiser steps per seed (--seeds, default three), with Luo & Hu's learning-rate schedule in
               steps; wall time, CPU time and the load average are recorded, never used as the budget
-  sample      generates as many shapes as the test split holds (2048 points) from each seed's checkpoint
-  evaluate    MMD/COV/1-NNA-CD at 2048 points and -EMD at 512 points of each seed's shapes, then the report
+  sample      generates --draws sets (default 3) of as many shapes as the test split holds (2048 points) from
+              each seed's checkpoint
+  evaluate    MMD/COV/1-NNA-CD at 2048 points and -EMD at 512 points of each set, each seed's metrics = their
+              mean over the draws (one 64 + 64 1-NNA moves by up to 12 points between draws), then the report
   report      one row per seed, the mean [min–max] over seeds, the references, and the hardware line (CPU model,
               bf16/AVX flags, threads, precision, steps, wall time, load average)
   outliers    diagnosis: how far stray generated points inflate the shape_bbox normalisation, and the
@@ -281,16 +283,25 @@ def test_split(args) -> np.ndarray:
 
 def phase_sample(args) -> None:
     n = len(test_split(args))
+    total = n * args.draws
     for seed in args.seeds:
         model, ck = _load(args, seed)
-        gen = torch.Generator().manual_seed(seed + 1)
+        gen = torch.Generator().manual_seed(seed + 1)  # one stream: the first draw is the same for any --draws
         t0 = time.perf_counter()
         out = []
-        for i in range(0, n, args.sample_batch):
-            out.append(model.generate(min(args.sample_batch, n - i), 2048, generator=gen, truncate_std=args.truncate_std))
-            log(f"seed {seed}: generated {i + len(out[-1])}/{n}")
-        np.save(OUT / f"samples_{run_name(args.category, seed)}.npy", torch.cat(out).numpy())
+        for i in range(0, total, args.sample_batch):
+            out.append(model.generate(min(args.sample_batch, total - i), 2048, generator=gen,
+                                      truncate_std=args.truncate_std))
+            log(f"seed {seed}: generated {i + len(out[-1])}/{total}")
+        shapes = torch.cat(out).numpy()
+        np.save(OUT / f"samples_{run_name(args.category, seed)}.npy", shapes.reshape(args.draws, n, *shapes.shape[1:]))
         log(f"seed {seed}: sampling took {time.perf_counter() - t0:.0f} s (step {ck['step']} checkpoint)")
+
+
+def load_draws(args, seed: int) -> np.ndarray:
+    """A seed's generated sets, (draws, n, points, 3); a file from before --draws holds one set (n, points, 3)."""
+    samples = np.load(OUT / f"samples_{run_name(args.category, seed)}.npy")
+    return samples[None] if samples.ndim == 3 else samples
 
 
 def phase_evaluate(args) -> None:
@@ -298,18 +309,34 @@ def phase_evaluate(args) -> None:
     for seed in args.seeds:
         _, ck = _load(args, seed)
         name = run_name(args.category, seed)
-        samples = np.load(OUT / f"samples_{name}.npy")
-        m = evaluate_set(samples, test, tuple(args.metrics))
+        m = mean_over_draws([evaluate_set(d, test, tuple(args.metrics)) for d in load_draws(args, seed)])
         path = OUT / f"model_{name}.json"
         if path.is_file():  # add metrics to an earlier evaluation of the same checkpoint (e.g. EMD after CD)
             prev = json.loads(path.read_text())
-            if prev.get("step") == ck["step"] and prev["metrics"].get("n_samples") == m["n_samples"]:
+            same = [prev["metrics"].get(k) for k in ("n_samples", "draws")] == [m["n_samples"], m["draws"]]
+            if prev.get("step") == ck["step"] and same:
                 m = {**prev["metrics"], **m}
         save_json(path, {"metrics": m, "step": ck["step"], "seconds": ck["seconds"],
                          "cpu_seconds": ck.get("cpu_seconds"), "seed": seed, "hardware": ck["hardware"],
                          "config": ck["config"]})
         log(f"seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)))
     phase_report(args)
+
+
+def mean_over_draws(results: list[dict]) -> dict:
+    """One seed's metrics: each metric's mean over the sample draws (its per-draw values kept as ``<key> draws``)."""
+    out = {"n_samples": results[0]["n_samples"], "n_refs": results[0]["n_refs"], "draws": len(results)}
+    for key in results[0]:
+        vals = [r[key] for r in results]
+        if key in out:
+            continue
+        if isinstance(vals[0], float):
+            out[key] = float(np.mean(vals))
+            if not key.startswith("seconds"):
+                out[f"{key} draws"] = vals
+        else:  # counts (EMD assignments solved)
+            out[key] = sum(vals)
+    return out
 
 
 KEYS = (("MMD-CD", 1e3, 3), ("COV-CD", 100, 1), ("1-NNA-CD", 100, 1), ("MMD-EMD", 1e2, 3), ("COV-EMD", 100, 1),
@@ -348,7 +375,9 @@ def phase_report(args) -> None:
         path = OUT / f"model_{run_name(cat, seed)}.json"
         if path.is_file():
             runs.append(json.loads(path.read_text()))
-    print(f"\nLuo & Hu DPM, procedural {cat} (train shape_unit, eval shape_bbox, test split as reference):\n")
+    draws = runs[0]["metrics"].get("draws", 1) if runs else 1
+    print(f"\nLuo & Hu DPM, procedural {cat} (train shape_unit, eval shape_bbox, test split as reference; each seed's"
+          f" row is the mean over {draws} sample draw(s)):\n")
     print(HEADER)
     for r in runs:
         print(row(f"seed {r['seed']}, {r['step']} steps, {r['seconds'] / 60:.0f} min", r["metrics"]))
@@ -390,7 +419,7 @@ def drop_stray_points(x: np.ndarray, frac: float = 0.01, k: int = 8) -> np.ndarr
 
 
 def phase_outliers(args) -> None:
-    samples = np.load(OUT / f"samples_{run_name(args.category, args.seeds[0])}.npy").astype(np.float64)
+    samples = load_draws(args, args.seeds[0])[0].astype(np.float64)  # the first draw
     test = load_procedural(args.category, "test", ROOT).astype(np.float64)
 
     def inflation(x):  # bbox extent / extent of the 0.5–99.5 % quantile box, mean over shapes, per axis
@@ -437,6 +466,7 @@ def main(argv=None) -> None:
                    help="generate this many shapes and score them against the first as many test shapes "
                         "(default: the whole test split; small values only to check the script)")
     p.add_argument("--sample-batch", type=int, default=16)
+    p.add_argument("--draws", type=int, default=3, help="sample sets per seed; the metrics are their mean")
     p.add_argument("--truncate-std", type=float, default=None,
                    help="truncate the prior draw w at this many σ (default: none, as Luo & Hu's test_gen.py)")
     p.add_argument("--cost-small", type=int, default=16)
@@ -445,6 +475,8 @@ def main(argv=None) -> None:
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="auto: bf16 autocast only on a CPU with native bf16 (AMX-BF16/AVX512-BF16), else fp32")
     args = p.parse_args(argv)
+    if args.draws < 1:
+        p.error(f"--draws must be at least 1, got {args.draws}")
     torch.set_num_threads(args.threads)
     {"references": phase_references, "cost": phase_cost, "train": phase_train, "sample": phase_sample,
      "evaluate": phase_evaluate, "report": phase_report, "outliers": phase_outliers}[args.phase](args)

@@ -1,7 +1,9 @@
 """Luo & Hu model pieces: flow prior (invertible, exact change of variables), encoder invariance,
 objective terms with the official weights, sampling, the text-conditioning hook."""
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,12 +183,36 @@ def test_module_lr_follows_the_official_linear_decay():
         LuoHuModule(**TINY_MODULE, sched_start=5, sched_end=4)
 
 
+def _benchmark_module():
+    """benchmarks/pointcloud.py as a module (it sets one torch thread on import; restored here)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pointcloud.py"
+    spec = importlib.util.spec_from_file_location("pointcloud_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    threads = torch.get_num_threads()
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        torch.set_num_threads(threads)
+    return bench
+
+
+def test_benchmark_scores_a_seed_by_the_mean_over_sample_draws():
+    """One 64 + 64 1-NNA moves by up to 12 points between sample draws, so a seed's row is the mean of its draws."""
+    bench = _benchmark_module()
+    draws = [{"n_samples": 64, "n_refs": 64, "1-NNA-CD": 0.641, "MMD-CD": 6.2e-3, "seconds_cd": 20.0,
+              "emd_assignments": 10},
+             {"n_samples": 64, "n_refs": 64, "1-NNA-CD": 0.758, "MMD-CD": 6.7e-3, "seconds_cd": 22.0,
+              "emd_assignments": 12}]
+    m = bench.mean_over_draws(draws)
+    assert m["1-NNA-CD"] == pytest.approx(0.6995) and m["MMD-CD"] == pytest.approx(6.45e-3)
+    assert m["1-NNA-CD draws"] == [0.641, 0.758] and "seconds_cd draws" not in m
+    assert (m["draws"], m["n_samples"], m["n_refs"], m["emd_assignments"], m["seconds_cd"]) == (2, 64, 64, 22, 21.0)
+
+
 def test_step_bound_schedule_equals_the_official_one():
     """luohu_lr is train_gen.py's get_linear_scheduler (lr 2e-3 held to iteration 200k, linear to 1e-4 at 400k,
     stepped per iteration); the benchmark scales the same breakpoints to its --steps, in steps, not minutes."""
     import argparse
-    import importlib.util
-    from pathlib import Path
 
     from polydiff.plugins.pointcloud.luohu import luohu_lr
 
@@ -201,14 +227,7 @@ def test_step_bound_schedule_equals_the_official_one():
         assert luohu_lr(step, 2e-3, 1e-4, 4, 8) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
         opt.step()
         ref.step()
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pointcloud.py"
-    spec = importlib.util.spec_from_file_location("pointcloud_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    threads = torch.get_num_threads()
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        torch.set_num_threads(threads)
+    bench = _benchmark_module()
     args = argparse.Namespace(steps=bench.STEPS, sched_start=None, sched_end=None)
     start, end = bench.schedule(args)
     assert (start, end) == (bench.STEPS // 2, bench.STEPS)  # 200k / 400k of the official run, scaled
