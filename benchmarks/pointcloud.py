@@ -327,9 +327,9 @@ def mean_over_draws(results: list[dict]) -> dict:
     """One seed's metrics: each metric's mean over the sample draws (its per-draw values kept as ``<key> draws``)."""
     out = {"n_samples": results[0]["n_samples"], "n_refs": results[0]["n_refs"], "draws": len(results)}
     for key in results[0]:
-        vals = [r[key] for r in results]
         if key in out:
             continue
+        vals = [r[key] for r in results]
         if isinstance(vals[0], float):
             out[key] = float(np.mean(vals))
             if not key.startswith("seconds"):
